@@ -1,0 +1,1 @@
+"""Orchestration around stylecore: one module per DVC stage. Ray, MLflow and DVC live here only."""

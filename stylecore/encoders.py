@@ -1,0 +1,340 @@
+"""Frozen VGG-16/19 feature extractor with named layers.
+
+One forward pass returns every requested layer (``conv{b}_{i}``, ``relu{b}_{i}``, ``pool{b}``),
+stopping at the deepest one, so all perceptual losses share a single encoder pass.
+
+Weights (``weights=``):
+
+* ``"imagenet"`` – torchvision's ImageNet weights (``VGG16_Weights.IMAGENET1K_V1`` /
+  ``VGG19_Weights.IMAGENET1K_V1``), downloaded into ``$TORCH_HOME/hub/checkpoints`` when online.
+  Offline with no cached file this raises :class:`EncoderWeightsUnavailable` naming the file.
+* a path to a state dict (``.safetensors``, or a torch file loaded with ``weights_only=True``),
+  keyed either like torchvision (``features.0.weight``) or by layer name (``conv1_1.weight``).
+* ``"random:<seed>"`` – a seeded random (Kaiming) init, for tests and offline demos. Not pretrained:
+  losses computed with it are not perceptual, and :meth:`VGGEncoder.describe` says so.
+
+Nothing falls back silently: the weights in use are logged at construction and reported by
+:meth:`VGGEncoder.describe` so every run can record them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import urllib.error
+from pathlib import Path
+from typing import Iterable, Literal, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+log = logging.getLogger(__name__)
+
+Arch = Literal["vgg16", "vgg19"]
+Pooling = Literal["max", "avg"]
+Normalization = Literal["imagenet", "caffe"]
+Padding = Literal["zeros", "reflect"]
+
+_BLOCK_DEPTHS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
+_BLOCK_CHANNELS = (64, 128, 256, 512, 512)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe VGG expects BGR in [0, 255] minus this per-channel (B, G, R) mean.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+_TORCHVISION_WEIGHTS = {"vgg16": "VGG16_Weights", "vgg19": "VGG19_Weights"}
+
+
+class EncoderWeightsUnavailable(RuntimeError):
+    """The requested encoder weights cannot be obtained (offline, missing or malformed file)."""
+
+
+def _layer_plan(arch: str) -> list[tuple[str, str, int, int]]:
+    """(name, kind, torchvision features index, out channels) for every layer of the arch."""
+    if arch not in _BLOCK_DEPTHS:
+        raise ValueError(f"encoder arch {arch!r} is not supported; choose one of: {', '.join(_BLOCK_DEPTHS)}")
+    plan = []
+    index = 0
+    for block, (depth, channels) in enumerate(zip(_BLOCK_DEPTHS[arch], _BLOCK_CHANNELS), start=1):
+        for i in range(1, depth + 1):
+            plan.append((f"conv{block}_{i}", "conv", index, channels))
+            plan.append((f"relu{block}_{i}", "relu", index + 1, channels))
+            index += 2
+        plan.append((f"pool{block}", "pool", index, channels))
+        index += 1
+    return plan
+
+
+def layer_names(arch: Arch = "vgg19") -> list[str]:
+    """All addressable layer names of ``arch``, shallow to deep."""
+    return [name for name, *_ in _layer_plan(arch)]
+
+
+def layer_channels(layer: str, arch: Arch = "vgg19") -> int:
+    """Number of channels of ``layer``'s output."""
+    for name, _, _, channels in _layer_plan(arch):
+        if name == layer:
+            return channels
+    raise ValueError(f"unknown layer {layer!r} for {arch}; valid layers: {', '.join(layer_names(arch))}")
+
+
+def layer_stride(layer: str) -> int:
+    """Spatial downsampling factor of ``layer`` relative to the input (1 for block 1 convs)."""
+    match = re.fullmatch(r"(?:conv|relu)(\d)_\d|pool(\d)", layer)
+    if not match:
+        raise ValueError(f"not a VGG layer name: {layer!r}")
+    if match.group(2):
+        return 2 ** int(match.group(2))
+    return 2 ** (int(match.group(1)) - 1)
+
+
+def check_layer_names(layers: Iterable[str], arch: Arch = "vgg19", argument: str = "layers") -> list[str]:
+    layers = list(layers)
+    valid = layer_names(arch)
+    bad = [layer for layer in layers if layer not in valid]
+    if bad:
+        raise ValueError(
+            f"{argument}: unknown layer name(s) {', '.join(map(repr, bad))} for {arch}; "
+            f"valid names are {', '.join(valid)}"
+        )
+    return layers
+
+
+def imagenet_weights_file(arch: Arch) -> Path:
+    """Where torchvision caches (and expects) the ImageNet VGG weights file."""
+    weights_enum = _torchvision_weights(arch)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_enum.url)
+
+
+def _torchvision_weights(arch: str):
+    import torchvision.models as tvm
+
+    return getattr(tvm, _TORCHVISION_WEIGHTS[arch]).IMAGENET1K_V1
+
+
+class VGGEncoder(nn.Module):
+    """Frozen VGG feature extractor: ``forward(x, layers) -> {name: features}`` in one pass.
+
+    ``x`` is an RGB batch in [0, 1] of shape (B, 3, H, W); the chosen input normalisation is applied
+    inside. The network is truncated after the deepest layer in ``layers`` (all layers if None).
+    """
+
+    def __init__(
+        self,
+        arch: Arch = "vgg19",
+        layers: Iterable[str] | None = None,
+        weights: str | os.PathLike = "imagenet",
+        pooling: Pooling = "max",
+        normalization: Normalization = "imagenet",
+        padding: Padding = "zeros",
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__()
+        plan = _layer_plan(arch)
+        if pooling not in ("max", "avg"):
+            raise ValueError(f"pooling={pooling!r} is not supported; choose 'max' or 'avg'")
+        if normalization not in ("imagenet", "caffe"):
+            raise ValueError(f"normalization={normalization!r} is not supported; choose 'imagenet' or 'caffe'")
+        if padding not in ("zeros", "reflect"):
+            raise ValueError(f"padding={padding!r} is not supported; choose 'zeros' or 'reflect'")
+        all_names = [name for name, *_ in plan]
+        if layers is not None:
+            requested = check_layer_names(layers, arch)
+            if not requested:
+                raise ValueError("layers: give at least one layer name, or None for the whole network")
+            last = max(all_names.index(name) for name in requested)
+            plan = plan[: last + 1]
+        self.arch = arch
+        self.pooling = pooling
+        self.normalization = normalization
+        self.padding = padding
+        self.ceil_mode = ceil_mode
+        self.layer_order: list[str] = [name for name, *_ in plan]
+        self._kinds: dict[str, str] = {name: kind for name, kind, *_ in plan}
+        self._tv_index: dict[str, int] = {name: idx for name, kind, idx, _ in plan if kind == "conv"}
+
+        self.convs = nn.ModuleDict()
+        in_channels = 3
+        for name, kind, _, channels in plan:
+            if kind == "conv":
+                self.convs[name] = nn.Conv2d(in_channels, channels, 3, padding=1, padding_mode=padding)
+                in_channels = channels
+
+        if normalization == "imagenet":
+            mean, scale = torch.tensor(IMAGENET_MEAN), 1.0 / torch.tensor(IMAGENET_STD)
+        else:
+            mean, scale = torch.tensor(CAFFE_BGR_MEAN[::-1]) / 255.0, torch.full((3,), 255.0)
+        self.register_buffer("input_mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
+
+        self.weights_source = self._load_weights(weights)
+        self.requires_grad_(False)
+        self.eval()
+        log.info("VGG encoder: %s", self.describe())
+
+    # -- weights -----------------------------------------------------------------------------
+
+    def _load_weights(self, weights: str | os.PathLike) -> dict[str, str]:
+        spec = os.fspath(weights)
+        if spec.startswith("random:"):
+            seed_text = spec.split(":", 1)[1]
+            if not seed_text.lstrip("-").isdigit():
+                raise ValueError(f"weights={spec!r}: the random init needs an integer seed, e.g. 'random:0'")
+            self._random_init(int(seed_text))
+            return {"kind": "random", "seed": seed_text, "spec": spec, "pretrained": "false"}
+        if spec == "imagenet":
+            path = imagenet_weights_file(self.arch)  # type: ignore[arg-type]
+            if not path.is_file():
+                self._download_imagenet(path)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self._load_state(state, str(path))
+            return {"kind": "imagenet", "spec": spec, "file": str(path), "pretrained": "true",
+                    "torchvision": f"{_TORCHVISION_WEIGHTS[self.arch]}.IMAGENET1K_V1"}
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise EncoderWeightsUnavailable(
+                f"weights={spec!r} is neither 'imagenet', 'random:<seed>' nor an existing file. "
+                "Give a path to a VGG state dict (.safetensors, .pth or .pt)."
+            )
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as error:  # pickle errors come in many types
+                raise EncoderWeightsUnavailable(
+                    f"weights file {path} could not be loaded as a tensor state dict with weights_only=True "
+                    f"({type(error).__name__}: {error}). Save it with torch.save(model.state_dict(), ...) "
+                    "or as .safetensors."
+                ) from error
+        self._load_state(state, str(path))
+        return {"kind": "file", "spec": spec, "file": str(path.resolve()), "sha256": _sha256(path),
+                "pretrained": "unknown"}
+
+    def _download_imagenet(self, path: Path) -> None:
+        weights_enum = _torchvision_weights(self.arch)
+        try:
+            weights_enum.get_state_dict(progress=True, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            raise EncoderWeightsUnavailable(
+                f"ImageNet weights for {self.arch} are not cached and could not be downloaded "
+                f"({type(error).__name__}: {error}).\n"
+                f"  torchvision expects the file {path.name} (from {weights_enum.url})\n"
+                f"  at {path} (set TORCH_HOME to move the cache; currently {torch.hub.get_dir()}).\n"
+                f"  Copy it there from a machine with internet, or pass weights='<path to the file>', "
+                f"or use weights='random:<seed>' for a seeded random encoder (not pretrained)."
+            ) from error
+
+    def _load_state(self, state: Mapping[str, Tensor], origin: str) -> None:
+        if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+            state = state["state_dict"]
+        by_name: dict[str, Tensor] = {}
+        for name, index in self._tv_index.items():
+            for param in ("weight", "bias"):
+                for key in (f"{name}.{param}", f"features.{index}.{param}", f"convs.{name}.{param}"):
+                    if key in state:
+                        by_name[f"{name}.{param}"] = state[key]
+                        break
+        expected = [f"{name}.{param}" for name in self._tv_index for param in ("weight", "bias")]
+        missing = [key for key in expected if key not in by_name]
+        if missing:
+            raise EncoderWeightsUnavailable(
+                f"weights {origin} lack {len(missing)} tensor(s) needed for {self.arch} up to "
+                f"{self.layer_order[-1]}, e.g. {missing[0]} (or features.{self._tv_index[missing[0].split('.')[0]]}."
+                f"{missing[0].split('.')[1]}). Is this a {self.arch} state dict?"
+            )
+        for key, tensor in by_name.items():
+            name, param = key.split(".")
+            target = getattr(self.convs[name], param)
+            if target.shape != tensor.shape:
+                raise EncoderWeightsUnavailable(
+                    f"weights {origin}: {key} has shape {tuple(tensor.shape)}, expected {tuple(target.shape)} "
+                    f"for {self.arch}"
+                )
+            with torch.no_grad():
+                target.copy_(tensor.to(target.dtype))
+
+    def _random_init(self, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for conv in self.convs.values():
+                # torchvision's VGG init (Kaiming normal, fan_out, ReLU), drawn from a private generator.
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                conv.bias.zero_()
+
+    # -- behaviour ---------------------------------------------------------------------------
+
+    def train(self, mode: bool = True) -> "VGGEncoder":
+        # Always frozen: a parent module's .train() must not flip the encoder out of eval mode.
+        return super().train(False)
+
+    @property
+    def available_layers(self) -> list[str]:
+        return list(self.layer_order)
+
+    def describe(self) -> dict[str, str]:
+        """What this encoder is, for logs and run metadata."""
+        info = {
+            "arch": self.arch,
+            "weights": self.weights_source["spec"],
+            "weights_kind": self.weights_source["kind"],
+            "pretrained": self.weights_source["pretrained"],
+            "pooling": self.pooling,
+            "normalization": self.normalization,
+            "padding": self.padding,
+            "last_layer": self.layer_order[-1],
+        }
+        for key in ("file", "sha256", "torchvision", "seed"):
+            if key in self.weights_source:
+                info[f"weights_{key}"] = self.weights_source[key]
+        return info
+
+    def normalize(self, x: Tensor) -> Tensor:
+        if self.normalization == "caffe":
+            x = x.flip(1)  # RGB -> BGR
+        return (x - self.input_mean.to(x.dtype)) * self.input_scale.to(x.dtype)
+
+    def forward(self, x: Tensor, layers: Iterable[str]) -> dict[str, Tensor]:
+        wanted = set(layers)
+        if not wanted:
+            return {}
+        unknown = wanted - set(self.layer_order)
+        if unknown:
+            deeper = [name for name in unknown if name in layer_names(self.arch)]  # type: ignore[arg-type]
+            why = (f"they lie beyond this encoder's truncation at {self.layer_order[-1]}" if deeper
+                   else f"valid names: {', '.join(self.layer_order)}")
+            raise ValueError(f"layers: {', '.join(sorted(unknown))} not available ({why})")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"encoder input must be an RGB batch of shape (B, 3, H, W); got {tuple(x.shape)}")
+        deepest = max(self.layer_order.index(name) for name in wanted)
+        out: dict[str, Tensor] = {}
+        h = self.normalize(x)
+        for name in self.layer_order[: deepest + 1]:
+            kind = self._kinds[name]
+            if kind == "conv":
+                h = self.convs[name](h)
+            elif kind == "relu":
+                # In place unless the conv output itself was requested (then it must survive);
+                # autograd allows it because a conv's backward does not need its output.
+                h = F.relu(h) if "conv" + name[4:] in wanted else F.relu_(h)
+            elif self.pooling == "max":
+                h = F.max_pool2d(h, 2, 2, ceil_mode=self.ceil_mode)
+            else:
+                h = F.avg_pool2d(h, 2, 2, ceil_mode=self.ceil_mode)
+            if name in wanted:
+                out[name] = h
+        return out
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,192 @@
+"""Small pure functions shared by losses and models.
+
+Numeric conventions are explicit arguments (published code disagrees on all of them):
+Gram normalisation, biased/unbiased variance, and where eps goes. Statistics and Gram matrices are
+computed in float32 even under bf16 autocast, because their sums overflow or lose precision in bf16.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+GramNormalization = Literal["none", "hw", "chw"]
+EpsPlacement = Literal["inside", "outside"]
+
+
+def _check_feature_map(x: Tensor, argument: str = "features") -> None:
+    if x.dim() != 4:
+        raise ValueError(f"{argument} must be a (B, C, H, W) tensor; got shape {tuple(x.shape)}")
+
+
+def gram(x: Tensor, normalize: GramNormalization = "hw") -> Tensor:
+    """Gram matrix G = F Fᵀ of (B, C, H, W) features flattened to (B, C, HW).
+
+    ``normalize``: ``"none"``; ``"hw"`` divides by H·W (pystiche, Magenta); ``"chw"`` by C·H·W
+    (LinearTransfer, Johnson). Returns (B, C, C) in float32.
+    """
+    _check_feature_map(x)
+    b, c, h, w = x.shape
+    flat = x.reshape(b, c, h * w).float()
+    if normalize == "none":
+        scale = 1.0
+    elif normalize == "hw":
+        scale = 1.0 / (h * w)
+    elif normalize == "chw":
+        scale = 1.0 / (c * h * w)
+    else:
+        raise ValueError(f"gram normalize={normalize!r} is not one of 'none', 'hw', 'chw'")
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        # baddbmm with beta=0 folds the scale into the matmul: one kernel, no extra pass.
+        return torch.baddbmm(flat.new_empty(b, c, c), flat, flat.transpose(1, 2), beta=0.0, alpha=scale)
+
+
+def mean_std(
+    x: Tensor, eps: float = 1e-5, unbiased: bool = True, eps_placement: EpsPlacement = "inside"
+) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and standard deviation over H, W, each of shape (B, C, 1, 1), float32.
+
+    σ = sqrt(var + eps) with ``eps_placement="inside"`` (AdaIN/SANet reference), or sqrt(var) + eps
+    with ``"outside"``. ``unbiased`` divides by HW − 1 (the AdaIN reference) instead of HW.
+    """
+    _check_feature_map(x)
+    b, c, h, w = x.shape
+    if unbiased and h * w < 2:
+        raise ValueError(f"unbiased variance needs at least 2 positions; features are {h}x{w}")
+    flat = x.reshape(b, c, h * w).float()
+    var, mean = torch.var_mean(flat, dim=2, correction=1 if unbiased else 0)
+    if eps_placement == "inside":
+        std = torch.sqrt(var + eps)
+    elif eps_placement == "outside":
+        std = torch.sqrt(var) + eps
+    else:
+        raise ValueError(f"eps_placement={eps_placement!r} is not one of 'inside', 'outside'")
+    return mean.view(b, c, 1, 1), std.view(b, c, 1, 1)
+
+
+def instance_normalize(x: Tensor, eps: float = 1e-5, unbiased: bool = True) -> Tensor:
+    """(x − μ(x)) / σ(x) per sample and channel (SANet's mean-variance norm)."""
+    mean, std = mean_std(x, eps=eps, unbiased=unbiased)
+    return ((x.float() - mean) / std).to(x.dtype)
+
+
+def adain_from_stats(content: Tensor, style_mean: Tensor, style_std: Tensor, eps: float = 1e-5,
+                     unbiased: bool = True) -> Tensor:
+    """AdaIN with given target statistics: σ_s · (x − μ(x)) / σ(x) + μ_s."""
+    return instance_normalize(content, eps=eps, unbiased=unbiased).float() * style_std + style_mean
+
+
+def adain(content: Tensor, style: Tensor, eps: float = 1e-5, unbiased: bool = True) -> Tensor:
+    """Adaptive instance normalisation (Huang & Belongie 2017): σ(s)·(c − μ(c))/σ(c) + μ(s)."""
+    if content.shape[:2] != style.shape[:2]:
+        raise ValueError(
+            f"adain: content {tuple(content.shape)} and style {tuple(style.shape)} must agree in batch and channels"
+        )
+    style_mean, style_std = mean_std(style, eps=eps, unbiased=unbiased)
+    return adain_from_stats(content, style_mean, style_std, eps=eps, unbiased=unbiased)
+
+
+def _matrix_sqrt_and_inverse_sqrt(cov: Tensor) -> tuple[Tensor, Tensor]:
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+    eigenvalues = eigenvalues.clamp_min(1e-12)
+    root = eigenvectors @ torch.diag_embed(eigenvalues.sqrt()) @ eigenvectors.transpose(-1, -2)
+    inverse_root = eigenvectors @ torch.diag_embed(eigenvalues.rsqrt()) @ eigenvectors.transpose(-1, -2)
+    return root, inverse_root
+
+
+def coral(source: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
+    """CORAL colour transfer: recolour ``source`` so its RGB mean and covariance match ``target``'s.
+
+    x' = Σ_t^{1/2} Σ_s^{-1/2} (x − μ_s) + μ_t, with eps·I added to both covariances (the AdaIN
+    reference adds I). Used for colour preservation: recolour the style image to the content's
+    palette. Accepts (3, H, W) or (B, 3, H, W) in [0, 1]; output is clamped to [0, 1].
+    """
+    squeeze = source.dim() == 3
+    if squeeze:
+        source, target = source.unsqueeze(0), target.unsqueeze(0)
+    if source.dim() != 4 or source.shape[1] != 3 or target.dim() != 4 or target.shape[1] != 3:
+        raise ValueError(f"coral expects RGB images; got {tuple(source.shape)} and {tuple(target.shape)}")
+    if source.shape[0] != target.shape[0]:
+        raise ValueError(f"coral: batch sizes differ ({source.shape[0]} vs {target.shape[0]})")
+    b = source.shape[0]
+    src = source.reshape(b, 3, -1).double()
+    tgt = target.reshape(b, 3, -1).double()
+    mu_s, mu_t = src.mean(2, keepdim=True), tgt.mean(2, keepdim=True)
+    eye = torch.eye(3, dtype=src.dtype, device=src.device)
+    cov_s = (src - mu_s) @ (src - mu_s).transpose(1, 2) / src.shape[2] + eps * eye
+    cov_t = (tgt - mu_t) @ (tgt - mu_t).transpose(1, 2) / tgt.shape[2] + eps * eye
+    _, inv_root_s = _matrix_sqrt_and_inverse_sqrt(cov_s)
+    root_t, _ = _matrix_sqrt_and_inverse_sqrt(cov_t)
+    out = root_t @ inv_root_s @ (src - mu_s) + mu_t
+    out = out.reshape(source.shape).to(source.dtype).clamp(0.0, 1.0)
+    return out.squeeze(0) if squeeze else out
+
+
+def channel_covariance(x: Tensor) -> Tensor:
+    """Covariance of a set of D-dim vectors x (B, N, D) → (B, D, D), divided by N (STROTSS)."""
+    if x.dim() != 3:
+        raise ValueError(f"channel_covariance expects (B, N, D) vectors; got shape {tuple(x.shape)}")
+    x = x.float()
+    centred = x - x.mean(dim=1, keepdim=True)
+    return centred.transpose(1, 2) @ centred / x.shape[1]
+
+
+def cosine_distance(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pairwise cosine distances C_ij = 1 − a_i·b_j / (‖a_i‖‖b_j‖); (B, N, D), (B, M, D) → (B, N, M)."""
+    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
+        raise ValueError(f"cosine_distance expects (B, N, D) and (B, M, D); got {tuple(a.shape)}, {tuple(b.shape)}")
+    a = F.normalize(a.float(), dim=2, eps=eps)
+    b = F.normalize(b.float(), dim=2, eps=eps)
+    return 1.0 - a @ b.transpose(1, 2)
+
+
+def random_locations(batch: int, count: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> Tensor:
+    """``count`` random sample locations per image, as (B, count, 2) grid coordinates in [−1, 1].
+
+    Drawn on the CPU from ``generator`` (or the global RNG) so the same seed gives the same
+    locations on every device.
+    """
+    if count < 1:
+        raise ValueError(f"count must be a positive number of sample locations; got {count}")
+    coordinates = torch.rand(batch, count, 2, generator=generator) * 2.0 - 1.0
+    return coordinates.to(device)
+
+
+def sample_hypercolumns(features: Mapping[str, Tensor] | Sequence[Tensor], locations: Tensor,
+                        layer_weights: Sequence[float] | None = None) -> Tensor:
+    """Hypercolumns at ``locations``: each feature map is bilinearly sampled there and the
+    channels are concatenated (STROTSS), giving (B, N, ΣC).
+
+    ``locations`` are (B, N, 2) (x, y) coordinates in [−1, 1] of the image, shared by all layers
+    whatever their resolution. ``layer_weights`` scale each layer's block of channels.
+    """
+    maps = list(features.values()) if isinstance(features, Mapping) else list(features)
+    if not maps:
+        raise ValueError("sample_hypercolumns needs at least one feature map")
+    grid = locations.unsqueeze(1).to(device=maps[0].device)  # (B, 1, N, 2)
+    columns = []
+    for index, fmap in enumerate(maps):
+        _check_feature_map(fmap, "feature map")
+        sampled = F.grid_sample(fmap.float(), grid.float(), mode="bilinear", align_corners=False)
+        block = sampled.squeeze(2).transpose(1, 2)  # (B, N, C)
+        if layer_weights is not None:
+            block = block * layer_weights[index]
+        columns.append(block)
+    return torch.cat(columns, dim=2)
+
+
+# RGB → a fixed decorrelated colour space (YUV, BT.601), for the STROTSS palette term.
+RGB_TO_YUV = torch.tensor(
+    [[0.299, 0.587, 0.114], [-0.14713, -0.28886, 0.436], [0.615, -0.51499, -0.10001]]
+)
+
+
+def rgb_to_decorrelated(x: Tensor) -> Tensor:
+    """Map (B, 3, H, W) RGB to YUV (BT.601), whose channels are far less correlated than RGB's."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an RGB batch (B, 3, H, W); got {tuple(x.shape)}")
+    return torch.einsum("ij,bjhw->bihw", RGB_TO_YUV.to(x.device, torch.float32), x.float())

@@ -1,0 +1,219 @@
+"""Optimal-transport style and content losses of STROTSS (Kolkin et al., CVPR 2019).
+
+Features are compared as *sets* of vectors: hypercolumns (the channels of several layers sampled
+bilinearly at the same image locations and concatenated) at N random locations. Locations come from
+the global RNG unless a ``seed`` is given, so training checkpoints (which save RNG state) resume
+with the same draws.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor
+
+from stylecore import functional as SF
+from stylecore.losses.base import FeatureLoss, Loss, LayerSpec, as_generator, reduce, register_loss
+from stylecore.losses.perceptual import PAPER_STYLE_LAYERS
+
+# STROTSS's hypercolumn layers of VGG-16 (indices [1,3,6,8,11,13,15,22,29] of torchvision's features).
+STROTSS_LAYERS = ("relu1_1", "relu1_2", "relu2_1", "relu2_2", "relu3_1", "relu3_2", "relu3_3", "relu4_3", "relu5_3")
+
+
+def relaxed_emd(cost: Tensor) -> Tensor:
+    """REMD from a cost matrix (B, N, M): max(mean_i min_j C_ij, mean_j min_i C_ij) → (B,)."""
+    return torch.maximum(cost.min(dim=2).values.mean(dim=1), cost.min(dim=1).values.mean(dim=1))
+
+
+def moment_distance(a: Tensor, b: Tensor) -> Tensor:
+    """(1/d)‖μ_A − μ_B‖₁ + (1/d²)‖Σ_A − Σ_B‖₁ for vector sets (B, N, d), (B, M, d) → (B,)."""
+    mean_term = (a.float().mean(dim=1) - b.float().mean(dim=1)).abs().mean(dim=1)
+    cov_term = (SF.channel_covariance(a) - SF.channel_covariance(b)).abs().mean(dim=(1, 2))
+    return mean_term + cov_term
+
+
+def self_similarity_distance(x: Tensor, c: Tensor) -> Tensor:
+    """(1/n²) Σ_ij |D^X_ij / Σ_i D^X_ij − D^C_ij / Σ_i D^C_ij| with D the cosine-distance matrix
+    among the n vectors of each set; x, c: (B, n, d) at corresponding locations → (B,)."""
+    dx, dc = SF.cosine_distance(x, x), SF.cosine_distance(c, c)
+    dx = dx / dx.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    dc = dc / dc.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    return (dx - dc).abs().mean(dim=(1, 2))
+
+
+def palette_cost(x: Tensor, y: Tensor) -> Tensor:
+    """STROTSS colour cost between pixel sets (B, N, 3), (B, M, 3) in a decorrelated space:
+    cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3)."""
+    euclidean = torch.cdist(x.float(), y.float()).square().clamp(1e-5, 1e5).div(x.shape[2]).sqrt()
+    return SF.cosine_distance(x, y) + euclidean
+
+
+def _image_pixels(image: Tensor, locations: Tensor) -> Tensor:
+    """Pixel colours of (B, 3, H, W) RGB images at locations, in the decorrelated colour space."""
+    return SF.sample_hypercolumns([SF.rgb_to_decorrelated(image)], locations)
+
+
+class HypercolumnLoss(FeatureLoss):
+    """Base for losses on hypercolumns sampled at random locations."""
+
+    default_layers = PAPER_STYLE_LAYERS
+
+    def __init__(self, layers: LayerSpec = None, weight: float = 1.0, n_samples: int = 1024,
+                 n_target_samples: int | None = None, seed: int | None = None) -> None:
+        super().__init__(layers, weight)
+        for argument, value in (("n_samples", n_samples), ("n_target_samples", n_target_samples)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{self.name}: {argument} must be a positive integer; got {value!r}")
+        self.n_samples = n_samples
+        self.n_target_samples = n_target_samples or n_samples
+        self.generator = as_generator(seed)
+
+    def locations(self, batch: int, count: int, device: torch.device) -> Tensor:
+        return SF.random_locations(batch, count, self.generator, device)
+
+    def hypercolumns(self, features: Mapping[str, Tensor], locations: Tensor) -> Tensor:
+        maps = [features[layer] for layer in self.layer_weights]
+        return SF.sample_hypercolumns(maps, locations, list(self.layer_weights.values()))
+
+    def checked(self, input: Mapping[str, Tensor], target: Mapping[str, Tensor]) -> tuple[int, torch.device]:
+        self.check_features(input, "input features")
+        self.check_features(target, "target features")
+        for layer in self.layer_weights:
+            self.check_pair(input[layer], target[layer], layer)
+        first = input[self.layers[0]]
+        return first.shape[0], first.device
+
+
+@register_loss("moments")
+class MomentMatchingLoss(FeatureLoss):
+    """Moment matching (STROTSS ℓ_m): Σ_l w_l [(1/d)‖μ_A − μ_B‖₁ + (1/d²)‖Σ_A − Σ_B‖₁].
+
+    A and B are the d-dim feature vectors at every position of layer l of the input and target;
+    covariances divided by the number of positions. Default layers: relu1_2, relu2_2, relu3_3, relu4_3.
+    """
+
+    default_layers = PAPER_STYLE_LAYERS
+
+    def layer_values(self, x: Tensor, y: Tensor) -> Tensor:
+        return moment_distance(x.flatten(2).transpose(1, 2), y.flatten(2).transpose(1, 2))
+
+
+@register_loss("remd")
+class RelaxedEMDLoss(HypercolumnLoss):
+    """Relaxed earth mover's distance (STROTSS ℓ_r): max(mean_i min_j C_ij, mean_j min_i C_ij).
+
+    C_ij = 1 − A_i·B_j / (‖A_i‖‖B_j‖) between hypercolumns of the input (n_samples locations) and the
+    target (n_target_samples locations). Layer weights scale each layer's block of the hypercolumn.
+    """
+
+    def forward(self, input: Mapping[str, Tensor], target: Mapping[str, Tensor],
+                reduction: str = "mean") -> Tensor:
+        batch, device = self.checked(input, target)
+        a = self.hypercolumns(input, self.locations(batch, self.n_samples, device))
+        b = self.hypercolumns(target, self.locations(batch, self.n_target_samples, device))
+        return reduce(relaxed_emd(SF.cosine_distance(a, b)), reduction)  # type: ignore[arg-type]
+
+
+@register_loss("self_similarity")
+class SelfSimilarityLoss(HypercolumnLoss):
+    """STROTSS content loss: (1/n²) Σ_ij |D^X_ij / Σ_i D^X_ij − D^C_ij / Σ_i D^C_ij|.
+
+    D^X, D^C are cosine-distance matrices among hypercolumns of the output X and the content C at the
+    same n locations, so X may change appearance while keeping C's self-similarity structure.
+    """
+
+    slots = {"input": ("features", "pred"), "target": ("features", "content")}
+    same_size = True
+
+    def forward(self, input: Mapping[str, Tensor], target: Mapping[str, Tensor],
+                reduction: str = "mean") -> Tensor:
+        batch, device = self.checked(input, target)
+        locations = self.locations(batch, self.n_samples, device)
+        values = self_similarity_distance(self.hypercolumns(input, locations), self.hypercolumns(target, locations))
+        return reduce(values, reduction)  # type: ignore[arg-type]
+
+
+@register_loss("palette")
+class PaletteLoss(Loss):
+    """STROTSS colour-palette term ℓ_p: REMD between pixel colours of the output and the style.
+
+    Colours are mapped to a decorrelated space (YUV, BT.601) and compared with the reference's cost:
+    cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3), at n_samples random pixels of each image.
+    """
+
+    slots = {"input": ("image", "pred"), "target": ("image", "style")}
+
+    def __init__(self, weight: float = 1.0, n_samples: int = 1024, seed: int | None = None) -> None:
+        super().__init__(weight)
+        if not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"palette: n_samples must be a positive integer; got {n_samples!r}")
+        self.n_samples = n_samples
+        self.generator = as_generator(seed)
+
+    def forward(self, input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+        for argument, image in (("input", input), ("target", target)):
+            if image.dim() != 4 or image.shape[1] != 3:
+                raise ValueError(f"palette: {argument} must be an RGB batch (B, 3, H, W); got {tuple(image.shape)}")
+        if input.shape[0] != target.shape[0]:
+            raise ValueError(f"palette: batch sizes differ ({input.shape[0]} vs {target.shape[0]})")
+        batch = input.shape[0]
+        x = _image_pixels(input, SF.random_locations(batch, self.n_samples, self.generator, input.device))
+        y = _image_pixels(target, SF.random_locations(batch, self.n_samples, self.generator, input.device))
+        return reduce(relaxed_emd(palette_cost(x, y)), reduction)  # type: ignore[arg-type]
+
+
+@register_loss("strotss")
+class StrotssLoss(HypercolumnLoss):
+    """The STROTSS objective: (α ℓ_C + ℓ_m + ℓ_r + ℓ_p / α) / (2 + α + 1/α) (Kolkin et al. 2019).
+
+    ℓ_C self-similarity to the content, ℓ_m moment matching and ℓ_r REMD to the style on hypercolumns
+    (STROTSS's VGG-16 layers plus the raw RGB pixels), ℓ_p the palette term. ``alpha`` is the content
+    weight (the reference starts at 16 and halves it each scale of its pyramid).
+    """
+
+    slots = {
+        "input": ("features", "pred"),
+        "content": ("features", "content"),
+        "style": ("features", "style"),
+        "input_image": ("image", "pred"),
+        "content_image": ("image", "content"),
+        "style_image": ("image", "style"),
+    }
+    default_layers = STROTSS_LAYERS
+
+    def __init__(self, layers: LayerSpec = None, weight: float = 1.0, alpha: float = 16.0, n_samples: int = 1024,
+                 n_target_samples: int | None = None, include_rgb: bool = True, seed: int | None = None) -> None:
+        super().__init__(layers, weight, n_samples, n_target_samples, seed)
+        if not alpha > 0:
+            raise ValueError(f"strotss: alpha (the content weight) must be > 0; got {alpha!r}")
+        self.alpha = float(alpha)
+        self.include_rgb = bool(include_rgb)
+
+    def columns(self, features: Mapping[str, Tensor], image: Tensor, locations: Tensor) -> Tensor:
+        columns = self.hypercolumns(features, locations)
+        if self.include_rgb:
+            columns = torch.cat([SF.sample_hypercolumns([image], locations), columns], dim=2)
+        return columns
+
+    def forward(self, input: Mapping[str, Tensor], content: Mapping[str, Tensor], style: Mapping[str, Tensor],
+                input_image: Tensor, content_image: Tensor, style_image: Tensor, reduction: str = "mean") -> Tensor:
+        batch, device = self.checked(input, style)
+        self.check_features(content, "content features")
+        for layer in self.layer_weights:
+            if input[layer].shape != content[layer].shape:
+                raise ValueError(f"strotss: output and content differ in shape at {layer} "
+                                 f"({tuple(input[layer].shape)} vs {tuple(content[layer].shape)})")
+        shared = self.locations(batch, self.n_samples, device)
+        style_locations = self.locations(batch, self.n_target_samples, device)
+        x = self.columns(input, input_image, shared)
+        c = self.columns(content, content_image, shared)
+        s = self.columns(style, style_image, style_locations)
+        content_term = self_similarity_distance(x, c)
+        remd_term = relaxed_emd(SF.cosine_distance(x, s))
+        moment_term = moment_distance(x, s)
+        palette_term = relaxed_emd(palette_cost(_image_pixels(input_image, shared),
+                                                _image_pixels(style_image, style_locations)))
+        a = self.alpha
+        total = (a * content_term + moment_term + remd_term + palette_term / a) / (2.0 + a + 1.0 / a)
+        return reduce(total, reduction)  # type: ignore[arg-type]

@@ -1,0 +1,159 @@
+"""The training objective: a weighted sum of named loss terms, fed by one encoder pass per tensor.
+
+A config maps term names to loss settings::
+
+    {"content": {"loss": "content", "weight": 1.0, "layers": ["relu4_1"], "target": "adain_target"},
+     "style":   {"loss": "balanced_gram", "weight": 10.0},
+     "tv":      1e-4}                       # shorthand: the term name is the loss, the value its weight
+
+Keys of a term: ``loss`` (registered name, default: the term name), ``weight``, a role for any of the
+loss's slots (e.g. ``target: style``), and the loss's own parameters. Terms of weight 0 are computed
+without gradients and reported, which lets a run monitor e.g. the classic Gram loss while training on
+the balanced one.
+
+At call time the step provides tensors by role: ``images`` (e.g. pred, content, style), encoder
+``features`` it already has (e.g. the model's own style encoding), and plain ``values`` (logits, VAE
+code statistics). For every role the objective asks the encoder once for the union of layers that
+all terms need, and reuses given features where they cover it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from stylecore.encoders import VGGEncoder, check_layer_names
+from stylecore.losses import LOSSES, Loss
+from stylecore.registry import accepted_parameters
+
+
+@dataclass
+class ObjectiveOutput:
+    """``total`` (differentiable), ``terms`` (weighted batch means) and ``per_sample`` (unweighted (B,))."""
+
+    total: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    per_sample: dict[str, Tensor] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        """Detached floats for logging: ``total`` and every term."""
+        out = {"total": float(self.total.detach())}
+        out.update({name: float(value.detach()) for name, value in self.terms.items()})
+        return out
+
+
+class Objective(nn.Module):
+    """Weighted sum of loss terms; see the module docstring for the config and call conventions."""
+
+    def __init__(self, terms: Mapping[str, Loss], routes: Mapping[str, Mapping[str, str]],
+                 encoder: VGGEncoder | None = None) -> None:
+        super().__init__()
+        self.terms = nn.ModuleDict(dict(terms))
+        self.routes = {name: dict(route) for name, route in routes.items()}
+        self.encoder = encoder
+        needed = self.feature_layers()
+        if needed:
+            if encoder is None:
+                raise ValueError(f"objective: terms {', '.join(self._feature_terms())} read encoder features; "
+                                 "pass an encoder (stylecore.encoders.VGGEncoder)")
+            for role, layers in needed.items():
+                check_layer_names(sorted(layers), encoder.arch, argument=f"objective: layers of role {role!r}")
+                beyond = sorted(set(layers) - set(encoder.available_layers))
+                if beyond:
+                    raise ValueError(f"objective: layers {', '.join(beyond)} lie beyond the encoder's truncation at "
+                                     f"{encoder.available_layers[-1]}; build the encoder with these layers")
+
+    def _feature_terms(self) -> list[str]:
+        return [name for name, loss in self.terms.items() if any(kind == "features" for kind, _ in loss.slots.values())]
+
+    def feature_layers(self) -> dict[str, set[str]]:
+        """role → the union of encoder layers every term reads from that role."""
+        needed: dict[str, set[str]] = {}
+        for name, loss in self.terms.items():
+            for slot, (kind, _) in loss.slots.items():
+                if kind == "features":
+                    needed.setdefault(self.routes[name][slot], set()).update(loss.slot_layers(slot))
+        return needed
+
+    def roles(self) -> dict[str, set[str]]:
+        """kind ('features' | 'image' | 'value') → roles the terms read."""
+        out: dict[str, set[str]] = {"features": set(), "image": set(), "value": set()}
+        for name, loss in self.terms.items():
+            for slot, (kind, _) in loss.slots.items():
+                out[kind].add(self.routes[name][slot])
+        return out
+
+    def encode(self, images: Mapping[str, Tensor], features: Mapping[str, Mapping[str, Tensor]] | None = None
+               ) -> dict[str, dict[str, Tensor]]:
+        """Features of every role the terms need: given ones where they cover the layers, else one pass."""
+        features = dict(features or {})
+        out: dict[str, dict[str, Tensor]] = {}
+        for role, layers in self.feature_layers().items():
+            given = dict(features.get(role, {}))
+            missing = layers - set(given)
+            if missing:
+                if role not in images:
+                    raise ValueError(f"objective: role {role!r} needs features at {', '.join(sorted(missing))}; "
+                                     f"pass images[{role!r}] or features[{role!r}] covering them")
+                assert self.encoder is not None
+                given.update(self.encoder(images[role], layers))
+            out[role] = given
+        return out
+
+    def forward(self, images: Mapping[str, Tensor] | None = None,
+                features: Mapping[str, Mapping[str, Tensor]] | None = None,
+                values: Mapping[str, Tensor] | None = None) -> ObjectiveOutput:
+        images, values = dict(images or {}), dict(values or {})
+        encoded = self.encode(images, features)
+        terms: dict[str, Tensor] = {}
+        per_sample: dict[str, Tensor] = {}
+        total: Tensor | None = None
+        for name, loss in self.terms.items():
+            args = []
+            for slot, (kind, _) in loss.slots.items():
+                role = self.routes[name][slot]
+                source = encoded if kind == "features" else images if kind == "image" else values
+                if role not in source:
+                    raise ValueError(f"objective: term {name!r} needs {kind} of role {role!r} for its slot "
+                                     f"{slot!r}; the step provided {kind} for: {', '.join(sorted(source)) or 'none'}")
+                args.append(source[role])
+            with torch.set_grad_enabled(torch.is_grad_enabled() and loss.weight > 0):
+                sample_values = loss(*args, reduction="none")
+            per_sample[name] = sample_values
+            terms[name] = loss.weight * sample_values.mean()
+            total = terms[name] if total is None else total + terms[name]
+        if total is None:
+            raise ValueError("objective has no terms")
+        return ObjectiveOutput(total=total, terms=terms, per_sample=per_sample)
+
+
+def build_objective(config: Mapping[str, Any], encoder: VGGEncoder | None = None) -> Objective:
+    """Build an :class:`Objective` from a ``{term name: settings}`` mapping (see module docstring)."""
+    if not isinstance(config, Mapping) or not config:
+        raise ValueError(f"objective config must be a non-empty mapping of term name → settings; got {config!r}")
+    terms: dict[str, Loss] = {}
+    routes: dict[str, dict[str, str]] = {}
+    for term_name, settings in config.items():
+        if isinstance(settings, (int, float)) and not isinstance(settings, bool):
+            settings = {"weight": settings}
+        if not isinstance(settings, Mapping):
+            raise ValueError(f"objective term {term_name!r}: settings must be a mapping or a weight; got {settings!r}")
+        settings = dict(settings)
+        loss_name = settings.pop("loss", term_name)
+        cls = LOSSES.get(loss_name)
+        route = {slot: str(settings.pop(slot, default)) for slot, (_, default) in cls.slots.items()}
+        unknown = sorted(set(settings) - set(accepted_parameters(cls)))
+        if unknown:
+            raise ValueError(
+                f"objective term {term_name!r} (loss {loss_name!r}): unknown key(s) {', '.join(unknown)}; "
+                f"allowed: loss, {', '.join(accepted_parameters(cls))}, and the slots {', '.join(cls.slots)}"
+            )
+        try:
+            terms[term_name] = cls(**settings)
+        except ValueError as error:
+            raise ValueError(f"objective term {term_name!r}: {error}") from None
+        routes[term_name] = route
+    return Objective(terms, routes, encoder)
