@@ -167,7 +167,8 @@ class VGGEncoder(nn.Module):
         if normalization == "imagenet":
             mean, scale = torch.tensor(IMAGENET_MEAN), 1.0 / torch.tensor(IMAGENET_STD)
         else:
-            mean, scale = torch.tensor(CAFFE_BGR_MEAN[::-1]) / 255.0, torch.full((3,), 255.0)
+            # normalize() flips to BGR first, so the mean stays in BGR order.
+            mean, scale = torch.tensor(CAFFE_BGR_MEAN) / 255.0, torch.full((3,), 255.0)
         self.register_buffer("input_mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
 

@@ -131,7 +131,8 @@ def channel_covariance(x: Tensor) -> Tensor:
         raise ValueError(f"channel_covariance expects (B, N, D) vectors; got shape {tuple(x.shape)}")
     x = x.float()
     centred = x - x.mean(dim=1, keepdim=True)
-    return centred.transpose(1, 2) @ centred / x.shape[1]
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return centred.transpose(1, 2) @ centred / x.shape[1]
 
 
 def cosine_distance(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
@@ -140,7 +141,8 @@ def cosine_distance(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
         raise ValueError(f"cosine_distance expects (B, N, D) and (B, M, D); got {tuple(a.shape)}, {tuple(b.shape)}")
     a = F.normalize(a.float(), dim=2, eps=eps)
     b = F.normalize(b.float(), dim=2, eps=eps)
-    return 1.0 - a @ b.transpose(1, 2)
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        return 1.0 - a @ b.transpose(1, 2)
 
 
 def random_locations(batch: int, count: int, generator: torch.Generator | None = None,

@@ -68,10 +68,13 @@ class BalancedGramLoss(GramLoss):
     weighted-summed over layers. Each layer's value lies in [0, 1] for post-ReLU features and is
     invariant to the Gram constant and to scaling the features, so styles of very different
     magnitude contribute equally.
+
+    ``eps`` defaults to 0 because any absolute constant breaks that scale invariance for small
+    features; the one case it would guard, both Grams zero, gives 0 / 0 and is defined as 0.
     """
 
     def __init__(self, layers: LayerSpec = None, weight: float = 1.0, gram_normalize: str = "hw",
-                 eps: float = 1e-8) -> None:
+                 eps: float = 0.0) -> None:
         super().__init__(layers, weight, gram_normalize)
         if not eps >= 0:
             raise ValueError(f"balanced_gram: eps must be ≥ 0; got {eps!r}")
@@ -83,6 +86,8 @@ class BalancedGramLoss(GramLoss):
         # The paper does not backpropagate through the denominator ("more stable training").
         with torch.no_grad():
             denominator = gy.square().sum(dim=(1, 2)) + gx.square().sum(dim=(1, 2)) + self.eps
+            # Zero only if both Grams are zero, when the numerator is zero too: define 0 / 0 = 0.
+            denominator = denominator.clamp_min(torch.finfo(denominator.dtype).tiny)
         return numerator / denominator
 
 

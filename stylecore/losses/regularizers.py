@@ -14,7 +14,7 @@ from stylecore.losses.perceptual import ADAIN_STYLE_LAYERS
 
 @register_loss("tv")
 class TotalVariationLoss(Loss):
-    """Total variation of the output image.
+    """Total variation: Σ|Δ_y x| + Σ|Δ_x x| over H·W (``l1``), or Magenta's squared form (``l2``).
 
     ``mode="l1"`` (anisotropic, the loss survey): (Σ|x_{i+1,j} − x_{i,j}| + Σ|x_{i,j+1} − x_{i,j}|) / (H·W),
     summed over channels. ``mode="l2"`` (Magenta): ½Σ(Δ_y)² / ((H−1)·W·C) + ½Σ(Δ_x)² / (H·(W−1)·C).

@@ -136,7 +136,7 @@ class SelfSimilarityLoss(HypercolumnLoss):
 
 @register_loss("palette")
 class PaletteLoss(Loss):
-    """STROTSS colour-palette term ℓ_p: REMD between pixel colours of the output and the style.
+    """STROTSS colour-palette term: ℓ_p = REMD(Y(P), Y(S)) between pixel colours of output and style.
 
     Colours are mapped to a decorrelated space (YUV, BT.601) and compared with the reference's cost:
     cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3), at n_samples random pixels of each image.
