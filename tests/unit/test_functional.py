@@ -110,3 +110,13 @@ def test_bad_shapes_are_named():
         SF.mean_std(torch.randn(1, 3, 1, 1))
     with pytest.raises(ValueError, match="agree in batch and channels"):
         SF.adain(torch.randn(1, 3, 4, 4), torch.randn(1, 4, 4, 4))
+
+
+def test_hand_written_backwards_match_finite_differences():
+    x = torch.rand(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    for normalize in ("none", "hw", "chw"):
+        assert torch.autograd.gradcheck(lambda t: SF.gram(t, normalize).double(), (x,))
+    assert torch.autograd.gradcheck(lambda t: SF.mean_std(t, unbiased=True), (x,))
+    flat = torch.rand(2, 3, 7, dtype=torch.float64, requires_grad=True)
+    for correction in (0, 1):
+        assert torch.autograd.gradcheck(lambda t: SF.var_mean(t, correction), (flat,))
