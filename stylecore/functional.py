@@ -183,10 +183,11 @@ def channel_covariance(x: Tensor) -> Tensor:
     """Covariance of a set of D-dim vectors x (B, N, D) → (B, D, D), divided by N (STROTSS)."""
     if x.dim() != 3:
         raise ValueError(f"channel_covariance expects (B, N, D) vectors; got shape {tuple(x.shape)}")
-    x = x.float()
-    centred = x - x.mean(dim=1, keepdim=True)
+    x = _at_least_fp32(x)
+    # (D, N)-major layout so the covariance is one Gram product with the fast backward.
+    centred = (x - x.mean(dim=1, keepdim=True)).transpose(1, 2).contiguous()
     with torch.autocast(device_type=x.device.type, enabled=False):
-        return centred.transpose(1, 2) @ centred / x.shape[1]
+        return _GramProduct.apply(centred, 1.0 / x.shape[1])
 
 
 def cosine_distance(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:

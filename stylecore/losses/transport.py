@@ -28,7 +28,7 @@ def relaxed_emd(cost: Tensor) -> Tensor:
 
 def moment_distance(a: Tensor, b: Tensor) -> Tensor:
     """(1/d)‖μ_A − μ_B‖₁ + (1/d²)‖Σ_A − Σ_B‖₁ for vector sets (B, N, d), (B, M, d) → (B,)."""
-    mean_term = (a.float().mean(dim=1) - b.float().mean(dim=1)).abs().mean(dim=1)
+    mean_term = (a.mean(dim=1) - b.mean(dim=1)).abs().mean(dim=1)
     cov_term = (SF.channel_covariance(a) - SF.channel_covariance(b)).abs().mean(dim=(1, 2))
     return mean_term + cov_term
 
