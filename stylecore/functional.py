@@ -179,15 +179,24 @@ def coral(source: Tensor, target: Tensor, eps: float = 1.0) -> Tensor:
     return out.squeeze(0) if squeeze else out
 
 
+def feature_covariance(x: Tensor) -> Tensor:
+    """Covariance of N vectors stored channel-major, x (B, D, N) → (B, D, D), divided by N.
+
+    Feature maps flattened to (B, C, HW) are already in this layout, so no copy is needed.
+    """
+    if x.dim() != 3:
+        raise ValueError(f"feature_covariance expects (B, D, N) vectors; got shape {tuple(x.shape)}")
+    x = _at_least_fp32(x)
+    centred = (x - x.mean(dim=2, keepdim=True)).contiguous()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return _GramProduct.apply(centred, 1.0 / x.shape[2])
+
+
 def channel_covariance(x: Tensor) -> Tensor:
     """Covariance of a set of D-dim vectors x (B, N, D) → (B, D, D), divided by N (STROTSS)."""
     if x.dim() != 3:
         raise ValueError(f"channel_covariance expects (B, N, D) vectors; got shape {tuple(x.shape)}")
-    x = _at_least_fp32(x)
-    # (D, N)-major layout so the covariance is one Gram product with the fast backward.
-    centred = (x - x.mean(dim=1, keepdim=True)).transpose(1, 2).contiguous()
-    with torch.autocast(device_type=x.device.type, enabled=False):
-        return _GramProduct.apply(centred, 1.0 / x.shape[1])
+    return feature_covariance(x.transpose(1, 2))
 
 
 def cosine_distance(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:

@@ -26,10 +26,13 @@ def relaxed_emd(cost: Tensor) -> Tensor:
     return torch.maximum(cost.min(dim=2).values.mean(dim=1), cost.min(dim=1).values.mean(dim=1))
 
 
-def moment_distance(a: Tensor, b: Tensor) -> Tensor:
-    """(1/d)‖μ_A − μ_B‖₁ + (1/d²)‖Σ_A − Σ_B‖₁ for vector sets (B, N, d), (B, M, d) → (B,)."""
-    mean_term = (a.mean(dim=1) - b.mean(dim=1)).abs().mean(dim=1)
-    cov_term = (SF.channel_covariance(a) - SF.channel_covariance(b)).abs().mean(dim=(1, 2))
+def moment_distance(a: Tensor, b: Tensor, channels_first: bool = False) -> Tensor:
+    """(1/d)‖μ_A − μ_B‖₁ + (1/d²)‖Σ_A − Σ_B‖₁ for vector sets (B, N, d), (B, M, d) → (B,);
+    with ``channels_first`` the sets are (B, d, N), (B, d, M) (flattened feature maps)."""
+    if not channels_first:
+        a, b = a.transpose(1, 2), b.transpose(1, 2)
+    mean_term = (a.mean(dim=2) - b.mean(dim=2)).abs().mean(dim=1)
+    cov_term = (SF.feature_covariance(a) - SF.feature_covariance(b)).abs().mean(dim=(1, 2))
     return mean_term + cov_term
 
 
@@ -96,7 +99,7 @@ class MomentMatchingLoss(FeatureLoss):
     default_layers = PAPER_STYLE_LAYERS
 
     def layer_values(self, x: Tensor, y: Tensor) -> Tensor:
-        return moment_distance(x.flatten(2).transpose(1, 2), y.flatten(2).transpose(1, 2))
+        return moment_distance(x.flatten(2), y.flatten(2), channels_first=True)
 
 
 @register_loss("remd")

@@ -141,7 +141,7 @@ class NotATensor:
 def test_pickled_objects_are_refused_with_a_clear_message(tmp_path):
     path = tmp_path / "evil.pth"
     with open(path, "wb") as handle:
-        pickle.dump({"features.0.weight": NotATensor()}, handle)
+        pickle.dump({"features.0.weight": NotATensor()}, handle, protocol=2)
     with pytest.raises(EncoderWeightsUnavailable, match="weights_only=True"):
         VGGEncoder("vgg16", weights=str(path))
 
