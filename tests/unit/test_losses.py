@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F
 
 import stylecore.losses as L
 from stylecore.losses.transport import relaxed_emd
