@@ -106,8 +106,34 @@ def check_layer_names(layers: Iterable[str], arch: Arch = "vgg19", argument: str
 
 def imagenet_weights_file(arch: Arch) -> Path:
     """Where torchvision caches (and expects) the ImageNet VGG weights file."""
-    weights_enum = _torchvision_weights(arch)
+    return torchvision_weights_file(_torchvision_weights(arch))
+
+
+def torchvision_weights_file(weights_enum) -> Path:
+    """Where torchvision caches (and expects) the file of a weights enum, e.g. ``VGG19_Weights.IMAGENET1K_V1``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_enum.url)
+
+
+def load_torchvision_state(weights_enum, what: str) -> tuple[dict[str, Tensor], Path]:
+    """The state dict of a torchvision weights enum: from the cache, else downloaded (hash-checked).
+
+    Offline with no cached file this raises :class:`EncoderWeightsUnavailable` naming the file, the
+    cache folder and the alternatives, instead of a bare socket error.
+    """
+    path = torchvision_weights_file(weights_enum)
+    if not path.is_file():
+        try:
+            weights_enum.get_state_dict(progress=True, check_hash=True)
+        except (urllib.error.URLError, OSError, RuntimeError) as error:
+            raise EncoderWeightsUnavailable(
+                f"ImageNet weights for {what} are not cached and could not be downloaded "
+                f"({type(error).__name__}: {error}).\n"
+                f"  torchvision expects the file {path.name} (from {weights_enum.url})\n"
+                f"  at {path} (set TORCH_HOME to move the cache; currently {torch.hub.get_dir()}).\n"
+                f"  Copy it there from a machine with internet, or pass a path to the file as the weights, "
+                f"or use 'random:<seed>' for a seeded random init (not pretrained)."
+            ) from error
+    return torch.load(path, map_location="cpu", weights_only=True), path
 
 
 def _torchvision_weights(arch: str):
@@ -188,10 +214,7 @@ class VGGEncoder(nn.Module):
             self._random_init(int(seed_text))
             return {"kind": "random", "seed": seed_text, "spec": spec, "pretrained": "false"}
         if spec == "imagenet":
-            path = imagenet_weights_file(self.arch)  # type: ignore[arg-type]
-            if not path.is_file():
-                self._download_imagenet(path)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state, path = load_torchvision_state(_torchvision_weights(self.arch), self.arch)
             self._load_state(state, str(path))
             return {"kind": "imagenet", "spec": spec, "file": str(path), "pretrained": "true",
                     "torchvision": f"{_TORCHVISION_WEIGHTS[self.arch]}.IMAGENET1K_V1"}
@@ -217,20 +240,6 @@ class VGGEncoder(nn.Module):
         self._load_state(state, str(path))
         return {"kind": "file", "spec": spec, "file": str(path.resolve()), "sha256": _sha256(path),
                 "pretrained": "unknown"}
-
-    def _download_imagenet(self, path: Path) -> None:
-        weights_enum = _torchvision_weights(self.arch)
-        try:
-            weights_enum.get_state_dict(progress=True, check_hash=True)
-        except (urllib.error.URLError, OSError, RuntimeError) as error:
-            raise EncoderWeightsUnavailable(
-                f"ImageNet weights for {self.arch} are not cached and could not be downloaded "
-                f"({type(error).__name__}: {error}).\n"
-                f"  torchvision expects the file {path.name} (from {weights_enum.url})\n"
-                f"  at {path} (set TORCH_HOME to move the cache; currently {torch.hub.get_dir()}).\n"
-                f"  Copy it there from a machine with internet, or pass weights='<path to the file>', "
-                f"or use weights='random:<seed>' for a seeded random encoder (not pretrained)."
-            ) from error
 
     def _load_state(self, state: Mapping[str, Tensor], origin: str) -> None:
         if "state_dict" in state and isinstance(state["state_dict"], Mapping):

@@ -6,8 +6,9 @@ A config maps term names to loss settings::
      "style":   {"loss": "balanced_gram", "weight": 10.0},
      "tv":      1e-4}                       # shorthand: the term name is the loss, the value its weight
 
-Keys of a term: ``loss`` (registered name, default: the term name), ``weight``, a role for any of the
-loss's slots (e.g. ``target: style``), and the loss's own parameters. Terms of weight 0 are computed
+Keys of a term: ``loss`` (registered name, default: the term name), ``weight``, ``warmup_steps`` (the
+weight ramps linearly from 0 over that many training steps, see :meth:`Objective.set_step`), a role
+for any of the loss's slots (e.g. ``target: style``), and the loss's own parameters. Terms of weight 0 are computed
 without gradients and reported, which lets a run monitor e.g. the classic Gram loss while training on
 the balanced one.
 
@@ -49,11 +50,13 @@ class Objective(nn.Module):
     """Weighted sum of loss terms; see the module docstring for the config and call conventions."""
 
     def __init__(self, terms: Mapping[str, Loss], routes: Mapping[str, Mapping[str, str]],
-                 encoder: VGGEncoder | None = None) -> None:
+                 encoder: VGGEncoder | None = None, warmup_steps: Mapping[str, int] | None = None) -> None:
         super().__init__()
         self.terms = nn.ModuleDict(dict(terms))
         self.routes = {name: dict(route) for name, route in routes.items()}
         self.encoder = encoder
+        self.warmup_steps = dict(warmup_steps or {})
+        self.base_weights = {name: loss.weight for name, loss in self.terms.items()}
         needed = self.feature_layers()
         if needed:
             if encoder is None:
@@ -65,6 +68,12 @@ class Objective(nn.Module):
                 if beyond:
                     raise ValueError(f"objective: layers {', '.join(beyond)} lie beyond the encoder's truncation at "
                                      f"{encoder.available_layers[-1]}; build the encoder with these layers")
+
+    def set_step(self, step: int) -> None:
+        """Apply the weight warm-ups: a term with ``warmup_steps`` N weighs base · min(1, step / N)."""
+        for name, steps in self.warmup_steps.items():
+            factor = 1.0 if steps == 0 else min(1.0, step / steps)
+            self.terms[name].weight = self.base_weights[name] * factor
 
     def _feature_terms(self) -> list[str]:
         return [name for name, loss in self.terms.items() if any(kind == "features" for kind, _ in loss.slots.values())]
@@ -136,6 +145,7 @@ def build_objective(config: Mapping[str, Any], encoder: VGGEncoder | None = None
         raise ValueError(f"objective config must be a non-empty mapping of term name → settings; got {config!r}")
     terms: dict[str, Loss] = {}
     routes: dict[str, dict[str, str]] = {}
+    warmups: dict[str, int] = {}
     for term_name, settings in config.items():
         if isinstance(settings, (int, float)) and not isinstance(settings, bool):
             settings = {"weight": settings}
@@ -143,6 +153,11 @@ def build_objective(config: Mapping[str, Any], encoder: VGGEncoder | None = None
             raise ValueError(f"objective term {term_name!r}: settings must be a mapping or a weight; got {settings!r}")
         settings = dict(settings)
         loss_name = settings.pop("loss", term_name)
+        if "warmup_steps" in settings:
+            warmup = settings.pop("warmup_steps")
+            if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+                raise ValueError(f"objective term {term_name!r}: warmup_steps must be an integer ≥ 0; got {warmup!r}")
+            warmups[term_name] = warmup
         cls = LOSSES.get(loss_name)
         route = {slot: str(settings.pop(slot, default)) for slot, (_, default) in cls.slots.items()}
         unknown = sorted(set(settings) - set(accepted_parameters(cls)))
@@ -156,4 +171,4 @@ def build_objective(config: Mapping[str, Any], encoder: VGGEncoder | None = None
         except ValueError as error:
             raise ValueError(f"objective term {term_name!r}: {error}") from None
         routes[term_name] = route
-    return Objective(terms, routes, encoder)
+    return Objective(terms, routes, encoder, warmups)

@@ -171,6 +171,11 @@ def per_sample_mean(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).mean(dim=1)
 
 
+def per_sample_sum(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: (B, …) → (B,)."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
 def as_generator(seed: int | None) -> torch.Generator | None:
     """A private CPU generator for a seed, or None to draw from the global RNG (which training
     checkpoints save, so resumed runs draw the same samples)."""

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from stylecore import functional as SF
-from stylecore.losses.base import FeatureLoss, LayerSpec, per_sample_mean, register_loss
+from stylecore.losses.base import FeatureLoss, LayerSpec, per_sample_mean, per_sample_sum, register_loss
 
 # The style layers of the Style-Aware Normalized Loss paper (and Magenta's conv1..conv4 endpoints).
 PAPER_STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
@@ -44,19 +44,32 @@ class GramLoss(FeatureLoss):
 
     ``gram_normalize`` sets the Gram constant: ``hw`` (default; pystiche, Magenta), ``chw``
     (LinearTransfer, Johnson) or ``none``. Default layers: VGG-16 relu1_2, relu2_2, relu3_3, relu4_3.
+    LinearTransfer's variant (Li et al. 2019) is ``include_mean=True, entry_reduction="sum"``: the
+    squared differences of the channel means are added, and summed over entries instead of averaged.
     """
 
     default_layers = PAPER_STYLE_LAYERS
 
-    def __init__(self, layers: LayerSpec = None, weight: float = 1.0, gram_normalize: str = "hw") -> None:
+    def __init__(self, layers: LayerSpec = None, weight: float = 1.0, gram_normalize: str = "hw",
+                 include_mean: bool = False, entry_reduction: str = "mean") -> None:
         super().__init__(layers, weight)
         if gram_normalize not in ("none", "hw", "chw"):
             raise ValueError(f"{self.name}: gram_normalize={gram_normalize!r} is not one of 'none', 'hw', 'chw'")
+        if entry_reduction not in ("mean", "sum"):
+            raise ValueError(f"{self.name}: entry_reduction={entry_reduction!r} is not one of 'mean', 'sum'")
         self.gram_normalize = gram_normalize
+        self.include_mean = bool(include_mean)
+        self.entry_reduction = entry_reduction
 
     def layer_values(self, x: Tensor, y: Tensor) -> Tensor:
         gx, gy = SF.gram(x, self.gram_normalize), SF.gram(y, self.gram_normalize)
-        return per_sample_mean((gx - gy).square())
+        reduce_entries = per_sample_mean if self.entry_reduction == "mean" else per_sample_sum
+        values = reduce_entries((gx - gy).square())
+        if self.include_mean:
+            mean_x = x.float().mean(dim=(2, 3))
+            mean_y = y.float().mean(dim=(2, 3))
+            values = values + reduce_entries((mean_x - mean_y).square())
+        return values
 
 
 @register_loss("balanced_gram")
@@ -75,7 +88,7 @@ class BalancedGramLoss(GramLoss):
 
     def __init__(self, layers: LayerSpec = None, weight: float = 1.0, gram_normalize: str = "hw",
                  eps: float = 0.0) -> None:
-        super().__init__(layers, weight, gram_normalize)
+        super().__init__(layers, weight, gram_normalize=gram_normalize)
         if not eps >= 0:
             raise ValueError(f"balanced_gram: eps must be ≥ 0; got {eps!r}")
         self.eps = float(eps)
