@@ -1,0 +1,258 @@
+"""WebDataset shards: the sample schema, image preparation, the writer and the readers.
+
+Schema of every sample (../shared/DESIGN.md): ``__key__`` (stable, derived from the source path),
+``jpg`` (RGB JPEG, short side ``store_size``) and ``json`` (source, split, original path, original
+size, labels). Every shard folder has a ``manifest.json``: shards, sample counts per shard and per
+label, and every rejected input with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from stylecore.io import atomic_write_text
+
+if TYPE_CHECKING:  # torch is imported lazily: shard worker processes only need Pillow
+    from torch import Tensor
+
+SAMPLE_EXTENSIONS = ("jpg", "json")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class SourceItem:
+    """One input image of a source: where it is and what is known about it."""
+
+    path: str  # relative to the source root; the key is derived from it
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Prepared:
+    key: str
+    jpg: bytes
+    meta: dict[str, Any]
+
+
+@dataclass
+class Rejected:
+    path: str
+    reason: str
+
+
+def sample_key(relative_path: str) -> str:
+    """A stable WebDataset key from a source path: readable, unique, with no dots (WebDataset splits keys
+    from extensions at the first dot) and a short hash so that distinct paths never collide."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", relative_path.rsplit(".", 1)[0]).strip("_")[-80:]
+    digest = hashlib.sha1(relative_path.encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
+
+
+def prepare_image(root: Path, item: SourceItem, source: str, split: str, store_size: int, quality: int,
+                  min_side: int, max_pixels: int) -> Prepared | Rejected:
+    """Decode, check, convert to RGB, resize (short side ``store_size``, never upscaled) and JPEG-encode."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    from stylecore.imaging import to_rgb
+
+    path = root / item.path
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        return Rejected(item.path, f"unreadable: {error.strerror or error}")
+    if size == 0:
+        return Rejected(item.path, "zero-byte file")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                return Rejected(item.path, f"decompression bomb guard: {width}x{height} exceeds {max_pixels} pixels")
+            if min(width, height) < min_side:
+                return Rejected(item.path, f"too small: {width}x{height}, min side {min_side}")
+            if image.format == "JPEG" and min(width, height) >= 2 * store_size:
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: far cheaper than decoding, then shrinking.
+                scale = store_size / min(width, height)
+                image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
+            image.load()  # a truncated file fails here, not later in a reader
+            if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: only then is a transpose needed
+                image = ImageOps.exif_transpose(image)
+            rgb = to_rgb(image)
+            # Resize and encode inside the `with`: closing the file may release the decoded pixels.
+            short = min(rgb.size)
+            if short > store_size:
+                scale = store_size / short
+                rgb = rgb.resize((max(store_size, round(rgb.width * scale)),
+                                  max(store_size, round(rgb.height * scale))), Image.Resampling.LANCZOS)
+            buffer = io.BytesIO()
+            rgb.save(buffer, format="JPEG", quality=quality)  # optimize=True: ~40 % more time for ~5 % bytes
+            stored_size = list(rgb.size)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        return Rejected(item.path, f"not an image: {type(error).__name__}")
+    except (OSError, SyntaxError, ValueError) as error:
+        return Rejected(item.path, f"corrupt or truncated: {error}")
+    meta = {"source": source, "split": split, "path": item.path, "original_size": [width, height],
+            "stored_size": stored_size, "labels": dict(item.labels)}
+    return Prepared(sample_key(item.path), buffer.getvalue(), meta)
+
+
+def write_shards(results: Iterable[Prepared | Rejected], out_dir: Path, prefix: str, maxcount: int,
+                 extra_manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write prepared samples with ``webdataset.ShardWriter`` (fixed mtime: byte-identical reruns) and the
+    manifest. ``out_dir`` is filled in place; the caller makes it atomic (a temporary folder, renamed)."""
+    import webdataset as wds
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pattern = str(out_dir / f"{prefix}-%06d.tar")
+    counts: list[int] = []
+    per_label: dict[str, dict[str, int]] = {}
+    rejected: list[dict[str, str]] = []
+    seen: set[str] = set()
+
+    class _Counting(wds.ShardWriter):
+        def next_stream(self) -> None:
+            super().next_stream()
+            counts.append(0)
+
+    with _Counting(pattern, maxcount=maxcount, maxsize=3e9, mtime=0.0, verbose=0) as sink:
+        for result in results:
+            if isinstance(result, Rejected):
+                rejected.append({"path": result.path, "reason": result.reason})
+                continue
+            if result.key in seen:
+                rejected.append({"path": result.meta["path"], "reason": f"duplicate key {result.key}"})
+                continue
+            seen.add(result.key)
+            sink.write({"__key__": result.key, "jpg": result.jpg,
+                        "json": json.dumps(result.meta, sort_keys=True).encode()})
+            counts[-1] += 1
+            for name, value in result.meta["labels"].items():
+                bucket = per_label.setdefault(name, {})
+                bucket[str(value)] = bucket.get(str(value), 0) + 1
+    shards = sorted(p.name for p in out_dir.glob(f"{prefix}-*.tar"))
+    manifest = {
+        **dict(extra_manifest or {}),
+        "shards": [{"name": name, "samples": count} for name, count in zip(shards, counts)],
+        "samples": sum(counts),
+        "per_label": {name: dict(sorted(values.items())) for name, values in sorted(per_label.items())},
+        "rejected": rejected,
+    }
+    atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def is_shard_location(location: str | Path) -> bool:
+    """Whether ``location`` is a shard folder (``manifest.json`` or ``*.tar`` files) or a manifest file."""
+    path = Path(location)
+    if path.is_file():
+        return path.name == MANIFEST
+    return path.is_dir() and ((path / MANIFEST).is_file() or any(path.glob("*.tar")))
+
+
+def shard_urls(locations: str | Path | Sequence[str | Path]) -> list[str]:
+    """The shard files of one or several shard folders (each in its manifest's order), or manifest files.
+
+    Several folders make one dataset (e.g. Places365 and COCO as the content side). A folder that a
+    stage skipped (its manifest lists no shards) is an error only when nothing else has shards.
+    """
+    if isinstance(locations, (str, Path)):
+        locations = [locations]
+    urls: list[str] = []
+    empty: list[str] = []
+    for location in locations:
+        path = Path(location)
+        manifest = path if path.is_file() and path.name == MANIFEST else path / MANIFEST
+        if manifest.is_file():
+            data = json.loads(manifest.read_text())
+            found = [str(manifest.parent / entry["name"]) for entry in data["shards"] if entry["samples"] > 0]
+            if not found:
+                empty.append(f"{location} ({data.get('skipped') or 'no samples'})")
+            urls += found
+        elif path.is_dir() and any(path.glob("*.tar")):
+            urls += sorted(str(p) for p in path.glob("*.tar"))
+        else:
+            raise FileNotFoundError(f"{location}: no shard folder (manifest.json or *.tar files) here; build shards "
+                                    "with `dvc repro shard` or pipelines.shard")
+    if not urls:
+        raise FileNotFoundError(f"no shards to read: {'; '.join(empty) or 'no locations given'}; select a profile "
+                                "whose sources are downloaded and sharded (params.yaml: profile) and run `dvc repro shard`")
+    return urls
+
+
+def decode_sample(sample: Mapping[str, Any]) -> tuple[str, "Tensor", dict]:
+    """A raw WebDataset sample → (key, (3, H, W) float image in [0, 1], metadata).
+
+    JPEGs decode with torchvision's libjpeg-turbo decoder straight into a tensor (no PIL round trip);
+    anything it cannot read falls back to Pillow.
+    """
+    import torch
+
+    data = sample["jpg"]
+    try:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they remain 1.3× faster than
+            # PIL here (BENCHMARKS.md), and Pillow below takes over when they are gone.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    except (RuntimeError, ImportError):
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    return sample["__key__"], pixels.float().div_(255.0), meta
+
+
+class ShardImages:
+    """Every sample of a shard folder, in order, held as JPEG bytes (decoded on access).
+
+    An :class:`stylecore.data.ImageSource` for small sets (evaluation pairs, demo training) and exact,
+    each-sample-once evaluation; large training sets stream with :func:`stream_shards` instead.
+    """
+
+    def __init__(self, location: str | Path) -> None:
+        import webdataset as wds
+
+        self.urls = shard_urls(location)
+        self.samples = [dict(s) for s in wds.WebDataset(self.urls, shardshuffle=False, empty_check=False)]
+        if not self.samples:
+            raise ValueError(f"{location}: the shards hold no samples")
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[str, "Tensor"]:
+        key, image, _ = decode_sample(self.samples[index])
+        return key, image
+
+    def metadata(self, index: int) -> dict:
+        return json.loads(self.samples[index]["json"])
+
+
+def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffle_buffer: int = 1000) -> Iterator[tuple[str, "Tensor", dict]]:
+    """An endless, resampled, reproducible stream of decoded samples.
+
+    Shards are drawn at random with replacement, so a DDP rank never runs dry before the others; the
+    draw is seeded by ``seed`` and the rank/loader worker (WebDataset's ``RANK``-aware worker seed), so
+    ranks read different sequences and a rerun reads the same ones. (``WebDataset(resampled=True)``
+    would reseed from the clock and pid, making every run different.)
+    """
+    import webdataset as wds
+
+    pipeline = wds.DataPipeline(
+        wds.ResampledShards(shard_urls(location), seed=seed, deterministic=True),
+        wds.tarfile_to_samples(),
+        wds.shuffle(shuffle_buffer, seed=seed),
+    )
+    for sample in pipeline:
+        yield decode_sample(sample)

@@ -1,0 +1,17 @@
+"""Fixtures shared by the integration tests."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray (2 CPUs, no dashboard) for the whole test session.
+
+    Never a Ray per module: shutting Ray down and starting it again in one process while background
+    threads (Ray Data's executor, Train's pollers) still hold core-worker state can crash the
+    interpreter (ray-project/ray#31145); CI saw a segfault at exit after every test had passed.
+    """
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

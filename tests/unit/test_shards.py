@@ -1,0 +1,104 @@
+import json
+
+import pytest
+import torch
+
+from stylecore.data import Augment, PairStream, ShardPairStream, SyntheticImages, save_image, seeded_generator
+from stylecore.shards import (ShardImages, SourceItem, is_shard_location, prepare_image, sample_key, shard_urls,
+                              write_shards)
+from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork
+
+
+@pytest.fixture(scope="module")
+def style_shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    items = []
+    for i in range(24):
+        family = STYLE_FAMILIES[i % 5]
+        save_image(synthetic_artwork(i, family, 72), root / f"{family}/{i:03d}.png")
+        items.append(SourceItem(f"{family}/{i:03d}.png", {"style": family}))
+    out = tmp_path_factory.mktemp("shards") / "demo-train"
+    results = (prepare_image(root, item, "demo", "train", 64, 90, 32, 10**7) for item in items)
+    manifest = write_shards(results, out, "demo-train", maxcount=6)
+    return out, manifest
+
+
+def test_keys_are_stable_dot_free_and_distinct():
+    assert sample_key("a/b.c/photo.jpg") == sample_key("a/b.c/photo.jpg")
+    assert "." not in sample_key("a/b.c/photo.jpg")
+    assert sample_key("x/a_b.jpg") != sample_key("x/a/b.jpg")  # same sanitised stem, different paths
+
+
+def test_shards_hold_every_sample_once_with_schema_and_manifest(style_shards):
+    out, manifest = style_shards
+    assert [s["samples"] for s in manifest["shards"]] == [6, 6, 6, 6]
+    assert manifest["per_label"]["style"] == {f: 24 // 5 + (1 if i < 24 % 5 else 0) for i, f in enumerate(STYLE_FAMILIES)}
+    assert is_shard_location(out) and is_shard_location(out / "manifest.json") and not is_shard_location(out.parent)
+    images = ShardImages(out)
+    assert len(images) == 24 and len({images[i][0] for i in range(24)}) == 24
+    meta = images.metadata(0)
+    assert meta["source"] == "demo" and meta["split"] == "train" and meta["original_size"] == [72, 72]
+    assert meta["stored_size"] == [64, 64] and meta["labels"]["style"] in STYLE_FAMILIES
+    with pytest.raises(FileNotFoundError, match="no shard folder"):
+        shard_urls(out.parent)
+
+
+def test_shard_pair_stream_yields_augmented_batches_and_ranks_read_their_own_shards(style_shards, monkeypatch):
+    out, _ = style_shards
+    stream = ShardPairStream(out, out, batch_size=3, crop_size=32, load_size=48, seed=0, flip=True)
+    batches = [b for _, b in zip(range(4), stream)]
+    assert batches[0].content.shape == (3, 3, 32, 32) and batches[0].style.shape == (3, 3, 32, 32)
+    assert stream.state_dict()["position"] == 4
+    seen = {}
+    for rank in (0, 1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        ranked = ShardPairStream(out, out, batch_size=4, crop_size=32, seed=0)
+        keys = [key for _, batch in zip(range(6), ranked) for key in batch.content_keys]
+        assert seen.setdefault(rank, keys) == keys  # a rerun reads the same sequence (reproducible training)
+    # Resampled shards: each rank draws its own sequence of shards, endlessly (equal counts).
+    assert len(seen[0]) == len(seen[1]) == 24 and seen[0] != seen[1]
+
+
+def test_augment_is_deterministic_per_generator_and_style_jitter_changes_colour():
+    image = synthetic_artwork(0, "waves", 96)
+    augment = Augment(64, 80, flip=True, style_jitter=True)
+    a = augment(image, seeded_generator(1, 2), style=True)
+    b = augment(image, seeded_generator(1, 2), style=True)
+    assert torch.equal(a, b) and a.shape == (3, 64, 64) and 0 <= a.min() and a.max() <= 1
+    plain = Augment(64, 80)(image, seeded_generator(1, 2))
+    assert plain.shape == (3, 64, 64)
+    with pytest.raises(ValueError, match="load_size"):
+        Augment(64, 32)
+
+
+def test_pair_stream_ranks_draw_different_batches():
+    content, style = SyntheticImages("photos", 8, 48), SyntheticImages("artworks", 8, 48)
+    r0 = PairStream(content, style, 2, 32, rank=0, world_size=2).batch(0)
+    r1 = PairStream(content, style, 2, 32, rank=1, world_size=2).batch(0)
+    assert not torch.equal(r0.content, r1.content)
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_and_exif_rotation_is_applied(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (400, 320), (200, 10, 10)).save(tmp_path / "big.jpg", quality=95)
+    rotated = Image.new("RGB", (120, 80), (10, 200, 10))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    rotated.save(tmp_path / "rotated.jpg", exif=exif)
+    big = prepare_image(tmp_path, SourceItem("big.jpg"), "s", "train", 64, 90, 32, 10**7)
+    assert big.meta["original_size"] == [400, 320] and big.meta["stored_size"] == [80, 64]
+    turned = prepare_image(tmp_path, SourceItem("rotated.jpg"), "s", "train", 64, 90, 32, 10**7)
+    assert turned.meta["stored_size"] == [64, 96]  # portrait after the EXIF rotation, short side 64
+
+
+def test_several_shard_folders_read_as_one_set_and_a_skipped_folder_says_why(style_shards, tmp_path):
+    out, manifest = style_shards
+    skipped = tmp_path / "places365-train"
+    skipped.mkdir()
+    (skipped / "manifest.json").write_text(json.dumps({"skipped": "not in profile 'demo'", "shards": []}))
+    assert shard_urls([out, skipped]) == shard_urls(out)  # the skipped folder adds nothing and is no error
+    assert len(shard_urls([out, out])) == 2 * len(manifest["shards"])
+    with pytest.raises(FileNotFoundError, match="not in profile 'demo'.*params.yaml: profile"):
+        shard_urls([skipped])
