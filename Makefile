@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Tested versions; on the dev machines these wheels come from local disk.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := dev
+EXTRAS := dev,pipeline
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)-$(EXTRAS)
 
 .PHONY: run test setup bench list clean-venv
@@ -23,18 +23,32 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# The main job. Until the DVC pipeline exists (data/train stages), this runs the part
-# of stylecore that exists: it lists the registries and evaluates every loss on
-# generated images with a seeded random encoder, writing reports/losses.json.
+# The main job: the DVC pipeline on the offline demo profile (generated sources → shards → the
+# model × loss grid trained with Ray Train and tracked in MLflow), then a stylization with two mixed
+# styles by one of the trained models.
+DEMO := models/adain-balanced_gram/checkpoint
 run: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 	$(VENV)/bin/stylecore list
 	$(VENV)/bin/stylecore check-losses --output reports/losses.json
+	$(VENV)/bin/python -c "from stylecore.data import save_image; from stylecore.synthetic import *; \
+		save_image(synthetic_photo(7, 128), 'reports/demo/inputs/photo.png'); \
+		save_image(synthetic_artwork(3, 'waves', 128), 'reports/demo/inputs/waves.png'); \
+		save_image(synthetic_artwork(4, 'checks', 128), 'reports/demo/inputs/checks.png')"
+	$(VENV)/bin/stylecore stylize --checkpoint $(DEMO) --content reports/demo/inputs/photo.png \
+		--style reports/demo/inputs/waves.png reports/demo/inputs/checks.png --style-weights 0.3 0.7 \
+		--output reports/demo --overwrite
+	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/"
+	@echo "      (dvc metrics show), stylized image reports/demo/photo.jpg"
+	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -X faulthandler -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/bench_losses.py
+	$(PY) bench/bench_training.py
+	$(PY) bench/bench_ray_training.py
 
 clean-venv:
 	rm -rf $(VENV)

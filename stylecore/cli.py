@@ -15,12 +15,150 @@ from stylecore.io import atomic_write_text
 
 def _cmd_list(args: argparse.Namespace) -> int:
     import stylecore.losses as losses
+    import stylecore.models as models
 
-    width = max(len(name) for name in losses.names())
+    width = max(len(name) for name in losses.names() + models.names())
+    print("models:")
+    for name in models.names():
+        print(f"  {name:<{width}}  {models.describe(name)}")
     print("losses:")
     for name in losses.names():
         print(f"  {name:<{width}}  {losses.describe(name)}")
     return 0
+
+
+def _parse_assignments(items: Sequence[str], option: str) -> dict:
+    """``KEY=VALUE`` pairs, values parsed as YAML (numbers, booleans, lists, null)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {option} expects KEY=VALUE; got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    import stylecore.models as models
+    from stylecore.data import PairStream, ShardPairStream, image_source, save_image
+    from stylecore.shards import is_shard_location
+    from stylecore.encoders import EncoderWeightsUnavailable
+    from stylecore.registry import accepted_parameters
+    from stylecore.training import NonFiniteLossError, Trainer, TrainConfig, TrainingHooks
+
+    values: dict = {}
+    if args.config:
+        values.update(yaml.safe_load(Path(args.config).read_text()) or {})
+    for key in ("model", "style_loss", "steps", "lr", "precision", "seed", "checkpoint_every", "sample_every"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.compile:
+        values["compile"] = True
+    values.setdefault("model", "adain")
+    if values["model"] not in models.names():
+        print(f"error: unknown model {values['model']!r}; choose one of {', '.join(models.names())}", file=sys.stderr)
+        return 2
+    params = dict(values.get("model_params") or {})
+    if args.weights:
+        for key in ("encoder_weights", "predictor_weights"):
+            if key in accepted_parameters(models.MODELS.get(values["model"])):
+                params.setdefault(key, args.weights)
+    params.update(_parse_assignments(args.model_param, "--model-param"))
+    values["model_params"] = params
+    objective = dict(values.get("objective") or {})
+    objective.update(_parse_assignments(args.objective, "--objective"))
+    values["objective"] = objective
+    streaming = is_shard_location(args.content) and is_shard_location(args.style) and not args.in_memory
+    try:
+        config = TrainConfig.from_dict(values)
+        if streaming:
+            # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
+            data = ShardPairStream(args.content, args.style, batch_size=args.batch, crop_size=args.size,
+                                   load_size=args.load_size, seed=config.seed, flip=args.flip,
+                                   style_jitter=args.style_jitter)
+        else:
+            content = image_source(args.content, size=args.load_size or args.size, seed=config.seed)
+            style = image_source(args.style, size=args.load_size or args.size, seed=config.seed + 1)
+            data = PairStream(content, style, batch_size=args.batch, crop_size=args.size,
+                              load_size=args.load_size, seed=config.seed, flip=args.flip,
+                              style_jitter=args.style_jitter)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+
+    class SaveSamples(TrainingHooks):
+        def on_images(self, trainer, step, grid):
+            save_image(grid, output / "samples" / f"step-{step:06d}.png")
+
+    try:
+        trainer = Trainer(config, device=args.device, hooks=[SaveSamples()])
+    except (EncoderWeightsUnavailable, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    encoder = trainer.model.loss_encoder().describe()
+    print(f"model {config.model} ({sum(p.numel() for p in trainer.parameters):,} trained parameters), "
+          f"objective terms {', '.join(trainer.step_module.objectives[trainer.phases[-1].name].terms)}, "
+          f"precision {trainer.precision}, device {trainer.device}")
+    print(f"encoder weights: {encoder['weights']} (pretrained: {encoder['pretrained']})")
+    try:
+        results = trainer.fit(data, checkpoint_dir=output, progress=not args.quiet)
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if results:
+        last = results[-1]
+        print(f"step {last.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.terms.items()))
+    else:
+        print(f"nothing to do: {output} already holds a checkpoint at step {trainer.step} ≥ {config.steps}")
+    print(f"checkpoint: {output / f'step-{trainer.step:06d}'}")
+    return 0
+
+
+def _image_files(paths: Sequence[str]) -> list[Path]:
+    from stylecore.data import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
+def _cmd_stylize(args: argparse.Namespace) -> int:
+    from stylecore.data import ImageLoadError
+    from stylecore.encoders import EncoderWeightsUnavailable
+    from stylecore.stylize import Stylizer
+    from stylecore.training import CheckpointError, load
+
+    try:
+        contents = _image_files(args.content)
+        model = load(args.checkpoint, device=args.device or "cpu")
+        stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
+                            tile_overlap=args.tile_overlap, style_size=args.style_size)
+        styles = [Path(s) for s in args.style]
+        for style in styles:
+            if not style.is_file():
+                raise FileNotFoundError(f"style {style}: no such file")
+        report = stylizer.stylize_files(contents, styles, args.output, weights=args.style_weights,
+                                        suffix=args.suffix, progress=not args.quiet, skip_existing=not args.overwrite)
+    except (CheckpointError, EncoderWeightsUnavailable, FileNotFoundError, ImageLoadError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(report['written'])} image(s) to {args.output}"
+          + (f", skipped {len(report['skipped'])} already there (--overwrite to redo)" if report["skipped"] else ""))
+    for path, reason in report["failed"].items():
+        print(f"failed: {reason}", file=sys.stderr)
+    return 1 if report["failed"] else 0
 
 
 def _cmd_check_losses(args: argparse.Namespace) -> int:
@@ -81,7 +219,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("list", help="list the registered losses with one-line descriptions").set_defaults(func=_cmd_list)
+    sub.add_parser("list", help="list the models and losses with one-line descriptions").set_defaults(func=_cmd_list)
+
+    train = sub.add_parser("train", help="train a model in this process (no Ray); resumes from --output")
+    train.add_argument("--config", help="YAML file of training settings (stylecore.training.TrainConfig keys)")
+    train.add_argument("--model", help="model name (see `stylecore list`; default adain)")
+    train.add_argument("--style-loss", dest="style_loss", help="replace the model's style loss, e.g. balanced_gram")
+    train.add_argument("--content", required=True,
+                       help="content shard folder (data/shards/…), image folder, or synthetic:photos[:N]")
+    train.add_argument("--style", required=True,
+                       help="style shard folder (data/shards/…), image folder, or synthetic:artworks[:N]")
+    train.add_argument("--output", required=True, help="checkpoint directory (step-N subfolders, samples/)")
+    train.add_argument("--steps", type=int)
+    train.add_argument("--batch", type=int, default=8)
+    train.add_argument("--size", type=int, default=256, help="training crop side (default 256)")
+    train.add_argument("--load-size", type=int, dest="load_size",
+                       help="resize the short side to this before cropping (default: --size)")
+    train.add_argument("--lr", type=float)
+    train.add_argument("--flip", action="store_true", help="random horizontal flips")
+    train.add_argument("--style-jitter", dest="style_jitter", action="store_true",
+                       help="Magenta's style augmentation (colour jitter, flips, random scale) on style images")
+    train.add_argument("--in-memory", dest="in_memory", action="store_true",
+                       help="hold shard folders in memory and sample them by index (bitwise-exact resume) "
+                            "instead of streaming them")
+    train.add_argument("--weights", help="pretrained weights of the encoder (and Magenta's predictor): imagenet | "
+                                         "random:<seed> | path (default: the model's, imagenet)")
+    train.add_argument("--model-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="a model constructor parameter, e.g. predictor=mobilenet_v2 (repeatable)")
+    train.add_argument("--objective", action="append", default=[], metavar="TERM=WEIGHT",
+                       help="override an objective term's weight (or null to drop it), e.g. style=5 (repeatable)")
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--compile", action="store_true", help="torch.compile the trained and encoder modules")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    train.add_argument("--sample-every", type=int, dest="sample_every", help="save a sample grid every N steps")
+    train.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_train)
+
+    stylize = sub.add_parser("stylize", help="stylize image files with a trained checkpoint")
+    stylize.add_argument("--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest)")
+    stylize.add_argument("--content", required=True, nargs="+", help="content image files or folders")
+    stylize.add_argument("--style", required=True, nargs="+", help="one or more style images (mixed by --style-weights)")
+    stylize.add_argument("--style-weights", dest="style_weights", type=float, nargs="+",
+                         help="one weight per style (normalised to sum 1; default equal)")
+    stylize.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1] (default 1)")
+    stylize.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"])
+    stylize.add_argument("--style-size", dest="style_size", type=int, default=512,
+                         help="resize styles to this short side (default 512; 0 keeps their size)")
+    stylize.add_argument("--max-side", dest="max_side", type=int,
+                         help="stylize content larger than this in overlapping tiles of this size")
+    stylize.add_argument("--tile-overlap", dest="tile_overlap", type=int,
+                         help="overlap of tiles in pixels (default min(64, max_side / 4))")
+    stylize.add_argument("--output", required=True, help="output folder (files named after the content)")
+    stylize.add_argument("--suffix", default=".jpg", help="output format by suffix (default .jpg)")
+    stylize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    stylize.add_argument("--device")
+    stylize.add_argument("--quiet", action="store_true")
+    stylize.set_defaults(func=_cmd_stylize)
 
     check = sub.add_parser("check-losses", help="evaluate every loss on generated images (a smoke check)")
     check.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"])

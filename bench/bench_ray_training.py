@@ -1,0 +1,133 @@
+"""Ray Train against the direct training loop: samples/s once started, for 1 and 2 workers.
+
+Both sides run the same Trainer on the same streamed demo shards (generated here, nothing is
+downloaded; random:0 encoders). Each run takes ``(windows + 1) × window`` steps; the figure is the
+median over the windows after the first of wall-clock samples/s, so start-up is excluded and
+everything a step really costs is in: data loading and augmentation, hooks, and for Ray one report
+with a rank-0 checkpoint per window (the Ray side's ``throughput`` metric). Medians, because a
+shared 2-core VM drifts by ±20% from minute to minute. The issue's target: 1 Ray worker keeps ≥ 90%
+of the direct loop.
+
+    python bench/bench_ray_training.py                         # adain, 64², batch 4, CPU
+    python bench/bench_ray_training.py --size 256 --device cuda --precision bf16 --workers 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stylecore.data import ShardPairStream, save_image  # noqa: E402
+from stylecore.shards import SourceItem, prepare_image, write_shards  # noqa: E402
+from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402
+from stylecore.training import Trainer  # noqa: E402
+
+
+def build_shards(root: Path, size: int, count: int = 64) -> tuple[Path, Path]:
+    for role in ("content", "style"):
+        raw = root / f"raw-{role}"
+        for i in range(count):
+            image = synthetic_photo(i, size) if role == "content" else \
+                synthetic_artwork(i, STYLE_FAMILIES[i % len(STYLE_FAMILIES)], size)
+            save_image(image, raw / f"{i}.png")
+        prepared = (prepare_image(raw, SourceItem(f"{i}.png"), role, "train", size, 90, 16, 10**8) for i in range(count))
+        write_shards(prepared, root / role, role, maxcount=count // 4)
+    return root / "content", root / "style"
+
+
+def direct(config: dict, content: Path, style: Path, batch: int, size: int, window: int, windows: int,
+           device: str) -> float:
+    """Median wall-clock samples/s of the plain loop over its windows after the first."""
+    trainer = Trainer(config, device=device)
+    data = iter(ShardPairStream(content, style, batch_size=batch, crop_size=size, seed=0, flip=True))
+    rates = []
+    for index in range(windows + 1):
+        started = time.perf_counter()
+        for _ in range(window):
+            pair = next(data)
+            trainer.train_step(pair.content, pair.style)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        if index:
+            rates.append(window * batch / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def with_ray(config: dict, content: Path, style: Path, batch: int, size: int, window: int, windows: int,
+             workers: int, threads: int, use_gpu: bool, storage: Path) -> tuple[float, float, float]:
+    """Medians over the windows after the first of (wall-clock samples/s, the steps' own samples/s), and
+    the seconds from fit() to the end, of a Ray Train run reporting (with a checkpoint) once per window."""
+    from pipelines.ray_training import run
+
+    started = time.perf_counter()
+    result = run(config, content, style, name=f"bench-{workers}", storage_path=str(storage), num_workers=workers,
+                 use_gpu=use_gpu, threads_per_worker=threads, batch_size=batch, crop_size=size,
+                 report_every=window, keep=windows + 1, max_failures=0)
+    reports = sorted((metrics for _, metrics in result.best_checkpoints), key=lambda m: m["step"])[1:]
+    return (statistics.median(m["throughput"] for m in reports),
+            statistics.median(m["samples_per_second"] for m in reports), time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="adain")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4, help="per worker")
+    parser.add_argument("--window", type=int, default=8, help="steps per measured window")
+    parser.add_argument("--windows", type=int, default=5, help="measured windows (after one warm-up window)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard processes")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    import ray
+
+    cpus = os.cpu_count() or 1
+    torch.set_num_threads(cpus)
+    config = {"model": args.model, "model_params": {"encoder_weights": "random:0"}, "steps": (args.windows + 1) * args.window,
+              "lr": 1e-4, "precision": args.precision, "seed": 0}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        content, style = build_shards(Path(tmp), max(args.size, 96))
+        base = direct(config, content, style, args.batch, args.size, args.window, args.windows, args.device)
+        rows.append({"run": "direct loop, 1 process", "threads": cpus, "samples_per_second": base})
+        ray.init(num_cpus=cpus, num_gpus=torch.cuda.device_count(), include_dashboard=not args.no_dashboard,
+                 dashboard_host="127.0.0.1", log_to_driver=False)
+        try:
+            for workers in args.workers:
+                threads = 1 if args.device.startswith("cuda") else max(1, cpus // workers)
+                throughput, steps_only, seconds = with_ray(
+                    config, content, style, args.batch, args.size, args.window, args.windows, workers, threads,
+                    args.device.startswith("cuda"), Path(tmp) / "ray")
+                rows.append({"run": f"Ray Train, {workers} worker(s)", "threads": threads, "samples_per_second": throughput,
+                             "steps_only_samples_per_second": steps_only, "fit_seconds": seconds})
+        finally:
+            ray.shutdown()
+    print(f"{args.model}, {args.size}², batch {args.batch}/worker, {args.precision}, {args.device}, "
+          f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
+    for row in rows:
+        share = row["samples_per_second"] / base * 100
+        extra = (f"; the steps alone {row['steps_only_samples_per_second']:.2f}; fit() {row['fit_seconds']:.1f} s in all"
+                 if "fit_seconds" in row else "")
+        print(f"  {row['run']:<26} {row['threads']} thread(s)  {row['samples_per_second']:7.2f} samples/s  "
+              f"({share:5.1f}% of direct){extra}")
+    if args.json:
+        args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k != "json"}, "rows": rows},
+                                        indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Run :class:`stylecore.training.Trainer` inside Ray Train V2 workers (DDP over gloo or NCCL).
+
+Each worker builds the same Trainer the single-process CLI uses; Ray only starts the workers, sets
+up torch.distributed (the Trainer then wraps itself in DDP), stores checkpoints and restarts failed
+workers. Rank 0 writes a stylecore checkpoint directory every ``checkpoint_every`` steps and reports
+it; every rank calls ``ray.train.report`` at the same steps (Ray requires equal report counts). A
+restarted or re-run training resumes from the newest reported checkpoint.
+
+With ``extra={"mlflow": {"tracking_uri", "run_id"}}`` rank 0 logs the run through
+:class:`pipelines.tracking.MLflowHooks`. This module is the core of the ``train`` stage (issue 5);
+the DVC stage builds on it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from stylecore.data import ShardLocations, ShardPairStream
+from stylecore.training import Trainer, TrainingHooks
+
+
+class _ReportEvery(TrainingHooks):
+    """Reports to Ray every ``every`` steps on every rank; rank 0 attaches a checkpoint.
+
+    The reported losses and samples/s are means over the steps since the last report, so the final
+    figures describe the end of training rather than one noisy batch. ``samples_per_second`` times the
+    steps alone; ``throughput`` is wall-clock samples/s since the last report (data loading, hooks,
+    reports and checkpoints included): what a run really achieves.
+    """
+
+    def __init__(self, every: int, total: int, data: Any, fail_at_step: int | None, marker: str | None) -> None:
+        self.every, self.total, self.data = every, total, data
+        self.fail_at_step, self.marker = fail_at_step, marker
+        self.window: list[Any] = []
+        self.window_started = time.perf_counter()
+
+    def on_step(self, trainer: Trainer, result) -> None:
+        if self.fail_at_step is not None and result.step == self.fail_at_step and self.marker \
+                and not Path(self.marker).exists():
+            Path(self.marker).write_text("failed once\n")  # the fault test: die once, then resume
+            os._exit(1)
+        if not result.skipped:
+            self.window.append(result)
+        if result.step % self.every and result.step != self.total:
+            return
+        window, self.window = self.window or [result], []
+        now = time.perf_counter()
+        samples = sum(r.samples for r in window)
+        throughput, self.window_started = samples / max(now - self.window_started, 1e-9), now
+        # A window can span a phase change (linear: autoencoder → transform) whose terms differ: average
+        # each term over the steps that have it.
+        terms = {name: sum(values) / len(values) for name in window[-1].terms
+                 if (values := [r.terms[name] for r in window if name in r.terms])}
+        metrics = {"step": result.step, **{f"loss/{k}": v for k, v in terms.items()}, "lr": result.lr,
+                   "samples_per_second": sum(r.samples_per_second for r in window) / len(window),
+                   "throughput": throughput,
+                   "skipped_steps": trainer.nonfinite_total}
+        rank = ray.train.get_context().get_world_rank()
+        if rank == 0:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = trainer.save_checkpoint(tmp, data=self.data)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(path)),
+                                 checkpoint_dir_name=f"step-{result.step:06d}")
+        else:
+            ray.train.report(metrics)
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """The Ray Train worker: the same Trainer as `stylecore train`, resumed from Ray's checkpoint."""
+    torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
+    context = ray.train.get_context()
+    device = ray.train.torch.get_device()
+    data = ShardPairStream(config["content"], config["style"], batch_size=config["batch_size"],
+                           crop_size=config["crop_size"], load_size=config.get("load_size"),
+                           seed=config["train"].get("seed", 0) + context.get_world_rank(), flip=True)
+    hooks: list[TrainingHooks] = [_ReportEvery(config["report_every"], config["train"]["steps"], data,
+                                               config.get("fail_at_step"), config.get("fail_marker"))]
+    if config.get("mlflow") and context.get_world_rank() == 0:
+        from pipelines.tracking import MLflowHooks
+
+        hooks.append(MLflowHooks(config["mlflow"]["tracking_uri"], config["mlflow"]["run_id"]))
+    trainer = Trainer(config["train"], device=device, hooks=hooks)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            trainer.load_checkpoint(directory, data=data)
+        print(f"rank {context.get_world_rank()}: resumed from step {trainer.step}", flush=True)
+        if config.get("fail_marker") and Path(config["fail_marker"]).exists():
+            with open(config["fail_marker"], "a") as log:  # the fault test reads where the run resumed
+                log.write(f"rank {context.get_world_rank()} resumed at step {trainer.step}\n")
+    trainer.fit(data)
+
+
+def run(train_config: dict[str, Any], content: ShardLocations, style: ShardLocations, *, name: str,
+        storage_path: str, num_workers: int = 2, use_gpu: bool | None = None, gpus_per_worker: float = 1,
+        threads_per_worker: int = 1, batch_size: int = 4, crop_size: int = 64, load_size: int | None = None,
+        report_every: int = 10, keep: int = 2, max_failures: int = 1,
+        extra: dict[str, Any] | None = None) -> ray.train.Result:
+    """Train with Ray Train; a re-run with the same ``name`` and ``storage_path`` resumes.
+
+    ``batch_size`` is per worker (the global batch is ``num_workers × batch_size``). ``use_gpu=None``
+    uses GPUs when the cluster has ``gpus_per_worker`` for every worker; each CPU worker holds one CPU
+    and runs ``threads_per_worker`` torch threads.
+    """
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers * gpus_per_worker
+    locations = {"content": [str(p) for p in _as_list(content)], "style": [str(p) for p in _as_list(style)]}
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"train": train_config, **locations, "threads_per_worker": threads_per_worker,
+                           "batch_size": batch_size, "crop_size": crop_size, "load_size": load_size,
+                           "report_every": report_every, **(extra or {})},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu else {"CPU": 1}),
+        run_config=RunConfig(name=name, storage_path=str(storage_path),
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep)),
+    )
+    return trainer.fit()
+
+
+def _as_list(locations: ShardLocations) -> list:
+    return [locations] if isinstance(locations, (str, Path)) else list(locations)

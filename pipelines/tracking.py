@@ -1,0 +1,101 @@
+"""MLflow tracking for training runs: the store location, runs created by the driver, rank-0 logging hooks.
+
+The driver creates the experiment (with an explicit artifact location: one created inside a Ray
+worker would put artifacts in Ray's session folder) and the run, then hands the run id to the
+workers; rank 0 logs through ``MlflowClient`` with that id, so no worker depends on fluent
+"active run" state. The default store is SQLite at an absolute path (four slashes: Ray workers run
+in another working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from stylecore.training import StepResult, Trainer, TrainingHooks
+
+RESUME_TAG = "stylecore.resume_key"
+
+
+def default_tracking_uri(root: Path | str = ".") -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:////<abs>/mlflow.db`` in ``root``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params → ``{"a.b": "value"}`` strings, as MLflow params."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:6000]
+    return out
+
+
+def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run_name: str,
+              params: Mapping[str, Any], tags: Mapping[str, str], resume_key: str | None = None) -> str:
+    """Create (or reuse) the experiment and a run; returns the run id. The run stays open for the workers.
+
+    With ``resume_key``, an unfinished run (crashed or failed) tagged with the same key is reopened
+    instead, so a re-run after a crash continues its curves rather than scattering them over runs.
+    """
+    from mlflow.entities import Param
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        experiment_id = client.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
+    else:
+        experiment_id = found.experiment_id
+    run_id = None
+    if resume_key is not None:
+        unfinished = client.search_runs(
+            [experiment_id], filter_string=f"tags.`{RESUME_TAG}` = '{resume_key}' and attributes.status != 'FINISHED'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if unfinished:
+            run_id = unfinished[0].info.run_id
+            client.update_run(run_id, status="RUNNING")
+            print(f"mlflow: reopening unfinished run {run_id} ({resume_key})", flush=True)
+    if run_id is None:
+        run_tags = {**tags, **({RESUME_TAG: resume_key} if resume_key else {})}
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+    else:
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+    items = [Param(k, v) for k, v in flatten(params).items()]
+    for start in range(0, len(items), 100):  # the store's batch limit; same values again are accepted
+        client.log_batch(run_id, params=items[start:start + 100])
+    return run_id
+
+
+class MLflowHooks(TrainingHooks):
+    """Rank-0 training hooks: every term, lr, samples/s and the batch's style-loss spread per step;
+    sample grids as images at their step (the UI's step slider shows training progress)."""
+
+    def __init__(self, tracking_uri: str, run_id: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client, self.run_id = MlflowClient(tracking_uri), run_id
+
+    def on_step(self, trainer: Trainer, result: StepResult) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {f"loss/{name}": value for name, value in result.terms.items()}
+        values.update({"lr": result.lr, "samples_per_second": result.samples_per_second,
+                       "skipped_steps": float(trainer.nonfinite_total)})
+        style = result.per_sample.get("style")
+        if style is not None and style.numel() > 1 and float(style.min()) > 0:
+            # How unequal styles are within the batch (the imbalance the balanced loss targets).
+            values["style_spread_max_over_min"] = float(style.max() / style.min())
+        metrics = [Metric(key, float(value), now, result.step) for key, value in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_images(self, trainer: Trainer, step: int, grid) -> None:
+        image = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+        self.client.log_image(self.run_id, image, key="samples", step=step)

@@ -1,0 +1,396 @@
+"""DVC stage `train@<model>-<loss>`: one combination of the grid, trained with Ray Train and tracked in MLflow.
+
+    python -m pipelines.train --model adain --loss balanced_gram
+
+The settings are params.yaml's ``train.profiles.<profile>`` ← ``train.models.<model>`` ←
+``train.losses.<loss>``; the data are the active profile's content and style shards. The workers run
+:class:`stylecore.training.Trainer` unchanged (:mod:`pipelines.ray_training`); the driver owns the
+MLflow run (tags, params, system metrics, the final model) and rank 0 logs the curves and images.
+
+Re-running after a crash resumes: the Ray run name and the MLflow run are derived from the
+combination's settings, so the same settings find the same Ray checkpoints and reopen the same
+unfinished MLflow run. A finished combination leaves ``models/<model>-<loss>/checkpoint`` (loadable
+by ``stylecore.load``) and ``metrics.json``, then deletes its Ray checkpoints, so a later re-run
+(new code, new data) starts from scratch. With ``RAY_ADDRESS`` set, the stage runs on that cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from pipelines.sources import CatalogueError, active_profile, load_params, parse_sources
+from pipelines.stage import run_stage
+from stylecore.io import atomic_directory, atomic_write_text
+
+#: keys of a combination's settings that the stage uses itself; every other key is a TrainConfig key
+DATA_KEYS = {"batch_size": 4, "crop_size": 256, "load_size": None, "report_every": 100, "weights": None}
+RAY_KEYS = {"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto",
+            "max_failures": 2, "keep_checkpoints": 2}
+WEIGHT_PARAMETERS = ("encoder_weights", "predictor_weights")
+
+
+class TrainStageError(RuntimeError):
+    """Bad settings, missing data or a failed run; the message names the key or the cause and the fix."""
+
+
+@dataclass
+class Combination:
+    """Everything one grid cell needs, resolved from params.yaml and checked before any compute."""
+
+    model: str
+    loss: str
+    profile: str
+    train: dict[str, Any]  # a stylecore.training.TrainConfig dict
+    data: dict[str, Any]  # DATA_KEYS
+    ray: dict[str, Any]  # RAY_KEYS
+    content: list[str] = field(default_factory=list)
+    style: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.loss}"
+
+    def digest(self) -> str:
+        """Identifies the settings: the same digest resumes the same Ray and MLflow runs."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def weights(self) -> dict[str, str]:
+        params = self.train.get("model_params", {})
+        return {key: str(params[key]) for key in WEIGHT_PARAMETERS if key in params}
+
+
+def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base``; nested dicts merge, everything else is replaced."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _section(params: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    value: Any = params
+    for depth, key in enumerate(keys):
+        value = value.get(key) if isinstance(value, Mapping) else None
+        if value is None:
+            raise CatalogueError(f"params.yaml: {'.'.join(keys[:depth + 1])} is missing")
+    if not isinstance(value, Mapping):
+        raise CatalogueError(f"params.yaml: {'.'.join(keys)} must be a mapping; got {value!r}")
+    return dict(value)
+
+
+def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards_root: Path) -> Combination:
+    """The settings and data of ``model × loss``, validated (TrainConfig included) before anything starts."""
+    from stylecore import models as model_registry
+    from stylecore.registry import accepted_parameters
+    from stylecore.training import TrainConfig
+
+    profile = active_profile(params)
+    grid = _section(params, "train", "grid")
+    if model not in grid.get("models", []) or loss not in grid.get("losses", []):
+        raise CatalogueError(f"{model} × {loss} is not in the grid (params.yaml: train.grid.models "
+                             f"{grid.get('models')} × train.grid.losses {grid.get('losses')}); add it there")
+    profiles = _section(params, "train", "profiles")
+    if profile not in profiles:
+        raise CatalogueError(f"params.yaml: train.profiles has no entry for profile {profile!r}; "
+                             f"defined: {', '.join(profiles)}")
+    settings = deep_merge(profiles[profile] or {}, _section(params, "train", "models").get(model) or {})
+    settings = deep_merge(settings, _section(params, "train", "losses").get(loss) or {})
+    data = {key: settings.pop(key, default) for key, default in DATA_KEYS.items()}
+    ray_settings = deep_merge(RAY_KEYS, _section(params, "train", "ray"))
+    unknown = sorted(set(ray_settings) - set(RAY_KEYS))
+    if unknown:
+        raise CatalogueError(f"params.yaml: train.ray has unknown key(s) {unknown}; keys: {', '.join(RAY_KEYS)}")
+    if not isinstance(ray_settings["workers"], int) or ray_settings["workers"] < 1:
+        raise CatalogueError(f"params.yaml: train.ray.workers must be a positive integer; got {ray_settings['workers']!r}")
+    for key in ("batch_size", "crop_size", "report_every"):
+        if not isinstance(data[key], int) or data[key] < 1:
+            raise CatalogueError(f"params.yaml: train.profiles.{profile}.{key} must be a positive integer; "
+                                 f"got {data[key]!r}")
+
+    train = {**settings, "model": model, "style_loss": loss}
+    model_params = dict(train.get("model_params") or {})
+    if data["weights"] is not None:
+        # One switch for every pretrained part, unless the model's settings name one explicitly.
+        accepted = accepted_parameters(model_registry.MODELS.get(model)) if model in model_registry.names() else []
+        for key in WEIGHT_PARAMETERS:
+            if key in accepted:
+                model_params.setdefault(key, str(data["weights"]))
+    train["model_params"] = model_params
+    try:
+        TrainConfig.from_dict(train)
+    except ValueError as error:
+        raise CatalogueError(f"params.yaml: train settings of {model} × {loss}: {error}") from None
+
+    sources = [s for s in parse_sources(params).values() if profile in s.profiles]
+    shards_root = shards_root.resolve()  # absolute: Ray workers run in another directory
+    combination = Combination(model, loss, str(profile), train, data, ray_settings,
+                              content=[str(shards_root / f"{s.name}-train") for s in sources if s.role == "content"],
+                              style=[str(shards_root / f"{s.name}-train") for s in sources if s.role == "style"])
+    from stylecore.shards import shard_urls
+
+    for role in ("content", "style"):
+        try:
+            shard_urls(getattr(combination, role))
+        except FileNotFoundError as error:
+            raise TrainStageError(f"{role} shards of profile {profile!r}: {error}") from None
+    return combination
+
+
+# ---------------------------------------------------------------------------------------------------
+# Provenance: what the MLflow run is tagged with.
+
+
+def git_state(root: Path) -> dict[str, str]:
+    """The commit and whether tracked files differ from it (``unknown`` outside git). dvc.lock does not
+    count: ``dvc repro`` rewrites it after every stage, so it would mark every later stage dirty."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": "unknown", "git_dirty": "unknown"}
+    return {"git_commit": commit, "git_dirty": str(dirty).lower()}
+
+
+def data_hashes(lock_path: Path, folders: list[str], root: Path) -> dict[str, str]:
+    """``{"data.<folder>": md5}`` for each shard folder, from the stage outputs recorded in dvc.lock."""
+    import yaml
+
+    outs: dict[str, str] = {}
+    if lock_path.is_file():
+        for stage in (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):
+                outs[str(out.get("path"))] = str(out.get("md5"))
+    hashes = {}
+    for folder in folders:
+        relative = os.path.relpath(Path(folder).resolve(), root.resolve())
+        hashes[f"data.{Path(folder).name}"] = outs.get(relative, "not in dvc.lock (not produced by dvc repro)")
+    return hashes
+
+
+# ---------------------------------------------------------------------------------------------------
+# Ray
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Connect to ``RAY_ADDRESS`` or start a local Ray sized to this machine; always shut down after.
+
+    Local Ray gets explicit resources (every CPU, every visible GPU) so that the workers' requests are
+    checked against what this machine really has. The dashboard stays on (bound to 127.0.0.1): Ray
+    Train's controller monitoring queries the state API it serves, and users watch runs there.
+    """
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) owns the session
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        print(f"ray: connecting to the cluster at RAY_ADDRESS={address}", flush=True)
+        ray.init(address=address)
+    else:
+        import torch
+
+        cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+        print(f"ray: starting a local instance with {cpus} CPUs and {gpus} GPUs "
+              "(set RAY_ADDRESS to use a cluster)", flush=True)
+        # address="local": a new instance, never a cluster some earlier `ray start` left behind.
+        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True, dashboard_host="127.0.0.1")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def scaling(combination: Combination) -> dict[str, Any]:
+    """Workers, GPU use and threads for the cluster at hand; a clear error where it cannot fit."""
+    import ray
+
+    settings = combination.ray
+    resources = ray.cluster_resources()
+    workers, per_gpu = settings["workers"], float(settings["gpus_per_worker"])
+    use_gpu = settings["use_gpu"]
+    if use_gpu == "auto":
+        use_gpu = resources.get("GPU", 0) >= workers * per_gpu
+    elif not isinstance(use_gpu, bool):
+        raise CatalogueError(f"params.yaml: train.ray.use_gpu must be auto, true or false; got {use_gpu!r}")
+    cpus = resources.get("CPU", 0)
+    autoscaling = bool(os.environ.get("RAY_ADDRESS"))  # a cluster may add nodes on demand
+    if not autoscaling:
+        if use_gpu and resources.get("GPU", 0) < workers * per_gpu:
+            raise TrainStageError(f"train.ray asks for {workers} workers × {per_gpu} GPU but Ray has "
+                                  f"{resources.get('GPU', 0):g} GPUs; lower train.ray.workers or set use_gpu: false")
+        if cpus < workers:
+            raise TrainStageError(f"train.ray.workers={workers} needs {workers} CPUs but Ray has {cpus:g}; "
+                                  "lower train.ray.workers (Ray would wait for resources forever)")
+    threads = settings["threads_per_worker"]
+    if threads == "auto":
+        threads = max(1, int(cpus // workers)) if cpus else 1
+    return {"num_workers": workers, "use_gpu": bool(use_gpu), "gpus_per_worker": per_gpu,
+            "threads_per_worker": int(threads)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stage
+
+
+def tracking_settings(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    from pipelines.tracking import default_tracking_uri
+
+    settings = dict(params.get("mlflow") or {})
+    uri = settings.get("tracking_uri") or default_tracking_uri(root)
+    experiment = str(settings.get("experiment") or "stylecore-{profile}").format(profile=params.get("profile"))
+    return {"uri": uri, "experiment": experiment,
+            "artifacts": (root / str(settings.get("artifacts") or "mlartifacts")).resolve(),
+            "interval": float(settings.get("system_metrics_interval") or 10)}
+
+
+def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
+        models_root: Path = Path("models"), ray_storage: Path = Path("ray_results/train"),
+        extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train one grid cell; returns the metrics written to ``models/<model>-<loss>/metrics.json``."""
+    import mlflow
+
+    from pipelines import ray_training
+    from pipelines.tracking import flatten, start_run
+
+    root = params_path.resolve().parent
+    params = load_params(params_path)
+    combination = resolve_combination(params, model, loss, shards_root)
+    tracking = tracking_settings(params, root)
+    stage = os.environ.get("DVC_STAGE", f"train@{combination.name}")
+    run_key = f"{combination.name}-{combination.digest()}"
+    out = models_root / combination.name
+    print(f"{stage}: {model} × {loss}, profile {combination.profile}, {combination.train['steps']} steps, "
+          f"weights {combination.weights() or 'none'}", flush=True)
+
+    tags = {"model": model, "loss": loss, "profile": combination.profile, "dvc_stage": stage,
+            **git_state(root),
+            **{key: value for key, value in combination.weights().items()},
+            **data_hashes(root / "dvc.lock", combination.content + combination.style, root)}
+    with ray_session():
+        scale = scaling(combination)
+        tags["workers"] = f"{scale['num_workers']} × {'GPU' if scale['use_gpu'] else 'CPU'}"
+        run_id = start_run(tracking["uri"], tracking["experiment"], tracking["artifacts"], combination.name,
+                           {"train": combination.train, "data": combination.data, "ray": combination.ray,
+                            "content": combination.content, "style": combination.style}, tags, resume_key=run_key)
+        print(f"{stage}: MLflow run {run_id} in experiment {tracking['experiment']!r} at {tracking['uri']}", flush=True)
+        mlflow.set_tracking_uri(tracking["uri"])
+        mlflow.set_system_metrics_sampling_interval(tracking["interval"])
+        started = time.perf_counter()
+        with mlflow.start_run(run_id=run_id, log_system_metrics=True):  # an exception marks the run FAILED
+            try:
+                result = ray_training.run(
+                    combination.train, combination.content, combination.style, name=run_key,
+                    storage_path=str(ray_storage.resolve()), **scale,
+                    batch_size=combination.data["batch_size"], crop_size=combination.data["crop_size"],
+                    load_size=combination.data["load_size"], report_every=combination.data["report_every"],
+                    keep=combination.ray["keep_checkpoints"], max_failures=combination.ray["max_failures"],
+                    extra={**(extra or {}), "mlflow": {"tracking_uri": tracking["uri"], "run_id": run_id}})
+                error = result.error if result.checkpoint is not None else result.error or "no checkpoint was reported"
+            except Exception as raised:  # Ray raises the workers' error after max_failures restarts
+                error = raised
+            if error is not None:
+                raise TrainStageError(f"Ray Train failed after up to {combination.ray['max_failures']} restarts "
+                                      f"(train.ray.max_failures): {error}\nFix the cause and re-run the stage: it "
+                                      f"resumes from the last checkpoint in {ray_storage / run_key}")
+            metrics = {"step": int(result.metrics["step"]),
+                       "loss": {k.split("/", 1)[1]: float(v) for k, v in result.metrics.items() if k.startswith("loss/")},
+                       "samples_per_second": float(result.metrics["samples_per_second"]),
+                       "throughput": float(result.metrics["throughput"]),
+                       "skipped_steps": int(result.metrics.get("skipped_steps", 0)),
+                       "wall_seconds": round(time.perf_counter() - started, 1)}
+            checkpoint = out / "checkpoint"
+            with atomic_directory(checkpoint) as building, result.checkpoint.as_directory() as source:
+                shutil.copytree(source, building, dirs_exist_ok=True)
+                atomic_write_text(building / "mlflow.json", json.dumps(
+                    {"tracking_uri": tracking["uri"], "experiment": tracking["experiment"], "run_id": run_id}, indent=2))
+            model_uri = log_final_model(checkpoint, combination)
+            mlflow.log_metrics({f"final/{k}": v for k, v in flatten(metrics).items() if _is_number(v)},
+                               step=metrics["step"])
+            mlflow.set_tag("model_uri", model_uri)
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    # Finished: its checkpoints live on in models/; a later re-run must train afresh, not "resume" at the end.
+    shutil.rmtree(ray_storage / run_key, ignore_errors=True)
+    print(f"{stage}: done in {metrics['wall_seconds']} s, {metrics['samples_per_second']:.2f} samples/s, "
+          f"loss {metrics['loss'].get('total', float('nan')):.4g}; checkpoint {checkpoint}, model {model_uri}", flush=True)
+    return metrics
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def log_final_model(checkpoint: Path, combination: Combination) -> str:
+    """Log the trained model to the active MLflow run (pickle, with the stylecore code); returns its URI.
+
+    It is the inference model rebuilt from the checkpoint (no optimizer, no loss network), behind the
+    single-tensor interface of :class:`stylecore.export.PackedPairStylizer` so pyfunc and
+    ``mlflow models serve`` can run it; the input example is one content|style pair.
+    """
+    import mlflow
+    import numpy as np
+    import torch
+    import torchvision
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    import stylecore
+    from stylecore.export import PackedPairStylizer, pack_pair
+
+    model = stylecore.load(checkpoint).eval()
+    size = min(combination.data["crop_size"], 64)
+    generator = torch.Generator().manual_seed(0)
+    example = pack_pair(torch.rand(1, 3, size, size, generator=generator),
+                        torch.rand(1, 3, size, size, generator=generator)).numpy()
+    # Any batch and image size (MLflow would infer the example's fixed shape); alpha is a parameter.
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, 6, -1, -1))]),
+                               outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 3, -1, -1))]),
+                               params=ParamSchema([ParamSpec("alpha", "double", 1.0)]))
+    info = mlflow.pytorch.log_model(
+        PackedPairStylizer(model), name="model", signature=signature, input_example=(example, {"alpha": 1.0}),
+        serialization_format="pickle", code_paths=[str(Path(stylecore.__file__).parent)],
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                          f"torchvision=={torchvision.__version__.split('+')[0]}", "safetensors", "pillow", "pyyaml"])
+    return info.model_uri
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--loss", required=True)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--shards", default="data/shards")
+    parser.add_argument("--models", default="models")
+    parser.add_argument("--ray-storage", default="ray_results/train",
+                        help="where Ray keeps checkpoints of unfinished runs (a URI on a cluster)")
+    args = parser.parse_args(argv)
+    return run_stage(f"train@{args.model}-{args.loss}", lambda: run(
+        args.model, args.loss, params_path=Path(args.params), shards_root=Path(args.shards),
+        models_root=Path(args.models), ray_storage=Path(args.ray_storage)), (CatalogueError, TrainStageError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

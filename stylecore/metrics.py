@@ -1,0 +1,119 @@
+"""Evaluation metrics of stylized images, measured as the seed paper measures them.
+
+:class:`StylizationMetrics` scores output P against content C and style S, per sample, on one VGG-16
+pass per image (Cheng et al. 2021, Table 5 set-up):
+
+- ``content``: MSE of relu3_3 features of P and C;
+- ``style_classic``: the classic Gram loss, Σ over relu1_2, relu2_2, relu3_3, relu4_3 of
+  MSE(G(F(P)), G(F(S))), Gram / HW;
+- ``style_balanced``: the balanced (style-aware normalised) Gram loss on the same layers;
+- ``mean_std``: AdaIN's distance of channel means and standard deviations, relu1_1..relu4_1;
+- ``ssim``: structural similarity of P and C (Wang et al. 2004), the usual content-preservation score.
+
+:func:`spread_ratio` measures how unequal styles are (the imbalance the balanced loss claims to fix):
+the ratio of a high to a low percentile of per-style mean losses.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from stylecore.encoders import VGGEncoder
+from stylecore.objective import build_objective
+
+METRIC_TERMS = {
+    "content": {"loss": "content"},
+    "style_classic": {"loss": "gram"},
+    "style_balanced": {"loss": "balanced_gram"},
+    "mean_std": {"loss": "mean_std"},
+}
+METRICS = (*METRIC_TERMS, "ssim")
+
+
+def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
+    coords = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    kernel = torch.exp(-coords.square() / (2 * sigma**2))
+    return kernel / kernel.sum()
+
+
+def ssim(x: Tensor, y: Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
+         k1: float = 0.01, k2: float = 0.03) -> Tensor:
+    """Per-sample SSIM of ``(B, C, H, W)`` images: Gaussian window (11, σ 1.5), K1 0.01, K2 0.03, computed
+    per channel over the valid positions (no padding) and averaged, as in Wang et al. 2004."""
+    if x.shape != y.shape or x.dim() != 4:
+        raise ValueError(f"ssim: x {tuple(x.shape)} and y {tuple(y.shape)} must be (B, C, H, W) of one shape")
+    if min(x.shape[-2:]) < window:
+        raise ValueError(f"ssim: images of {x.shape[-2]}x{x.shape[-1]} are smaller than the {window}-pixel window; "
+                         "evaluate at a larger size")
+    x, y = x.float(), y.float()
+    channels = x.shape[1]
+    g = _gaussian_window(window, sigma, x.dtype, x.device)
+    kernel_h = g.view(1, 1, 1, window).expand(channels, 1, 1, window)
+    kernel_v = g.view(1, 1, window, 1).expand(channels, 1, window, 1)
+
+    def blur(t: Tensor) -> Tensor:  # separable Gaussian, one filter per channel
+        return F.conv2d(F.conv2d(t, kernel_h, groups=channels), kernel_v, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x.square()
+    var_y = blur(y * y) - mu_y.square()
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x.square() + mu_y.square() + c1) * (var_x + var_y + c2))
+    return index.mean(dim=(1, 2, 3))
+
+
+def spread_ratio(values: Sequence[float] | Tensor, high: float = 90.0, low: float = 10.0) -> float:
+    """``percentile(values, high) / percentile(values, low)``: 1 when every style is served alike.
+
+    ``values`` are per-style means of a loss (one value per style image). Percentiles interpolate
+    linearly, as ``numpy.percentile``.
+    """
+    v = torch.as_tensor(values, dtype=torch.float64).flatten()
+    if v.numel() < 2:
+        raise ValueError(f"spread_ratio needs at least 2 per-style values; got {v.numel()}")
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"spread_ratio: need 0 ≤ low < high ≤ 100; got low={low}, high={high}")
+    lo, hi = torch.quantile(v, low / 100), torch.quantile(v, high / 100)
+    if not lo > 0:
+        raise ValueError(f"spread_ratio: the {low:g}th percentile is {float(lo):g}; a ratio needs positive losses")
+    return float(hi / lo)
+
+
+class StylizationMetrics(torch.nn.Module):
+    """Every metric of :data:`METRICS` for a batch of (output, content, style), per sample.
+
+    ``encoder_weights`` follows the encoder policy (``imagenet``, a file, ``random:<seed>``); the
+    paper's numbers need ImageNet weights, and :meth:`describe` says which are in use.
+    """
+
+    def __init__(self, encoder_weights: str = "imagenet") -> None:
+        super().__init__()
+        # One encoder, truncated after the deepest layer any term reads.
+        self.encoder = VGGEncoder("vgg16", layers=sorted(_metric_layers()), weights=encoder_weights)
+        self.objective = build_objective(METRIC_TERMS, encoder=self.encoder)
+        self.encoder.requires_grad_(False).eval()
+
+    def describe(self) -> dict[str, str]:
+        return self.encoder.describe()
+
+    @torch.no_grad()
+    def forward(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, Tensor]:
+        scores = self.objective(images={"pred": output, "content": content, "style": style}).per_sample
+        values = {name: scores[name].float().cpu() for name in METRIC_TERMS}
+        values["ssim"] = ssim(output.clamp(0, 1), content.clamp(0, 1)).cpu()
+        return values
+
+
+def _metric_layers() -> set[str]:
+    """The VGG-16 layers the metric terms read."""
+    from stylecore.losses import LOSSES
+
+    layers: set[str] = set()
+    for settings in METRIC_TERMS.values():
+        layers.update(LOSSES.get(settings["loss"])().layers)
+    return layers

@@ -1,0 +1,214 @@
+"""The `train` stage: settings resolution, MLflow run reuse, crash-and-rerun resume, and the DVC grid."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("ray")
+pytest.importorskip("mlflow")
+
+import stylecore  # noqa: E402
+from pipelines import train  # noqa: E402
+from pipelines.sources import CatalogueError  # noqa: E402
+from pipelines.tracking import start_run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _params(**changes) -> dict:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 4}
+    params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 5}
+    params["train"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2, crop_size=32, load_size=40)
+    for key, value in changes.items():
+        params["train"]["profiles"]["demo"][key] = value
+    return params
+
+
+@pytest.fixture(scope="module")
+def demo_shards(tmp_path_factory):
+    """The demo profile's shards, built by the real download and shard stages."""
+    from pipelines import download, shard
+
+    root = tmp_path_factory.mktemp("demo")
+    params_path = root / "params.yaml"
+    params_path.write_text(yaml.safe_dump(_params()))
+    for source in ("demo_photos", "demo_artworks", "places365", "coco", "wikiart"):
+        download.run(source, params_path, root / "raw", progress=False)
+        shard.run(source, "train", params_path, root / "raw", root / "shards", progress=False)
+    return root
+
+
+def test_settings_merge_profile_model_and_loss_and_fail_early_with_the_key(demo_shards, local_ray):
+    params = _params()
+    params["train"]["models"]["magenta"] = {"lr": 2e-3, "model_params": {"predictor": "mobilenet_v2"}}
+    params["train"]["losses"]["balanced_gram"] = {"lr": 5e-4, "style_params": {"weight": 3.0}}
+    combination = train.resolve_combination(params, "magenta", "balanced_gram", demo_shards / "shards")
+    assert combination.train["lr"] == 5e-4  # the loss's settings are merged last
+    assert combination.train["style_params"] == {"weight": 3.0} and combination.train["style_loss"] == "balanced_gram"
+    # the profile's weights switch reaches every pretrained part, and the model's own keys survive the merge
+    assert combination.train["model_params"] == {"predictor": "mobilenet_v2", "encoder_weights": "random:0",
+                                                 "predictor_weights": "random:0"}
+    assert combination.data["batch_size"] == 2 and "batch_size" not in combination.train
+    assert [Path(p).name for p in combination.content] == ["demo_photos-train"]
+    assert [Path(p).name for p in combination.style] == ["demo_artworks-train"]
+    assert all(Path(p).is_absolute() for p in combination.content + combination.style)  # Ray workers' cwd differs
+    assert combination.digest() != train.resolve_combination(params, "magenta", "gram", demo_shards / "shards").digest()
+
+    with pytest.raises(CatalogueError, match="not in the grid"):
+        train.resolve_combination(params, "adain", "mean_std", demo_shards / "shards")
+    bad = _params()
+    bad["train"]["models"]["adain"] = {"lr": -1}
+    with pytest.raises(CatalogueError, match="adain × gram: training config: lr must be a positive number"):
+        train.resolve_combination(bad, "adain", "gram", demo_shards / "shards")
+    bad = _params()
+    bad["train"]["ray"]["workres"] = 2
+    with pytest.raises(CatalogueError, match=r"train.ray has unknown key\(s\) \['workres'\]"):
+        train.resolve_combination(bad, "adain", "gram", demo_shards / "shards")
+    with pytest.raises(train.TrainStageError, match="content shards of profile 'demo'.*dvc repro shard"):
+        train.resolve_combination(_params(), "adain", "gram", demo_shards / "no-shards")
+    assert train.scaling(combination) == {"num_workers": 2, "use_gpu": False, "gpus_per_worker": 1.0,
+                                          "threads_per_worker": 1}  # 2 CPUs / 2 workers, no GPU here
+    combination.ray["workers"] = 3  # more than this 2-CPU Ray holds: Ray would wait forever, so refuse now
+    with pytest.raises(train.TrainStageError, match="train.ray.workers=3 needs 3 CPUs but Ray has 2"):
+        train.scaling(combination)
+    combination.ray.update(workers=1, use_gpu=True)
+    with pytest.raises(train.TrainStageError, match="1 workers × 1.0 GPU but Ray has 0 GPUs"):
+        train.scaling(combination)
+    full = _params()
+    full["profile"] = "full"  # the real datasets were never downloaded here: their folders are skipped stubs
+    with pytest.raises(train.TrainStageError, match="not in profile 'demo'"):
+        train.resolve_combination(full, "adain", "gram", demo_shards / "shards")
+
+
+def test_an_unfinished_mlflow_run_is_reopened_and_a_finished_one_never(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {"lr": 1}, {"model": "adain"}, resume_key="k1")
+    client = MlflowClient(uri)
+    client.set_terminated(first, status="FAILED")
+    again = start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {"lr": 1}, {"model": "adain"}, resume_key="k1")
+    assert again == first and client.get_run(first).info.status == "RUNNING"
+    other = start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {"lr": 2}, {"model": "adain"}, resume_key="k2")
+    assert other != first  # other settings, another run
+    client.set_terminated(first, status="FINISHED")
+    assert start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {"lr": 1}, {}, resume_key="k1") != first
+
+
+def test_rerunning_the_stage_after_a_crash_resumes_the_ray_run_and_the_mlflow_run(demo_shards, local_ray, tmp_path,
+                                                                                  monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params_path = tmp_path / "params.yaml"
+    params = _params(steps=6)
+    params["train"]["ray"]["max_failures"] = 0  # the first worker death fails the stage
+    params["mlflow"]["artifacts"] = str(tmp_path / "artifacts")
+    params_path.write_text(yaml.safe_dump(params))
+    marker = tmp_path / "died"
+    kwargs = dict(params_path=params_path, shards_root=demo_shards / "shards", models_root=tmp_path / "models",
+                  ray_storage=tmp_path / "ray", extra={"fail_at_step": 5, "fail_marker": str(marker)})
+    with pytest.raises(train.TrainStageError, match="re-run the stage: it resumes from the last checkpoint"):
+        train.run("adain", "gram", **kwargs)
+    assert marker.read_text().startswith("failed once") and not (tmp_path / "models/adain-gram").exists()
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    (failed,) = client.search_runs([client.get_experiment_by_name("stylecore-demo").experiment_id])
+    assert failed.info.status == "FAILED"
+
+    metrics = train.run("adain", "gram", **kwargs)  # the same command again
+    # Both ranks resumed from one reported checkpoint (Ray registers a report when its controller next
+    # polls, so a death soon after the step-4 report may fall back to step 2), not from scratch.
+    resumed = {line.split(" resumed")[0]: int(line.rsplit(" ", 1)[1]) for line in marker.read_text().splitlines()
+               if "resumed" in line}
+    assert len(resumed) == 2 and len(set(resumed.values())) == 1 and set(resumed.values()) <= {2, 4}
+    assert metrics["step"] == 6 and set(metrics["loss"]) == {"total", "content", "style"}
+    (run,) = client.search_runs([failed.info.experiment_id])  # the same run, now finished
+    assert run.info.run_id == failed.info.run_id and run.info.status == "FINISHED"
+    assert stylecore.load(tmp_path / "models/adain-gram/checkpoint").name == "adain"
+    assert json.loads((tmp_path / "models/adain-gram/metrics.json").read_text()) == metrics
+    assert not any((tmp_path / "ray").iterdir())  # finished: a later re-run trains afresh
+
+
+def _run(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.org"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+@pytest.mark.timeout(1800)  # 10 stages, each paying Ray's start-up: ≈ 9 min on a 2-core machine
+def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_no_op(tmp_path):
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "dvc.yaml", repo)
+    (repo / "params.yaml").write_text(yaml.safe_dump(_params()))
+    for folder in ("pipelines", "stylecore"):
+        shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / ".gitignore").write_text("/data/\n/models/\n/mlflow.db\n/mlartifacts/\n/ray_results/\n")
+    _run(repo, "git", "init", "-q")
+    _run(repo, sys.executable, "-m", "dvc", "init", "-q")
+    _run(repo, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", "pipeline")
+    commit = _run(repo, "git", "rev-parse", "HEAD").strip()
+
+    first = _run(repo, sys.executable, "-m", "dvc", "repro")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    grid = [(m, loss) for m in params["train"]["grid"]["models"] for loss in params["train"]["grid"]["losses"]]
+    assert len(grid) == 10 and all(f"train@{m}-{loss}" in first for m, loss in grid)
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"  # the default store: in the repository
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("stylecore-demo")
+    assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    mlflow.set_tracking_uri(uri)
+    pair = np.random.default_rng(0).random((1, 6, 32, 48), dtype=np.float32)
+    for model, loss in grid:
+        out = repo / "models" / f"{model}-{loss}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["step"] == 4 and np.isfinite(metrics["loss"]["total"])
+        assert stylecore.load(out / "checkpoint").name == model
+        run = runs[f"{model}-{loss}"]
+        tags = run.data.tags
+        assert run.info.status == "FINISHED"
+        assert (tags["model"], tags["loss"], tags["profile"]) == (model, loss, "demo")
+        assert tags["git_commit"] == commit and tags["git_dirty"] == "false"  # dvc.lock rewrites do not count
+        assert tags["dvc_stage"] == f"train@{model}-{loss}"
+        assert tags["encoder_weights"] == "random:0" and tags["workers"] == "2 × CPU"
+        assert tags["data.demo_photos-train"] == lock["shard@demo_photos-train"]["outs"][0]["md5"]
+        assert run.data.params["train.style_loss"] == loss and run.data.params["data.batch_size"] == "2"
+        history = client.get_metric_history(run.info.run_id, "loss/total")
+        assert sorted({m.step for m in history}) == [1, 2, 3, 4]  # rank 0 logged every step
+        assert "samples_per_second" in run.data.metrics and "system/cpu_utilization_percentage" in run.data.metrics
+        images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+        assert any("step+2+" in p for p in images) and any("step+4+" in p for p in images)
+        # the logged model runs through MLflow's generic interface, at any size, with alpha as a parameter
+        served = mlflow.pyfunc.load_model(tags["model_uri"])
+        stylized = served.predict(pair, params={"alpha": 1.0})
+        assert stylized.shape == (1, 3, 32, 48) and np.isfinite(stylized).all()
+
+    assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op
+    # a changed key reruns only the combinations that read it
+    params["train"]["models"]["adain"]["lr"] = 2e-4
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    status = _run(repo, sys.executable, "-m", "dvc", "status")
+    changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
+    assert changed == {"train@adain-gram", "train@adain-balanced_gram"}

@@ -1,0 +1,84 @@
+"""Evaluation metrics against their formulas and the invariants the evaluation relies on."""
+
+import numpy as np
+import pytest
+import torch
+
+from stylecore.metrics import METRICS, StylizationMetrics, spread_ratio, ssim
+from stylecore.synthetic import synthetic_artwork, synthetic_photo
+
+
+def _ssim_by_hand(x: torch.Tensor, y: torch.Tensor) -> float:
+    """SSIM of one 11×11 single-channel patch: the 2-D Gaussian-weighted statistics written out."""
+    g = np.exp(-((np.arange(11) - 5.0) ** 2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    a, b = x.double().numpy(), y.double().numpy()
+    mu_a, mu_b = (w * a).sum(), (w * b).sum()
+    var_a, var_b = (w * a * a).sum() - mu_a**2, (w * b * b).sum() - mu_b**2
+    cov = (w * a * b).sum() - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    return ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+
+
+def test_ssim_matches_the_formula_and_its_invariants():
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.rand(11, 11, generator=generator), torch.rand(11, 11, generator=generator)
+    got = ssim(x.view(1, 1, 11, 11), y.view(1, 1, 11, 11))
+    assert got.item() == pytest.approx(_ssim_by_hand(x, y), rel=1e-4)
+
+    image = torch.rand(2, 3, 32, 40, generator=generator)
+    assert torch.allclose(ssim(image, image), torch.ones(2))
+    other = torch.rand(2, 3, 32, 40, generator=generator)
+    assert torch.allclose(ssim(image, other), ssim(other, image))  # symmetric
+    noisy = [ssim(image, (image + s * torch.randn(image.shape, generator=generator)).clamp(0, 1)).mean()
+             for s in (0.02, 0.1, 0.3)]
+    assert noisy[0] > noisy[1] > noisy[2]  # more noise, less structure kept
+    # constant images: the structure factor is c2/c2 = 1, the luminance factor is closed-form (float32
+    # E[x²] − μ² leaves ~1e-8 of variance, small against c2 = 9e-4 but not nothing: rel 1e-3)
+    a, b = torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.6)
+    assert ssim(a, b).item() == pytest.approx((2 * 0.2 * 0.6 + 1e-4) / (0.2**2 + 0.6**2 + 1e-4), rel=1e-3)
+    with pytest.raises(ValueError, match="smaller than the 11-pixel window"):
+        ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
+
+
+def test_spread_ratio_is_a_percentile_ratio():
+    values = list(range(1, 11))
+    assert spread_ratio(values) == pytest.approx(np.percentile(values, 90) / np.percentile(values, 10))
+    assert spread_ratio([0.3, 0.3, 0.3]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="positive losses"):
+        spread_ratio([0.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        spread_ratio([1.0])
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return StylizationMetrics(encoder_weights="random:0")
+
+
+def test_known_cases_score_zero_where_they_must(metrics):
+    content = torch.stack([synthetic_photo(i, 64) for i in range(3)])
+    style = torch.stack([synthetic_artwork(i, "waves", 64) for i in range(3)])
+    as_content = metrics(content, content, style)
+    assert set(as_content) == set(METRICS) and all(v.shape == (3,) for v in as_content.values())
+    assert torch.all(as_content["content"] == 0) and torch.allclose(as_content["ssim"], torch.ones(3))
+    assert torch.all(as_content["style_classic"] > 0) and torch.all(as_content["style_balanced"] > 0)
+    as_style = metrics(style, content, style)
+    for name in ("style_classic", "style_balanced", "mean_std"):
+        assert torch.all(as_style[name] == 0), name
+    assert torch.all(as_style["content"] > 0) and torch.all(as_style["ssim"] < 1)
+
+
+def test_the_classic_loss_is_unequal_across_styles_where_the_balanced_loss_is_not(metrics):
+    # The same degree of stylization (a 50/50 blend) for styles that differ only in contrast: the
+    # classic Gram loss grows with the style's feature magnitude, so it ranks these equally stylized
+    # outputs far apart (Cheng et al.'s imbalanced style transferability); the balanced loss does not.
+    content = torch.stack([synthetic_photo(i, 64) for i in range(4)])
+    classic, balanced = [], []
+    for contrast in (0.1, 0.2, 0.4, 0.6, 0.8, 1.0):
+        style = torch.stack([0.5 + contrast * (synthetic_artwork(i, "stripes", 64) - 0.5) for i in range(4)])
+        scores = metrics(0.5 * content + 0.5 * style, content, style)
+        classic.append(float(scores["style_classic"].mean()))
+        balanced.append(float(scores["style_balanced"].mean()))
+    assert classic[-1] > 10 * classic[0]
+    assert spread_ratio(classic) > 5 * spread_ratio(balanced)
