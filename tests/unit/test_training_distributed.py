@@ -2,6 +2,7 @@
 
 import socket
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -64,9 +65,17 @@ def _one_step_worker(rank: int, world: int, port: int, out: str) -> None:
         half = content.shape[0] // world
         trainer.train_step(content[rank * half:(rank + 1) * half], style[rank * half:(rank + 1) * half])
         if rank == 0:
-            torch.save(trainer.model.persistent_state(), f"{out}/ddp.pt")
+            torch.save(_first_moments(trainer), f"{out}/ddp.pt")
     finally:
         dist.destroy_process_group()
+
+
+def _first_moments(trainer: Trainer) -> dict:
+    """Adam's first moment after one step is (1 − β1) × the gradient the step used: the averaged gradient
+    under DDP. Compared instead of the weights because Adam's first update, lr × g / (|g| + eps), turns
+    float-rounding differences of near-zero gradients into visible weight differences."""
+    return {name: trainer.optimizer.state[p]["exp_avg"].clone() for name, p in trainer.model.named_parameters()
+            if p in trainer.optimizer.state}
 
 
 def _fixed_batch():
@@ -74,23 +83,27 @@ def _fixed_batch():
     return torch.rand(4, 3, 32, 32, generator=g), torch.rand(4, 3, 32, 32, generator=g)
 
 
+def _assert_same_gradients(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys() and a
+    for key, value in b.items():
+        scale = float(value.abs().max())  # rounding differs with batch split and kernel choice; a missing
+        # average (the contrast below) is off by the order of the gradient itself
+        torch.testing.assert_close(a[key], value, rtol=1e-2, atol=5e-3 * scale, msg=lambda m: f"{key}: {m}")
+
+
 def test_ddp_is_real_two_ranks_of_b_equal_one_process_of_2b(tmp_path):
-    """DDP averages gradients: one step on 2 ranks × batch 2 gives the weights of 1 process × batch 4."""
+    """DDP averages gradients: one step on 2 ranks × batch 2 uses the gradient of 1 process × batch 4."""
     mp.spawn(_one_step_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     distributed = torch.load(tmp_path / "ddp.pt")
     content, style = _fixed_batch()
-    single = Trainer({"model": "adain", "model_params": OFFLINE_PARAMS["adain"], "steps": 1, "lr": 1e-3, "seed": 0},
-                     device="cpu")
-    initial = {k: v.clone() for k, v in single.model.persistent_state().items()}
+    config = {"model": "adain", "model_params": OFFLINE_PARAMS["adain"], "steps": 1, "lr": 1e-3, "seed": 0}
+    single = Trainer(config, device="cpu")
     single.train_step(content, style)
-    moved = 0
-    for key, value in single.model.persistent_state().items():
-        torch.testing.assert_close(distributed[key], value, rtol=1e-4, atol=1e-6)
-        moved += int(not torch.equal(initial[key], value))
-    assert moved > 0  # the step changed the weights, so the comparison means something
+    expected = _first_moments(single)
+    assert any(float(v.abs().max()) > 0 for v in expected.values())  # a real gradient, so the comparison means something
+    _assert_same_gradients(distributed, expected)
     # Without gradient averaging, rank 0 would have stepped on its half alone: that is measurably different.
-    alone = Trainer({"model": "adain", "model_params": OFFLINE_PARAMS["adain"], "steps": 1, "lr": 1e-3, "seed": 0},
-                    device="cpu")
+    alone = Trainer(config, device="cpu")
     alone.train_step(content[:2], style[:2])
-    assert any(not torch.allclose(alone.model.persistent_state()[k], v, rtol=1e-4, atol=1e-6)
-               for k, v in single.model.persistent_state().items())
+    with pytest.raises(AssertionError):
+        _assert_same_gradients(_first_moments(alone), expected)
