@@ -103,6 +103,15 @@ def active_profile(params: Mapping[str, Any]) -> str:
     return profile
 
 
+def profile_shards(params: Mapping[str, Any], shards_root: Path, split: str) -> dict[str, list[str]]:
+    """The active profile's shard folders of ``split`` by role: ``{"content": [...], "style": [...]}``, as
+    absolute paths (Ray workers run in another directory)."""
+    profile = active_profile(params)
+    sources = [s for s in parse_sources(params).values() if profile in s.profiles]
+    root = Path(shards_root).resolve()
+    return {role: [str(root / f"{s.name}-{split}") for s in sources if s.role == role] for role in ROLES}
+
+
 def selected_source(params: Mapping[str, Any], name: str) -> tuple[Source, str]:
     """The catalogue entry ``name`` and the active profile, with named errors for either."""
     sources = parse_sources(params)

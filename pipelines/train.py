@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from pipelines.sources import CatalogueError, active_profile, load_params, parse_sources
+from pipelines.sources import CatalogueError, active_profile, load_params, profile_shards
 from pipelines.stage import run_stage
 from stylecore.io import atomic_directory, atomic_write_text
 
@@ -136,11 +136,9 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
     except ValueError as error:
         raise CatalogueError(f"params.yaml: train settings of {model} × {loss}: {error}") from None
 
-    sources = [s for s in parse_sources(params).values() if profile in s.profiles]
-    shards_root = shards_root.resolve()  # absolute: Ray workers run in another directory
+    shards = profile_shards(params, shards_root, "train")
     combination = Combination(model, loss, str(profile), train, data, ray_settings,
-                              content=[str(shards_root / f"{s.name}-train") for s in sources if s.role == "content"],
-                              style=[str(shards_root / f"{s.name}-train") for s in sources if s.role == "style"])
+                              content=shards["content"], style=shards["style"])
     from stylecore.shards import shard_urls
 
     for role in ("content", "style"):

@@ -1,7 +1,9 @@
 """The `train` stage: settings resolution, MLflow run reuse, crash-and-rerun resume, and the DVC grid."""
 
+import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ import stylecore  # noqa: E402
 from pipelines import train  # noqa: E402
 from pipelines.sources import CatalogueError  # noqa: E402
 from pipelines.tracking import start_run  # noqa: E402
+from stylecore.metrics import spread_ratio  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,6 +29,7 @@ def _params(**changes) -> dict:
     params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 4}
     params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 5}
     params["train"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2, crop_size=32, load_size=40)
+    params["evaluate"].update(contents=3, styles_per_label=1, size=32)  # 4 val photos, 5 val artworks
     for key, value in changes.items():
         params["train"]["profiles"]["demo"][key] = value
     return params
@@ -177,7 +181,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     experiment = client.get_experiment_by_name("stylecore-demo")
     assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {f"{m}-{loss}" for m, loss in grid}
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate"}
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     mlflow.set_tracking_uri(uri)
     pair = np.random.default_rng(0).random((1, 6, 32, 48), dtype=np.float32)
@@ -204,6 +208,20 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
         served = mlflow.pyfunc.load_model(tags["model_uri"])
         stylized = served.predict(pair, params={"alpha": 1.0})
         assert stylized.shape == (1, 3, 32, 48) and np.isfinite(stylized).all()
+
+    # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
+    evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
+    table = evaluated["workspace"]["data"]["reports/metrics.json"]["data"]
+    assert set(table) == {f"{m}-{loss}" for m, loss in grid}
+    summary = (repo / "reports" / "summary.md").read_text()
+    assert "15 held-out content × style pairs" in summary and "random:0" in summary
+    assert re.search(r"lowered the classic style loss for \d of 5 models", summary)
+    for name, row in table.items():
+        styles = list(csv.DictReader((repo / "reports" / "per_style" / f"{name}.csv").open()))
+        assert len(styles) == 5 and {s["label"] for s in styles} == {"stripes", "checks", "dots", "waves", "noise"}
+        assert row["style_spread"] == pytest.approx(spread_ratio([float(s["style_classic"]) for s in styles]))
+        assert client.get_run(runs[name].info.run_id).data.metrics["eval/style_classic"] == pytest.approx(row["style_classic"])
+    assert "comparison.jpg" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
 
     assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op
     # a changed key reruns only the combinations that read it

@@ -82,3 +82,19 @@ def test_the_classic_loss_is_unequal_across_styles_where_the_balanced_loss_is_no
         balanced.append(float(scores["style_balanced"].mean()))
     assert classic[-1] > 10 * classic[0]
     assert spread_ratio(classic) > 5 * spread_ratio(balanced)
+
+
+def test_over_and_under_stylized_outputs_are_ordered_as_the_seed_paper_describes(metrics):
+    # Cheng et al. 2021, Studies I and Fig. 5: under the classic Gram loss an over-stylized output (content
+    # barely visible) of a strong style scores WORSE than an under-stylized one (only the colour moved) of a
+    # faint style; under the balanced loss the order flips: over-stylized low, under-stylized high.
+    content = torch.stack([synthetic_photo(i, 64) for i in range(4)])
+    strong = torch.stack([synthetic_artwork(i, "noise", 64) for i in range(4)])  # the highest-magnitude family
+    faint = torch.stack([0.5 + 0.15 * (synthetic_artwork(i, "waves", 64) - 0.5) for i in range(4)])
+    over = 0.9 * strong + 0.1 * content
+    colour_only = (content - content.mean(dim=(2, 3), keepdim=True) + faint.mean(dim=(2, 3), keepdim=True)).clamp(0, 1)
+    over_scores, under_scores = metrics(over, content, strong), metrics(colour_only, content, faint)
+    assert float(over_scores["style_classic"].mean()) > float(under_scores["style_classic"].mean())
+    assert float(over_scores["style_balanced"].mean()) < float(under_scores["style_balanced"].mean())
+    # and content is the other way round: the under-stylized output kept far more of it
+    assert float(under_scores["ssim"].mean()) > float(over_scores["ssim"].mean())

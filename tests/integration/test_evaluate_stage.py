@@ -1,0 +1,133 @@
+"""The `evaluate` stage on real demo shards and real (briefly trained) checkpoints, MLflow on SQLite."""
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("mlflow")
+
+from pipelines import evaluate  # noqa: E402
+from pipelines.tracking import start_run  # noqa: E402
+from stylecore.data import ShardPairStream  # noqa: E402
+from stylecore.metrics import spread_ratio  # noqa: E402
+from stylecore.shards import ShardImages  # noqa: E402
+from stylecore.training import Trainer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Demo shards (train and val) from the real stages, and adain trained 2 steps with each grid loss."""
+    from pipelines import download, shard
+
+    root = tmp_path_factory.mktemp("evaluate")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["sources"]["demo_photos"]["count"] = {"train": 8, "val": 5}
+    params["sources"]["demo_artworks"]["count"] = {"train": 10, "val": 10}
+    params["train"]["grid"] = {"models": ["adain"], "losses": ["gram", "balanced_gram"]}
+    params["evaluate"].update(contents=3, styles_per_label=2, size=32, grid_pairs=3)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    for source in ("demo_photos", "demo_artworks"):
+        download.run(source, root / "params.yaml", root / "raw", progress=False)
+        for split in ("train", "val"):
+            shard.run(source, split, root / "params.yaml", root / "raw", root / "shards", progress=False)
+    for loss in ("gram", "balanced_gram"):
+        trainer = Trainer({"model": "adain", "style_loss": loss, "steps": 2, "model_params": {"encoder_weights": "random:0"}})
+        trainer.fit(ShardPairStream(str(root / "shards/demo_photos-train"), str(root / "shards/demo_artworks-train"),
+                                    batch_size=2, crop_size=32))
+        checkpoint = root / "models" / f"adain-{loss}" / "checkpoint"
+        shutil.copytree(trainer.save_checkpoint(root / "steps" / loss), checkpoint)
+        run_id = start_run(params["mlflow"]["tracking_uri"], "stylecore-demo", root / "mlartifacts", f"adain-{loss}", {}, {})
+        (checkpoint / "mlflow.json").write_text(json.dumps({"tracking_uri": params["mlflow"]["tracking_uri"],
+                                                            "run_id": run_id}))
+    return root
+
+
+def _run(root: Path) -> dict:
+    return evaluate.run(params_path=root / "params.yaml", shards_root=root / "shards", models_root=root / "models",
+                        reports=root / "reports")
+
+
+def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(workspace):
+    from mlflow.tracking import MlflowClient
+
+    # the sweep's best, when there is one, is a candidate of its own; the same weights score the same
+    shutil.copytree(workspace / "models/adain-gram/checkpoint", workspace / "models/sweeps/adain-gram/checkpoint")
+    try:
+        table = _run(workspace)
+    finally:
+        shutil.rmtree(workspace / "models/sweeps")
+    assert set(table) == {"adain-gram", "adain-gram.sweep", "adain-balanced_gram"}
+    assert table["adain-gram.sweep"] == pytest.approx(table["adain-gram"])
+    assert json.loads((workspace / "reports/metrics.json").read_text()) == table
+
+    details = json.loads((workspace / "reports/evaluation.json").read_text())
+    # held out: every pair comes from the val shards, none from what training read
+    train_keys = {key for split in ("demo_photos-train", "demo_artworks-train")
+                  for key, _ in ShardImages(workspace / "shards" / split)}
+    val_contents = {key for key, _ in ShardImages(workspace / "shards/demo_photos-val")}
+    assert set(details["pairs"]["contents"]) <= val_contents and len(details["pairs"]["contents"]) == 3
+    assert not (set(details["pairs"]["contents"]) | set(details["pairs"]["styles"])) & train_keys
+    assert sorted(details["pairs"]["labels"]) == sorted(["checks", "dots", "noise", "stripes", "waves"] * 2)
+
+    for name, row in table.items():
+        styles = list(csv.DictReader((workspace / "reports/per_style" / f"{name}.csv").open()))
+        assert len(styles) == 10
+        # the pair means are the means of the style rows (equal contents per style), the spread their percentiles
+        assert row["style_classic"] == pytest.approx(sum(float(s["style_classic"]) for s in styles) / 10, rel=1e-4)
+        assert row["style_spread"] == pytest.approx(spread_ratio([float(s["style_classic"]) for s in styles]), rel=1e-4)
+        assert 0 < row["ssim"] <= 1 and row["content"] > 0
+    summary = (workspace / "reports/summary.md").read_text()
+    gram, balanced = table["adain-gram"]["style_classic"], table["adain-balanced_gram"]["style_classic"]
+    assert f"| adain | {gram:.4g} → {balanced:.4g}" in summary
+    assert ("| yes |" if balanced < gram else "| no |") in summary.split("| adain |")[1].split("\n")[0]
+    assert f"lowered the classic style loss for {int(balanced < gram)} of 1 models" in summary and "random:0" in summary
+
+    from PIL import Image
+
+    with Image.open(workspace / "reports/comparison.jpg") as image:  # 3 rows × (content, style, 3 candidates)
+        assert image.width == 5 * 34 + 2 and image.height == 3 * 34 + 2 + 14
+
+    client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("stylecore-demo")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert runs["evaluate"].info.status == "FINISHED"
+    assert {"comparison.jpg", "summary.md", "metrics.json", "per_style"} <= {
+        a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
+    assert runs["evaluate"].data.metrics["adain-gram/style_classic"] == pytest.approx(gram)
+    assert runs["adain-balanced_gram"].data.metrics["eval/style_classic"] == pytest.approx(balanced)
+
+
+def test_a_missing_checkpoint_or_short_data_fails_before_any_scoring_and_names_the_fix(workspace):
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["train"]["grid"]["models"] = ["adain", "sanet"]
+    (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(evaluate.EvaluateStageError, match=r"train@sanet-gram.*dvc repro train@sanet-gram"):
+        evaluate.run(params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
+                     models_root=workspace / "models", reports=workspace / "bad-reports")
+    params["train"]["grid"]["models"] = ["adain"]
+    params["evaluate"]["contents"] = 50
+    (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(evaluate.EvaluateStageError, match="only 5 content images.*lower"):
+        evaluate.run(params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
+                     models_root=workspace / "models", reports=workspace / "bad-reports")
+    assert not (workspace / "bad-reports").exists()  # nothing half-written
+
+
+def test_the_held_out_choice_depends_only_on_the_shards_and_the_seed(workspace):
+    from stylecore.heldout import select_heldout
+
+    kwargs = dict(contents=3, styles_per_label=1, size=32, style_label="style")
+    a = select_heldout(workspace / "shards/demo_photos-val", workspace / "shards/demo_artworks-val", seed=0, **kwargs)
+    b = select_heldout([workspace / "shards/demo_photos-val"], [workspace / "shards/demo_artworks-val"], seed=0, **kwargs)
+    c = select_heldout(workspace / "shards/demo_photos-val", workspace / "shards/demo_artworks-val", seed=1, **kwargs)
+    assert a.content_keys == b.content_keys and a.style_keys == b.style_keys and torch.equal(a.styles, b.styles)
+    assert (a.content_keys, a.style_keys) != (c.content_keys, c.style_keys)
+    assert a.contents.shape == (3, 3, 32, 32) and len(a) == 15
