@@ -134,15 +134,31 @@ def _image_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
+def _load_model(location: str, device: str):
+    """A checkpoint path, or an MLflow URI whose failures (unknown model or alias, no server) become one
+    clear error like a bad path."""
+    from stylecore import MLFLOW_SCHEMES, load
+
+    if not location.startswith(MLFLOW_SCHEMES):
+        return load(location, device=device)
+    try:
+        return load(location, device=device)
+    except ImportError:
+        raise
+    except Exception as error:  # MlflowException and transport errors: MLflow is optional, so no import here
+        raise ValueError(f"{location}: could not load it from MLflow ({type(error).__name__}: {error}); check the "
+                         "name and alias and MLFLOW_TRACKING_URI") from None
+
+
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from stylecore.data import ImageLoadError
     from stylecore.encoders import EncoderWeightsUnavailable
     from stylecore.stylize import Stylizer
-    from stylecore.training import CheckpointError, load
+    from stylecore.training import CheckpointError
 
     try:
         contents = _image_files(args.content)
-        model = load(args.checkpoint, device=args.device or "cpu")
+        model = _load_model(args.checkpoint, args.device or "cpu")
         stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
                             tile_overlap=args.tile_overlap, style_size=args.style_size)
         styles = [Path(s) for s in args.style]
@@ -151,7 +167,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"style {style}: no such file")
         report = stylizer.stylize_files(contents, styles, args.output, weights=args.style_weights,
                                         suffix=args.suffix, progress=not args.quiet, skip_existing=not args.overwrite)
-    except (CheckpointError, EncoderWeightsUnavailable, FileNotFoundError, ImageLoadError, ValueError) as error:
+    except (CheckpointError, EncoderWeightsUnavailable, FileNotFoundError, ImageLoadError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {len(report['written'])} image(s) to {args.output}"
@@ -258,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     stylize = sub.add_parser("stylize", help="stylize image files with a trained checkpoint")
-    stylize.add_argument("--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest)")
+    stylize.add_argument("--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest), or an MLflow URI such as "
+                                "models:/stylecore-adain-gram@champion (server from MLFLOW_TRACKING_URI)")
     stylize.add_argument("--content", required=True, nargs="+", help="content image files or folders")
     stylize.add_argument("--style", required=True, nargs="+", help="one or more style images (mixed by --style-weights)")
     stylize.add_argument("--style-weights", dest="style_weights", type=float, nargs="+",

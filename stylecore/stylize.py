@@ -103,9 +103,9 @@ class Stylizer:
                  alpha: float = 1.0, preserve_color: str | None = None, max_side: int | None = None,
                  tile_overlap: int | None = None, batch_size: int = 4, style_size: int | None = None) -> None:
         if isinstance(model, (str, Path)):
-            from stylecore.training import load
+            from stylecore import load
 
-            model = load(model)
+            model = load(str(model))  # a checkpoint directory or an MLflow models:/ URI
         if preserve_color not in COLOR_MODES:
             raise ValueError(f"preserve_color={preserve_color!r} is not one of None, 'coral', 'luminance'")
         if not 0.0 <= float(alpha) <= 1.0:

@@ -1,0 +1,189 @@
+"""DVC stage `register`: each combination's best model into the MLflow Model Registry, champion or challenger.
+
+    python -m pipelines.register
+
+For every model × loss of the grid, the best candidate of ``reports/evaluation.json`` (the training
+run's model or its sweep's best trial, ranked by ``register.metric``) is registered as
+``stylecore-<model>-<loss>``. It takes the alias ``champion`` only if it beats the current champion
+on that metric, measured under the same evaluation protocol (pairs, size, metric weights); otherwise
+it becomes ``challenger``. Each version carries tags (git commit, data hashes, training params,
+encoder weights, evaluation metrics) and a description of how it was trained. Registering the same
+logged model again reuses its version, so a re-run changes nothing.
+
+Load a registered model anywhere::
+
+    stylecore.load("models:/stylecore-adain-balanced_gram@champion")
+    stylecore stylize --checkpoint models:/stylecore-adain-balanced_gram@champion --content … --style …
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipelines.sources import CatalogueError, load_params
+from pipelines.stage import run_stage
+from stylecore.io import atomic_write_text
+
+SETTINGS = {"metric": "style_balanced", "mode": "min", "name": "stylecore-{model}-{loss}"}
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class RegisterStageError(RuntimeError):
+    """No evaluation to rank by, or a candidate without a logged model; the message names the fix."""
+
+
+def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
+    from stylecore.metrics import METRICS
+
+    values = {**SETTINGS, **(params.get("register") or {})}
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown:
+        raise CatalogueError(f"params.yaml: register has unknown key(s) {unknown}; keys: {', '.join(SETTINGS)}")
+    if values["metric"] not in (*METRICS, "style_spread"):
+        raise CatalogueError(f"params.yaml: register.metric={values['metric']!r} is not an evaluation metric; "
+                             f"choose one of {', '.join((*METRICS, 'style_spread'))}")
+    if values["mode"] not in ("min", "max"):
+        raise CatalogueError(f"params.yaml: register.mode must be min or max; got {values['mode']!r}")
+    return values
+
+
+def protocol_digest(evaluation: Mapping[str, Any]) -> str:
+    """Identifies how candidates were scored (pairs, size, metric encoder): only equal protocols compare."""
+    protocol = {"pairs": evaluation["pairs"], "encoder": evaluation["encoder"],
+                "size": evaluation["settings"]["size"], "percentiles": evaluation["settings"]["spread_percentiles"]}
+    return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def better(value: float, than: float, mode: str) -> bool:
+    return value < than if mode == "min" else value > than
+
+
+def best_candidates(evaluation: Mapping[str, Any], metric: str, mode: str) -> dict[tuple[str, str], dict]:
+    """The best candidate of each (model, loss) by ``metric`` (train before sweep on a tie)."""
+    best: dict[tuple[str, str], dict] = {}
+    for candidate in evaluation["candidates"]:
+        key = (candidate["model"], candidate["loss"])
+        if key not in best or better(candidate["metrics"][metric], best[key]["metrics"][metric], mode):
+            best[key] = candidate
+    return best
+
+
+def register_candidate(client, name: str, candidate: Mapping[str, Any], settings: Mapping[str, Any],
+                       protocol: str) -> dict[str, Any]:
+    """Register (or find) the candidate's version, tag it, and give it champion or challenger."""
+    from mlflow.exceptions import MlflowException
+
+    metric, mode = settings["metric"], settings["mode"]
+    run_id = candidate.get("mlflow", {}).get("run_id")
+    if not run_id:
+        raise RegisterStageError(f"{candidate['name']}: its checkpoint {candidate['checkpoint']} has no MLflow run "
+                                 "(mlflow.json); train it with the train stage so that its model is logged")
+    run = client.get_run(run_id)
+    model_uri = run.data.tags.get("model_uri")
+    if not model_uri:
+        raise RegisterStageError(f"{candidate['name']}: MLflow run {run_id} has no logged model (tag model_uri); "
+                                 "re-run its train stage to completion")
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description=f"stylecore {candidate['model']} trained with the "
+                                       f"{candidate['loss']} style loss; aliases: {CHAMPION} (best so far by "
+                                       f"{metric}, {mode}) and {CHALLENGER} (the latest that did not beat it).")
+    existing = [v for v in client.search_model_versions(f"name='{name}'")
+                if run_id in (v.run_id, (v.tags or {}).get("stylecore.run_id"))]
+    if existing:
+        version = existing[0]
+        print(f"register: {name}: {candidate['name']} is already version {version.version}", flush=True)
+    else:
+        import mlflow
+
+        mlflow.set_tracking_uri(client.tracking_uri)
+        # our own run tag: a version registered from a models:/m-… URI need not report its run on every store
+        version = mlflow.register_model(model_uri, name, tags={"stylecore.run_id": run_id})
+    tags = run.data.tags
+    version_tags = {
+        "source": candidate["source"], "candidate": candidate["name"], "run_id": run_id,
+        "git_commit": tags.get("git_commit", "unknown"), "git_dirty": tags.get("git_dirty", "unknown"),
+        "eval.protocol": protocol, "eval.metric": metric,
+        **{f"eval.{k}": f"{v:.6g}" for k, v in candidate["metrics"].items()},
+        **{k: v for k, v in tags.items() if k.startswith("data.") or k.endswith("_weights")},
+        "params": json.dumps(run.data.params, sort_keys=True)[:5000],
+    }
+    for key, value in version_tags.items():
+        client.set_model_version_tag(name, version.version, key, str(value))
+    steps = run.data.params.get("train.steps", "?")
+    client.update_model_version(name, version.version, description=(
+        f"{candidate['model']} × {candidate['loss']}, from the {candidate['source']} stage "
+        f"({tags.get('dvc_stage', 'unknown stage')}; profile {tags.get('profile', '?')}, {steps} steps on "
+        f"{tags.get('workers', '?')} workers, weights {tags.get('encoder_weights', '?')}), commit "
+        f"{tags.get('git_commit', 'unknown')[:12]}. Evaluation: {metric} = {candidate['metrics'][metric]:.6g} "
+        f"({mode} is better) on protocol {protocol}."))
+
+    value = candidate["metrics"][metric]
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion = None
+    if champion is not None and champion.version == version.version:
+        alias, reason = CHAMPION, "already the champion"
+    elif champion is None:
+        alias, reason = CHAMPION, "the first version"
+    elif champion.tags.get("eval.protocol") != protocol or champion.tags.get("eval.metric") != metric:
+        alias, reason = CHALLENGER, (f"the champion (version {champion.version}) was scored under another evaluation "
+                                     "protocol or metric, so the two cannot be compared; promote by hand if wanted")
+    elif better(value, float(champion.tags[f"eval.{metric}"]), mode):
+        alias, reason = CHAMPION, f"beats version {champion.version} ({metric} {champion.tags[f'eval.{metric}']})"
+    else:
+        alias, reason = CHALLENGER, f"does not beat version {champion.version} ({metric} {champion.tags[f'eval.{metric}']})"
+    client.set_registered_model_alias(name, alias, version.version)
+    if alias == CHAMPION:
+        try:  # the challenger alias must not point at the champion
+            if client.get_model_version_by_alias(name, CHALLENGER).version == version.version:
+                client.delete_registered_model_alias(name, CHALLENGER)
+        except MlflowException:
+            pass
+    print(f"register: {name} version {version.version} ({candidate['name']}, {metric} {value:.6g}) → {alias}: {reason}",
+          flush=True)
+    return {"version": int(version.version), "alias": alias, "reason": reason, "candidate": candidate["name"],
+            "source": candidate["source"], metric: value, "run_id": run_id, "uri": f"models:/{name}@{alias}"}
+
+
+def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("reports")) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.train import tracking_settings
+
+    params = load_params(params_path)
+    settings = settings_of(params)
+    source = reports / "evaluation.json"
+    if not source.is_file():
+        raise RegisterStageError(f"{source} not found; run `dvc repro evaluate` first (candidates are ranked by it)")
+    evaluation = json.loads(source.read_text())
+    tracking = tracking_settings(params, params_path.resolve().parent)
+    client = MlflowClient(tracking["uri"], registry_uri=tracking["uri"])
+    protocol = protocol_digest(evaluation)
+    registry = {}
+    for (model, loss), candidate in sorted(best_candidates(evaluation, settings["metric"], settings["mode"]).items()):
+        name = settings["name"].format(model=model, loss=loss)
+        registry[name] = register_candidate(client, name, candidate, settings, protocol)
+    atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
+    print(f"register: {len(registry)} registered models at {tracking['uri']}; reports/registry.json", flush=True)
+    return registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--reports", default="reports")
+    args = parser.parse_args(argv)
+    return run_stage("register", lambda: run(params_path=Path(args.params), reports=Path(args.reports)),
+                     (CatalogueError, RegisterStageError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
