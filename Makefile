@@ -38,8 +38,10 @@ run: $(STAMP)
 	$(VENV)/bin/stylecore stylize --checkpoint $(DEMO) --content reports/demo/inputs/photo.png \
 		--style reports/demo/inputs/waves.png reports/demo/inputs/checks.png --style-weights 0.3 0.7 \
 		--output reports/demo --overwrite
-	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/"
-	@echo "      (dvc metrics show), stylized image reports/demo/photo.jpg"
+	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
+	@echo "      evaluation in reports/summary.md and reports/comparison.jpg (dvc metrics show),"
+	@echo "      registered models stylecore-<model>-<loss>@champion (reports/registry.json),"
+	@echo "      stylized image reports/demo/photo.jpg"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 
 test: $(STAMP)

@@ -211,7 +211,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
 
     # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
     evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
-    table = evaluated["workspace"]["data"]["reports/metrics.json"]["data"]
+    table = next(iter(evaluated.values()))["data"]["reports/metrics.json"]["data"]  # keyed by revision ("": workspace)
     assert set(table) == {f"{m}-{loss}" for m, loss in grid}
     summary = (repo / "reports" / "summary.md").read_text()
     assert "15 held-out content × style pairs" in summary and "random:0" in summary
@@ -222,6 +222,16 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
         assert row["style_spread"] == pytest.approx(spread_ratio([float(s["style_classic"]) for s in styles]))
         assert client.get_run(runs[name].info.run_id).data.metrics["eval/style_classic"] == pytest.approx(row["style_classic"])
     assert "comparison.jpg" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
+    # register: every combination's model is in the registry as the champion (the first version of each)
+    registry = json.loads((repo / "reports" / "registry.json").read_text())
+    assert set(registry) == {f"stylecore-{m}-{loss}" for m, loss in grid}
+    assert {(entry["version"], entry["alias"]) for entry in registry.values()} == {(1, "champion")}
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        champion = stylecore.load("models:/stylecore-adain-balanced_gram@champion")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+    assert champion.name == "adain"
 
     assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op
     # a changed key reruns only the combinations that read it
