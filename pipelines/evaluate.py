@@ -2,8 +2,8 @@
 
     python -m pipelines.evaluate
 
-The pairs are the profile's validation shards (:mod:`stylecore.heldout`; no training run reads them),
-every content × every style. The scores are the seed paper's (:mod:`stylecore.metrics`): content loss,
+The pairs are the ``test`` half of the profile's validation shards (:mod:`stylecore.heldout`; no
+training run reads them, and sweeps validate on the other half), every content × every style. The scores are the seed paper's (:mod:`stylecore.metrics`): content loss,
 the classic and the balanced Gram style losses, the mean/std distance, SSIM to the content, and the
 per-style spread of the classic style loss (percentile ratio over the styles' mean losses).
 
@@ -103,20 +103,10 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
 
 def score(checkpoint: str, pairs, metrics, batch_size: int, device) -> tuple[dict[str, Any], Any]:
     """Every metric for every pair (style-major), and the stylized images."""
-    import torch
-
     import stylecore
+    from stylecore.heldout import score_pairs
 
-    model = stylecore.load(checkpoint, device=device)
-    outputs, values = [], {}
-    with torch.inference_mode():
-        for content, style, _, _ in pairs.pairs(batch_size):
-            content, style = content.to(device), style.to(device)
-            output = model(content, style).float().clamp(0, 1)
-            for name, value in metrics(output, content, style).items():
-                values.setdefault(name, []).append(value)
-            outputs.append(output.cpu())
-    return {name: torch.cat(parts) for name, parts in values.items()}, torch.cat(outputs)
+    return score_pairs(stylecore.load(checkpoint, device=device), pairs, metrics, batch_size, device)
 
 
 def summarise(values: Mapping[str, Any], pairs, percentiles: list[float]) -> tuple[dict[str, float], list[dict]]:
@@ -234,7 +224,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     try:
         pairs = select_heldout(shards["content"], shards["style"], contents=settings["contents"],
                                styles_per_label=settings["styles_per_label"], size=settings["size"],
-                               seed=settings["seed"], style_label=settings["style_label"])
+                               seed=settings["seed"], style_label=settings["style_label"], part="test")
     except (FileNotFoundError, ValueError) as error:
         raise EvaluateStageError(f"held-out pairs from the validation shards: {error}") from None
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

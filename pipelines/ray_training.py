@@ -7,8 +7,10 @@ it; every rank calls ``ray.train.report`` at the same steps (Ray requires equal 
 restarted or re-run training resumes from the newest reported checkpoint.
 
 With ``extra={"mlflow": {"tracking_uri", "run_id"}}`` rank 0 logs the run through
-:class:`pipelines.tracking.MLflowHooks`. This module is the core of the ``train`` stage (issue 5);
-the DVC stage builds on it.
+:class:`pipelines.tracking.MLflowHooks`. With ``validation=`` (held-out pairs and metric weights) rank 0
+also scores the model on those pairs at every report and adds ``val/<metric>`` and ``val/objective``
+to the reported metrics: what a sweep's scheduler compares trials by. This module is the core of the
+``train`` and ``sweep`` stages.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import ray
 import ray.train
@@ -38,9 +40,11 @@ class _ReportEvery(TrainingHooks):
     reports and checkpoints included): what a run really achieves.
     """
 
-    def __init__(self, every: int, total: int, data: Any, fail_at_step: int | None, marker: str | None) -> None:
+    def __init__(self, every: int, total: int, data: Any, fail_at_step: int | None, marker: str | None,
+                 validate: Callable[[Trainer], dict[str, float]] | None = None) -> None:
         self.every, self.total, self.data = every, total, data
         self.fail_at_step, self.marker = fail_at_step, marker
+        self.validate = validate  # rank 0 only: the other ranks report training figures alone
         self.window: list[Any] = []
         self.window_started = time.perf_counter()
 
@@ -67,12 +71,36 @@ class _ReportEvery(TrainingHooks):
                    "skipped_steps": trainer.nonfinite_total}
         rank = ray.train.get_context().get_world_rank()
         if rank == 0:
+            if self.validate is not None:
+                metrics.update(self.validate(trainer))
             with tempfile.TemporaryDirectory() as tmp:
                 path = trainer.save_checkpoint(tmp, data=self.data)
                 ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(path)),
                                  checkpoint_dir_name=f"step-{result.step:06d}")
         else:
             ray.train.report(metrics)
+
+
+class Validation:
+    """Rank 0's validation: score the model on held-out pairs; ``val/<metric>`` means and
+    ``val/objective`` = Σ weight × mean over the metrics ``objective`` names (lower is better)."""
+
+    def __init__(self, settings: Mapping[str, Any], device: torch.device, log: Callable[[int, dict], None] | None) -> None:
+        from stylecore.metrics import StylizationMetrics
+
+        self.pairs, self.objective = settings["pairs"], dict(settings["objective"])
+        self.batch_size, self.device, self.log = int(settings.get("batch_size", 16)), device, log
+        self.metrics = StylizationMetrics(settings["weights"]).to(device)
+
+    def __call__(self, trainer: Trainer) -> dict[str, float]:
+        from stylecore.heldout import score_pairs
+
+        values, _ = score_pairs(trainer.model, self.pairs, self.metrics, self.batch_size, self.device)
+        means = {f"val/{name}": float(value.mean()) for name, value in values.items()}
+        means["val/objective"] = sum(weight * means[f"val/{name}"] for name, weight in self.objective.items())
+        if self.log is not None:
+            self.log(trainer.step, means)
+        return means
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -83,12 +111,19 @@ def train_worker(config: dict[str, Any]) -> None:
     data = ShardPairStream(config["content"], config["style"], batch_size=config["batch_size"],
                            crop_size=config["crop_size"], load_size=config.get("load_size"),
                            seed=config["train"].get("seed", 0) + context.get_world_rank(), flip=True)
-    hooks: list[TrainingHooks] = [_ReportEvery(config["report_every"], config["train"]["steps"], data,
-                                               config.get("fail_at_step"), config.get("fail_marker"))]
-    if config.get("mlflow") and context.get_world_rank() == 0:
+    rank_zero = context.get_world_rank() == 0
+    tracking = None
+    if config.get("mlflow") and rank_zero:
         from pipelines.tracking import MLflowHooks
 
-        hooks.append(MLflowHooks(config["mlflow"]["tracking_uri"], config["mlflow"]["run_id"]))
+        tracking = MLflowHooks(config["mlflow"]["tracking_uri"], config["mlflow"]["run_id"])
+    validate = None
+    if config.get("validation") and rank_zero:
+        validate = Validation(config["validation"], device, tracking.log_values if tracking else None)
+    hooks: list[TrainingHooks] = [_ReportEvery(config["report_every"], config["train"]["steps"], data,
+                                               config.get("fail_at_step"), config.get("fail_marker"), validate)]
+    if tracking is not None:
+        hooks.append(tracking)
     trainer = Trainer(config["train"], device=device, hooks=hooks)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -104,9 +139,13 @@ def train_worker(config: dict[str, Any]) -> None:
 def run(train_config: dict[str, Any], content: ShardLocations, style: ShardLocations, *, name: str,
         storage_path: str, num_workers: int = 2, use_gpu: bool | None = None, gpus_per_worker: float = 1,
         threads_per_worker: int = 1, batch_size: int = 4, crop_size: int = 64, load_size: int | None = None,
-        report_every: int = 10, keep: int = 2, max_failures: int = 1,
-        extra: dict[str, Any] | None = None) -> ray.train.Result:
+        report_every: int = 10, keep: int = 2, max_failures: int = 1, validation: Mapping[str, Any] | None = None,
+        callbacks: list | None = None, extra: dict[str, Any] | None = None) -> ray.train.Result:
     """Train with Ray Train; a re-run with the same ``name`` and ``storage_path`` resumes.
+
+    ``validation``: ``{"pairs": HeldOutPairs, "weights": metric encoder weights, "objective": {metric:
+    weight}, "batch_size": n}`` makes rank 0 report validation scores (see :class:`Validation`).
+    ``callbacks``: Ray Train callbacks (a sweep passes Tune's ``TuneReportCallback``).
 
     ``batch_size`` is per worker (the global batch is ``num_workers × batch_size``). ``use_gpu=None``
     uses GPUs when the cluster has ``gpus_per_worker`` for every worker; each CPU worker holds one CPU
@@ -119,11 +158,12 @@ def run(train_config: dict[str, Any], content: ShardLocations, style: ShardLocat
         train_worker,
         train_loop_config={"train": train_config, **locations, "threads_per_worker": threads_per_worker,
                            "batch_size": batch_size, "crop_size": crop_size, "load_size": load_size,
-                           "report_every": report_every, **(extra or {})},
+                           "report_every": report_every, "validation": dict(validation) if validation else None,
+                           **(extra or {})},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu else {"CPU": 1}),
-        run_config=RunConfig(name=name, storage_path=str(storage_path),
+        run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep)),
     )

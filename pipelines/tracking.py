@@ -83,9 +83,6 @@ class MLflowHooks(TrainingHooks):
         self.client, self.run_id = MlflowClient(tracking_uri), run_id
 
     def on_step(self, trainer: Trainer, result: StepResult) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
         values = {f"loss/{name}": value for name, value in result.terms.items()}
         values.update({"lr": result.lr, "samples_per_second": result.samples_per_second,
                        "skipped_steps": float(trainer.nonfinite_total)})
@@ -93,8 +90,14 @@ class MLflowHooks(TrainingHooks):
         if style is not None and style.numel() > 1 and float(style.min()) > 0:
             # How unequal styles are within the batch (the imbalance the balanced loss targets).
             values["style_spread_max_over_min"] = float(style.max() / style.min())
-        metrics = [Metric(key, float(value), now, result.step) for key, value in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.log_values(result.step, values)
+
+    def log_values(self, step: int, values: Mapping[str, float]) -> None:
+        """Figures of one step (the training terms, validation scores) on this run."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()])
 
     def on_images(self, trainer: Trainer, step: int, grid) -> None:
         image = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()

@@ -1,9 +1,12 @@
-"""A fixed, held-out set of content × style pairs, drawn from validation shards no training run reads.
+"""Fixed, held-out sets of content × style pairs, drawn from validation shards no training run reads.
 
-The evaluation stage scores every trained model on it, and sweeps validate on it. The choice is a
-pure function of the shard contents and a seed: each sample's rank is a hash of (seed, key), so the
-same shards always give the same pairs, wherever and in whichever order they are read. Selection
-streams the shards once and keeps only the chosen samples (bounded memory, any dataset size).
+The validation shards are split in two disjoint parts by a hash of each sample's key
+(:func:`heldout_part`): ``test`` pairs score the finished models (the ``evaluate`` stage) and
+``validation`` pairs steer sweeps (ASHA's objective), so no sweep picks its winner on the images the
+final comparison uses. Within a part, the choice is a pure function of the shard contents and a seed:
+each sample's rank is a hash of (seed, key), so the same shards always give the same pairs, wherever
+and in whichever order they are read. Selection streams the shards once and keeps only the chosen
+samples (bounded memory, any dataset size).
 
 Styles are chosen ``per_label`` per value of a label (e.g. WikiArt's ``style``, the demo's style
 families), so every style family is represented and per-style statistics are meaningful.
@@ -45,6 +48,30 @@ class HeldOutPairs:
             yield self.contents[content_index], self.styles[style_index], content_index, style_index
 
 
+def score_pairs(model: torch.nn.Module, pairs: HeldOutPairs, metrics, batch_size: int,
+                device: torch.device | str) -> tuple[dict[str, Tensor], Tensor]:
+    """Stylize every pair (style-major) with ``model`` and score each output with ``metrics`` (a
+    :class:`stylecore.metrics.StylizationMetrics`); returns per-pair values of each metric and the outputs.
+
+    The model runs in eval mode and inference mode, its previous mode restored afterwards, so it can
+    be called in the middle of training (sweep validation).
+    """
+    was_training = model.training
+    model.eval()
+    outputs, values = [], {}
+    try:
+        with torch.inference_mode():
+            for content, style, _, _ in pairs.pairs(batch_size):
+                content, style = content.to(device), style.to(device)
+                output = model(content, style).float().clamp(0, 1)
+                for name, value in metrics(output, content, style).items():
+                    values.setdefault(name, []).append(value)
+                outputs.append(output.cpu())
+    finally:
+        model.train(was_training)
+    return {name: torch.cat(parts) for name, parts in values.items()}, torch.cat(outputs)
+
+
 def center_square(image: Tensor, size: int) -> Tensor:
     """Resize the short side to ``size`` (aspect kept) and cut the centred ``size × size`` square."""
     image = resize_short_side(image, size)
@@ -53,13 +80,23 @@ def center_square(image: Tensor, size: int) -> Tensor:
     return image[:, top:top + size, left:left + size].contiguous()
 
 
-def _rank(seed: int, key: str) -> int:
+PARTS = ("test", "validation")
+
+
+def _rank(seed: int | str, key: str) -> int:
     return int.from_bytes(hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest(), "big")
 
 
-def _choose(locations: ShardLocations, count: int, seed: int, label_key: str | None) -> list[tuple[str, dict, str]]:
-    """The ``count`` samples (per label value when ``label_key`` is given) of lowest rank, as
-    (key, sample, label), ordered by label then key."""
+def heldout_part(key: str) -> str:
+    """``test`` or ``validation``: which part of the held-out data a sample belongs to, by its key alone
+    (half each, independent of any seed or count, so the parts never overlap)."""
+    return PARTS[_rank("part", key) & 1]
+
+
+def _choose(locations: ShardLocations, count: int, seed: int, label_key: str | None,
+            part: str | None) -> list[tuple[str, dict, str]]:
+    """The ``count`` samples (per label value when ``label_key`` is given) of lowest rank in ``part``
+    (every sample when None), as (key, sample, label), ordered by label then key."""
     import webdataset as wds
 
     from stylecore.shards import shard_urls
@@ -67,6 +104,8 @@ def _choose(locations: ShardLocations, count: int, seed: int, label_key: str | N
     chosen: dict[str, list[tuple[int, str, dict]]] = {}
     # Max-heaps of the `count` lowest ranks per label (heapq is a min-heap: store negated ranks).
     for sample in wds.WebDataset(shard_urls(locations), shardshuffle=False, empty_check=False):
+        if part is not None and heldout_part(sample["__key__"]) != part:
+            continue
         meta = json.loads(sample["json"]) if "json" in sample else {}
         label = str(meta.get("labels", {}).get(label_key, "unlabelled")) if label_key else ""
         heap = chosen.setdefault(label, [])
@@ -80,20 +119,25 @@ def _choose(locations: ShardLocations, count: int, seed: int, label_key: str | N
 
 
 def select_heldout(content: ShardLocations, style: ShardLocations, *, contents: int, styles_per_label: int,
-                   size: int, seed: int = 0, style_label: str | None = "style") -> HeldOutPairs:
-    """Choose the held-out pairs from validation shards; raises ``ValueError`` naming what is short."""
+                   size: int, seed: int = 0, style_label: str | None = "style",
+                   part: str | None = None) -> HeldOutPairs:
+    """Choose the held-out pairs from validation shards, from one :data:`PARTS` part or (``None``) all of
+    them; raises ``ValueError`` naming what is short."""
     from stylecore.shards import decode_sample
 
     if contents < 1 or styles_per_label < 1:
         raise ValueError(f"held-out pairs need at least one content and one style per label; got contents={contents}, "
                          f"styles_per_label={styles_per_label}")
-    picked_contents = _choose(content, contents, seed, None)
-    picked_styles = _choose(style, styles_per_label, seed, style_label)
+    if part is not None and part not in PARTS:
+        raise ValueError(f"held-out part must be one of {', '.join(PARTS)} or None; got {part!r}")
+    where = f"the {part} half of " if part else ""
+    picked_contents = _choose(content, contents, seed, None, part)
+    picked_styles = _choose(style, styles_per_label, seed, style_label, part)
     if len(picked_contents) < contents:
-        raise ValueError(f"only {len(picked_contents)} content images in {content}; lower the number of held-out "
-                         f"contents to at most that")
+        raise ValueError(f"only {len(picked_contents)} content images in {where}{content}; lower the number of "
+                         f"held-out contents to at most that")
     if len(picked_styles) < 2:
-        raise ValueError(f"{len(picked_styles)} style image(s) in {style}; per-style statistics need at least 2")
+        raise ValueError(f"{len(picked_styles)} style image(s) in {where}{style}; per-style statistics need at least 2")
 
     def stack(picked: list[tuple[str, dict, str]]) -> Tensor:
         return torch.stack([center_square(decode_sample(sample)[1], size) for _, sample, _ in picked])

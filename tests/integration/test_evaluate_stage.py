@@ -18,26 +18,19 @@ from stylecore.metrics import spread_ratio  # noqa: E402
 from stylecore.shards import ShardImages  # noqa: E402
 from stylecore.training import Trainer  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[2]
+from workspace_helpers import demo_workspace  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """Demo shards (train and val) from the real stages, and adain trained 2 steps with each grid loss."""
-    from pipelines import download, shard
+    def edit(params):
+        params["train"]["grid"] = {"models": ["adain"], "losses": ["gram", "balanced_gram"]}
+        params["evaluate"].update(contents=3, styles_per_label=2, size=32, grid_pairs=3)
 
     root = tmp_path_factory.mktemp("evaluate")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["sources"]["demo_photos"]["count"] = {"train": 8, "val": 5}
-    params["sources"]["demo_artworks"]["count"] = {"train": 10, "val": 10}
-    params["train"]["grid"] = {"models": ["adain"], "losses": ["gram", "balanced_gram"]}
-    params["evaluate"].update(contents=3, styles_per_label=2, size=32, grid_pairs=3)
-    params["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    for source in ("demo_photos", "demo_artworks"):
-        download.run(source, root / "params.yaml", root / "raw", progress=False)
-        for split in ("train", "val"):
-            shard.run(source, split, root / "params.yaml", root / "raw", root / "shards", progress=False)
+    # the test half of these (stylecore.heldout.heldout_part): 3 photos, 2 or 3 artworks of each family
+    params = demo_workspace(root, photos={"train": 8, "val": 5}, artworks={"train": 10, "val": 20}, edit=edit)
     for loss in ("gram", "balanced_gram"):
         trainer = Trainer({"model": "adain", "style_loss": loss, "steps": 2, "model_params": {"encoder_weights": "random:0"}})
         trainer.fit(ShardPairStream(str(root / "shards/demo_photos-train"), str(root / "shards/demo_artworks-train"),
@@ -115,7 +108,7 @@ def test_a_missing_checkpoint_or_short_data_fails_before_any_scoring_and_names_t
     params["train"]["grid"]["models"] = ["adain"]
     params["evaluate"]["contents"] = 50
     (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(evaluate.EvaluateStageError, match="only 5 content images.*lower"):
+    with pytest.raises(evaluate.EvaluateStageError, match="only 3 content images in the test half of.*lower"):
         evaluate.run(params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
                      models_root=workspace / "models", reports=workspace / "bad-reports")
     assert not (workspace / "bad-reports").exists()  # nothing half-written
@@ -131,3 +124,20 @@ def test_the_held_out_choice_depends_only_on_the_shards_and_the_seed(workspace):
     assert a.content_keys == b.content_keys and a.style_keys == b.style_keys and torch.equal(a.styles, b.styles)
     assert (a.content_keys, a.style_keys) != (c.content_keys, c.style_keys)
     assert a.contents.shape == (3, 3, 32, 32) and len(a) == 15
+
+
+def test_the_test_and_validation_halves_are_disjoint_and_cover_the_held_out_data(workspace):
+    from stylecore.heldout import heldout_part, select_heldout
+
+    keys = [key for split in ("demo_photos-val", "demo_artworks-val") for key, _ in ShardImages(workspace / "shards" / split)]
+    parts = {key: heldout_part(key) for key in keys}
+    assert set(parts.values()) == {"test", "validation"}  # both halves exist (the part is a hash of the key alone)
+    # a part is drawn from its own half only, whatever the seed or the counts
+    for part in ("test", "validation"):
+        for seed in (0, 1):
+            pairs = select_heldout(workspace / "shards/demo_photos-val", workspace / "shards/demo_artworks-val",
+                                   contents=1, styles_per_label=1, size=32, seed=seed, part=part)
+            assert {parts[k] for k in pairs.content_keys + pairs.style_keys} == {part}
+    with pytest.raises(ValueError, match="held-out part must be one of test, validation"):
+        select_heldout(workspace / "shards/demo_photos-val", workspace / "shards/demo_artworks-val",
+                       contents=1, styles_per_label=1, size=32, part="train")

@@ -26,10 +26,16 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _params(**changes) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 4}
-    params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 5}
+    # val: 5 photos and 2+ artworks of each family in the held-out test half, 3 photos and 1+ in the validation half
+    params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 8}
+    params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 20}
     params["train"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2, crop_size=32, load_size=40)
-    params["evaluate"].update(contents=3, styles_per_label=1, size=32)  # 4 val photos, 5 val artworks
+    params["evaluate"].update(contents=3, styles_per_label=1, size=32)
+    # one small sweep: a sane and a wrecking learning rate, two reports each
+    params["sweep"].update(samples=1, validation={"contents": 2, "styles_per_label": 1, "size": 32, "seed": 0,
+                                                  "batch_size": 16},
+                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4, 1.0]}}})
+    params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
     for key, value in changes.items():
         params["train"]["profiles"]["demo"][key] = value
     return params
@@ -180,8 +186,16 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("stylecore-demo")
     assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
-    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate"}
+    every_run = client.search_runs([experiment.experiment_id])
+    runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram"}
+    # the sweep ran after its combination's training, a child run per trial, its best a checkpoint of its own
+    sweep = json.loads((repo / "reports/sweeps/adain-balanced_gram.json").read_text())
+    assert sorted(t["config"]["lr"] for t in sweep["trials"]) == [1e-4, 1.0]
+    assert {r.data.tags["mlflow.parentRunId"] for r in every_run if "mlflow.parentRunId" in r.data.tags} == {
+        sweep["mlflow_parent_run_id"]} == {runs["sweep adain-balanced_gram"].info.run_id}
+    assert json.loads((repo / "models/sweeps/adain-balanced_gram/checkpoint/mlflow.json").read_text())["run_id"] == \
+        sweep["best"]["mlflow_run_id"]
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
     mlflow.set_tracking_uri(uri)
     pair = np.random.default_rng(0).random((1, 6, 32, 48), dtype=np.float32)
@@ -212,7 +226,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
     evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     table = next(iter(evaluated.values()))["data"]["reports/metrics.json"]["data"]  # keyed by revision ("": workspace)
-    assert set(table) == {f"{m}-{loss}" for m, loss in grid}
+    assert set(table) == {f"{m}-{loss}" for m, loss in grid} | {"adain-balanced_gram.sweep"}
     summary = (repo / "reports" / "summary.md").read_text()
     assert "15 held-out content × style pairs" in summary and "random:0" in summary
     assert re.search(r"lowered the classic style loss for \d of 5 models", summary)
@@ -220,7 +234,8 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
         styles = list(csv.DictReader((repo / "reports" / "per_style" / f"{name}.csv").open()))
         assert len(styles) == 5 and {s["label"] for s in styles} == {"stripes", "checks", "dots", "waves", "noise"}
         assert row["style_spread"] == pytest.approx(spread_ratio([float(s["style_classic"]) for s in styles]), rel=1e-4)
-        assert client.get_run(runs[name].info.run_id).data.metrics["eval/style_classic"] == pytest.approx(row["style_classic"])
+        run_id = runs[name].info.run_id if name in runs else sweep["best"]["mlflow_run_id"]
+        assert client.get_run(run_id).data.metrics["eval/style_classic"] == pytest.approx(row["style_classic"])
     assert "comparison.jpg" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
     # register: every combination's model is in the registry as the champion (the first version of each)
     registry = json.loads((repo / "reports" / "registry.json").read_text())
@@ -239,4 +254,4 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     status = _run(repo, sys.executable, "-m", "dvc", "status")
     changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
-    assert changed == {"train@adain-gram", "train@adain-balanced_gram"}
+    assert changed == {"train@adain-gram", "train@adain-balanced_gram", "sweep@adain-balanced_gram"}
