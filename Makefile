@@ -39,8 +39,10 @@ run: $(STAMP)
 		--style reports/demo/inputs/waves.png reports/demo/inputs/checks.png --style-weights 0.3 0.7 \
 		--output reports/demo --overwrite
 	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
+	@echo "      the sweep's trials in reports/sweeps/ (best model in models/sweeps/),"
 	@echo "      evaluation in reports/summary.md and reports/comparison.jpg (dvc metrics show),"
 	@echo "      registered models stylecore-<model>-<loss>@champion (reports/registry.json),"
+	@echo "      each champion's stylized held-out photos in reports/stylized/stylecore-<model>-<loss>/,"
 	@echo "      stylized image reports/demo/photo.jpg"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 

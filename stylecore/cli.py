@@ -304,6 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--output", help="write the report as JSON here")
     check.set_defaults(func=_cmd_check_losses)
+
+    # Commands other packages add (the pipeline's `stylize-dataset`), found by entry point: stylecore itself
+    # knows nothing of them.
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group="stylecore.commands"), key=lambda e: e.name):
+        try:
+            entry.load()(sub)
+        except ImportError as error:  # the pipeline extra is not installed: say how to get the command
+            why = f"{entry.name} is unavailable ({error}); pip install 'stylecore[pipeline]'"
+            sub.add_parser(entry.name, help=why).set_defaults(func=lambda _args, why=why: print(f"error: {why}") or 2)
     return parser
 
 

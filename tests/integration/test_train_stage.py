@@ -36,6 +36,7 @@ def _params(**changes) -> dict:
                                                   "batch_size": 16},
                            combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4, 1.0]}}})
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
+    params["stylize"].update(contents=3, size=32, style_size=32)
     for key, value in changes.items():
         params["train"]["profiles"]["demo"][key] = value
     return params
@@ -247,6 +248,13 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI")
     assert champion.name == "adain"
+    # stylize: every champion (the registered version itself) stylized the first held-out photos
+    stylized = json.loads((repo / "reports" / "stylized" / "summary.json").read_text())
+    assert set(stylized) == set(registry)
+    for name, entry in registry.items():
+        manifest = json.loads((repo / "reports" / "stylized" / name / "manifest.json").read_text())
+        assert manifest["model"] == f"models:/{name}/{entry['version']}" and manifest["written"] == 3
+        assert len(list((repo / "reports" / "stylized" / name).glob("*.jpg"))) == 3
 
     assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op
     # a changed key reruns only the combinations that read it

@@ -1,0 +1,185 @@
+"""Batch stylization with Ray Data on a real local Ray (2 CPUs): one output per input, equal to the
+single-process Stylizer, bad inputs recorded, and a run killed halfway that resumes without duplicates."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ray")
+
+from pipelines.stylize import StylizeError, decode_resize, stylize_dataset  # noqa: E402
+from stylecore.data import save_image  # noqa: E402
+from stylecore.stylize import Stylizer  # noqa: E402
+from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402
+from stylecore.training import Trainer  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGES = 200
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """200 demo photos (PNG, 32 px) in nested folders, one corrupt file, one too small to stylize;
+    3 style images; an AdaIN checkpoint (random encoder, one training step)."""
+    root = tmp_path_factory.mktemp("stylize")
+    for index in range(IMAGES):
+        save_image(synthetic_photo(index, 32), root / "photos" / f"group{index % 3}" / f"photo{index:03d}.png")
+    (root / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+    save_image(torch.rand(3, 4, 4), root / "photos" / "tiny.png")
+    for index, family in enumerate(STYLE_FAMILIES[:3]):
+        save_image(synthetic_artwork(index, family, 40), root / "styles" / f"{family}.png")
+    trainer = Trainer({"model": "adain", "steps": 1, "model_params": {"encoder_weights": "random:0"}})
+    trainer.train_step(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+    checkpoint = trainer.save_checkpoint(root / "model")
+    return root, checkpoint
+
+
+def _single_process(checkpoint, photos: Path, styles: Path, keys: list[str], wanted: list[str]) -> dict[str, torch.Tensor]:
+    """The reference: the same decoded inputs through one Stylizer in this process, styles round-robin over
+    ``keys`` (every input, in key order), for the ``wanted`` keys."""
+    stylizer = Stylizer(checkpoint, style_size=40)
+    style_files = sorted(styles.glob("*.png"))
+    prepared = [stylizer.prepare_styles(decode_resize(f.read_bytes(), None).float() / 255) for f in style_files]
+    out = {}
+    for ordinal, key in enumerate(keys):
+        if key not in wanted:
+            continue
+        path = next(photos.glob(f"{key}.*"))
+        content = decode_resize(path.read_bytes(), None).float() / 255
+        out[key] = stylizer(content, prepared[ordinal % len(prepared)])
+    return out
+
+
+def test_every_input_gives_one_output_equal_to_the_single_process_stylizer_and_bad_ones_are_recorded(inputs, local_ray):
+    from PIL import Image
+
+    root, checkpoint = inputs
+    manifest = stylize_dataset(root / "photos", root / "styles", str(checkpoint), root / "out-files", policy="round_robin",
+                               style_size=40, batch_size=8, actors=2, output_format="files", image_format="png",
+                               progress=False)
+    keys = sorted([f"group{i % 3}/photo{i:03d}" for i in range(IMAGES)] + ["broken", "tiny"])
+    rejected = {r["key"]: r["reason"] for r in manifest["rejected"]}
+    assert set(rejected) == {"broken", "tiny"}
+    assert rejected["broken"].startswith("unreadable") and "cannot stylize" in rejected["tiny"]
+    assert manifest["inputs"] == IMAGES + 2 and manifest["written"] == IMAGES and manifest["missing"] == []
+    written = sorted(str(p.relative_to(root / "out-files").with_suffix("")) for p in (root / "out-files").rglob("*.png"))
+    assert written == [k for k in keys if k not in rejected]  # exactly one output per stylizable input
+    # round robin runs over all inputs in key order, the rejected ones included
+    styles = sorted(p.stem for p in (root / "styles").glob("*.png"))
+    by_key = {item["key"]: item["style"] for item in manifest["outputs"]}
+    assert all(by_key[k] == styles[i % 3] for i, k in enumerate(keys) if k not in rejected)
+
+    reference = _single_process(checkpoint, root / "photos", root / "styles", keys, written)
+    for key in written:
+        with Image.open(root / "out-files" / f"{key}.png") as image:
+            ours = torch.from_numpy(np.asarray(image, dtype=np.int16))
+        theirs = (reference[key].clamp(0, 1) * 255).round().to(torch.int16).permute(1, 2, 0)
+        assert (ours - theirs).abs().max() <= 1, key  # batched vs single convolutions: at most one grey level
+
+    # a re-run finds everything committed: nothing is stylized again
+    again = stylize_dataset(root / "photos", root / "styles", str(checkpoint), root / "out-files", style_size=40,
+                            output_format="files", image_format="png", progress=False)
+    assert again["this_run"]["written"] == 0 and again["written"] == IMAGES
+
+
+def _shard_keys(folder: Path) -> list[str]:
+    keys = []
+    for shard in sorted(folder.glob("shard-*.tar")):
+        with tarfile.open(shard) as tar:
+            keys += [m.name.rsplit(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".json")]
+    return keys
+
+
+def test_a_run_killed_halfway_resumes_with_no_duplicates_and_no_gaps(inputs, local_ray):
+    root, checkpoint = inputs
+    output = root / "out-shards"
+    script = (f"from pipelines.stylize import stylize_dataset; stylize_dataset({str(root / 'photos')!r}, "
+              f"{str(root / 'styles')!r}, {str(checkpoint)!r}, {str(output)!r}, style_size=40, batch_size=4, actors=2, "
+              "output_format='webdataset', progress=False)")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list((output / "_parts").glob("*.json")):
+        assert process.poll() is None, "the run ended before any batch was committed"
+        assert time.monotonic() < deadline, "no batch was committed within 240 s"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # the driver, its Ray and the actors: a crash mid-run
+    process.wait()
+    assert not (output / "manifest.json").exists()
+    committed_before = len(_shard_keys(output))
+    assert 0 < committed_before < IMAGES
+    # (the killed run's actors may outlive it for a moment: what they commit once the new run has started is
+    # fenced off or deduplicated, so the assertions below hold whatever they manage to write)
+    # a shard the crash left without its commit record: its samples must not count (or be duplicated)
+    first = sorted(output.glob("shard-*.tar"))[0]
+    (output / "shard-0000orphaned00.tar").write_bytes(first.read_bytes())
+
+    manifest = stylize_dataset(root / "photos", root / "styles", str(checkpoint), output, style_size=40, batch_size=4,
+                               actors=2, output_format="webdataset", progress=False)
+    assert not (output / "shard-0000orphaned00.tar").exists()
+    keys = _shard_keys(output)
+    assert len(keys) == len(set(keys)) == IMAGES  # no duplicates, no gaps
+    assert 0 < manifest["this_run"]["written"] < IMAGES  # the committed work was kept
+    assert {r["key"] for r in manifest["rejected"]} == {"broken", "tiny"}
+    # each sample carries its provenance
+    with tarfile.open(sorted(output.glob("shard-*.tar"))[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
+        meta = json.loads(tar.extractfile(member).read())
+        image = next(m for m in tar.getmembers() if m.name.endswith(".jpg"))
+        from PIL import Image
+
+        assert Image.open(io.BytesIO(tar.extractfile(image).read())).size == (32, 32)
+    assert meta["source_key"] == member.name.rsplit(".", 1)[0] and meta["style_key"] in STYLE_FAMILIES[:3]
+    assert meta["model"] == str(Path(checkpoint).resolve()) and meta["alpha"] == 1.0
+
+
+def test_bad_arguments_fail_before_ray_starts_and_name_the_fix(inputs, tmp_path):
+    root, checkpoint = inputs
+    cases = [(dict(policy="cyclic"), "policy='cyclic' is not one of one, round_robin, random"),
+             (dict(alpha=1.5), r"alpha=1.5 must lie in \[0, 1\]"),
+             (dict(actors=0), "actors must be a positive integer")]
+    for kwargs, message in cases:
+        with pytest.raises(StylizeError, match=message):
+            stylize_dataset(root / "photos", root / "styles", str(checkpoint), tmp_path / "out", **kwargs)
+    with pytest.raises(StylizeError, match="no such checkpoint"):
+        stylize_dataset(root / "photos", root / "styles", str(tmp_path / "nothing"), tmp_path / "out")
+    with pytest.raises(StylizeError, match="style .*broken.*not a readable image"):
+        stylize_dataset(root / "photos", root / "photos" / "broken.jpg", str(checkpoint), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_key_committed_twice_stays_in_the_first_record_only(tmp_path):
+    """What a crashed run's surviving actor may leave: two committed shards holding the same key."""
+    import webdataset as wds
+
+    from pipelines.stylize import PARTS, committed
+
+    def shard(name: str, keys: list[str]) -> None:
+        with wds.TarWriter(str(tmp_path / name)) as writer:
+            for key in keys:
+                writer.write({"__key__": key, "jpg": key.encode(), "json": b"{}"})
+        record = {"written": [{"key": k, "style": "s", "file": name} for k in keys], "rejected": []}
+        (tmp_path / PARTS).mkdir(exist_ok=True)
+        (tmp_path / PARTS / name.replace(".tar", ".json").replace("shard-", "")).write_text(json.dumps(record))
+
+    shard("shard-a.tar", ["k1", "k2"])
+    shard("shard-b.tar", ["k2", "k3"])
+    shard("shard-orphan.tar", ["k4"])
+    (tmp_path / PARTS / "orphan.json").unlink()  # written, never committed
+    written, _ = committed(tmp_path, "webdataset")
+    assert {k: v["file"] for k, v in written.items()} == {"k1": "shard-a.tar", "k2": "shard-a.tar", "k3": "shard-b.tar"}
+    assert _shard_keys(tmp_path) == ["k1", "k2", "k3"] and not (tmp_path / "shard-orphan.tar").exists()
+    with tarfile.open(tmp_path / "shard-b.tar") as tar:
+        assert tar.extractfile("k3.jpg").read() == b"k3"  # the rest of the rewritten shard is intact
