@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import sys
 import tarfile
 import time
@@ -411,8 +410,6 @@ def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Pat
     that cluster). ``cpus_per_actor`` defaults to 0.5 without GPUs, so the decode tasks and the writer
     always find a CPU beside the actors (a pool holding every CPU hangs Ray Data).
     """
-    import ray
-
     from stylecore.stylize import COLOR_MODES
 
     if policy not in POLICIES:
@@ -446,22 +443,14 @@ def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Pat
     started = time.perf_counter()
     counts = {"written": 0, "rejected": 0}
     if pending:
-        owns_ray = not ray.is_initialized()
-        if owns_ray:
-            import torch
+        from pipelines.train import ray_session
 
-            address = os.environ.get("RAY_ADDRESS")
-            ray.init(address=address or "local", **({} if address else {
-                "num_cpus": os.cpu_count() or 1, "num_gpus": torch.cuda.device_count(), "include_dashboard": False}))
-        try:
+        with ray_session():  # the caller's Ray, RAY_ADDRESS's cluster, or a local instance for this call
             counts = _run_pipeline(listed, pending, pending_assignment, style_list, model, model_info, output, run_token,
                                    output_format=output_format, alpha=float(alpha), preserve_color=preserve_color,
                                    size=size, style_size=style_size, batch_size=batch_size, actors=actors,
                                    gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
                                    image_format=image_format, quality=quality, progress=progress)
-        finally:
-            if owns_ray:
-                ray.shutdown()
     seconds = time.perf_counter() - started
     written, rejected = committed(output, output_format)
     missing = [key for key in listed.keys if key not in written and key not in {r["key"] for r in rejected}]

@@ -194,6 +194,12 @@ def ray_session() -> Iterator[None]:
     Local Ray gets explicit resources (every CPU, every visible GPU) so that the workers' requests are
     checked against what this machine really has. The dashboard stays on (bound to 127.0.0.1): Ray
     Train's controller monitoring queries the state API it serves, and users watch runs there.
+
+    Every process of a local instance (raylet, agents, Train's placement-group cleaner, …) is started
+    with ``RAY_ADDRESS`` naming that instance. Ray's internal state-API lookups otherwise fail with
+    "Found multiple active Ray instances" whenever another Ray runs on the machine, and then nothing
+    removes the placement groups of stopped Train runs: their CPUs stay reserved and the next run
+    (a sweep's next trial) waits forever.
     """
     import ray
 
@@ -201,21 +207,42 @@ def ray_session() -> Iterator[None]:
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
     if address:
         print(f"ray: connecting to the cluster at RAY_ADDRESS={address}", flush=True)
         ray.init(address=address)
     else:
+        import socket
+
         import torch
 
         cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
-        print(f"ray: starting a local instance with {cpus} CPUs and {gpus} GPUs "
+        with socket.socket() as probe:  # a free port for this instance's GCS, known before it starts
+            probe.bind(("", 0))
+            port = probe.getsockname()[1]
+        os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ray.util.get_node_ip_address()}:{port}")
+        print(f"ray: starting a local instance with {cpus} CPUs and {gpus} GPUs at {os.environ['RAY_ADDRESS']} "
               "(set RAY_ADDRESS to use a cluster)", flush=True)
-        # address="local": a new instance, never a cluster some earlier `ray start` left behind.
-        ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True, dashboard_host="127.0.0.1")
+        try:
+            # address="local": a new instance, never a cluster some earlier `ray start` left behind.
+            ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True,
+                     dashboard_host="127.0.0.1")
+        except BaseException:
+            _restore_environment(saved)
+            raise
     try:
         yield
     finally:
         ray.shutdown()
+        _restore_environment(saved)
+
+
+def _restore_environment(saved: Mapping[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def scaling(combination: Combination) -> dict[str, Any]:

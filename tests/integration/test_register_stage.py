@@ -1,7 +1,6 @@
 """The `register` stage against a real `mlflow server` on 127.0.0.1: aliases, tags, and loading by URI."""
 
 import json
-import os
 import shutil
 import socket
 import subprocess
