@@ -12,6 +12,8 @@ def local_ray():
     interpreter (ray-project/ray#31145); CI saw a segfault at exit after every test had passed.
     """
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": always a new instance, never one a `ray start` (or a killed run's stale
+    # /tmp/ray/ray_current_cluster) points at.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
