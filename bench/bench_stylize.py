@@ -80,7 +80,7 @@ def main() -> None:
         (root / "plain").mkdir()
         plain = plain_loop(checkpoint, photos, styles, args.size, root / "plain")
         results = {"plain_loop_images_per_second": round(plain, 2), "threads": torch.get_num_threads()}
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         try:
             for actors in (1, 2):
                 out = root / f"ray-{actors}"
