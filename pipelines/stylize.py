@@ -92,7 +92,9 @@ def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None =
         except FileNotFoundError as error:
             raise StylizeError(f"input {locations}: {error}") from None
         keys = [key for url in urls for key in _tar_keys(url)]
-        duplicated = sorted({k for k in keys if keys.count(k) > 1}) if len(set(keys)) != len(keys) else []
+        from collections import Counter
+
+        duplicated = sorted(key for key, count in Counter(keys).items() if count > 1)
         if duplicated:
             raise StylizeError(f"input shards repeat the keys {duplicated[:5]}; outputs are named by key, so keys must be "
                                "unique (reshard, or stylize the shard sets separately)")
@@ -182,15 +184,14 @@ def decode_resize(data: bytes, size: int | None, max_pixels: int = 178_956_970):
 
 
 def decode_batch(batch: dict[str, np.ndarray], *, size: int | None, assignment: Mapping[str, int],
-                 key_column: str, data_column: str, files: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+                 key_column: str, data_column: str, key_of_path: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
     """A Ray Data batch of encoded inputs → pixels (uint8 bytes + shape) and style, or the reason it failed.
 
     Rows whose key is not in ``assignment`` (done before, or beyond the limit) are dropped here.
     """
     keys, styles, pixels, heights, widths, errors = [], [], [], [], [], []
-    path_of = {path: key for key, path in (files or {}).items()}
     for name, data in zip(batch[key_column], batch[data_column]):
-        key = path_of.get(str(name), str(name)) if files is not None else str(name)
+        key = key_of_path.get(str(name), str(name)) if key_of_path is not None else str(name)
         if key not in assignment:
             continue
         keys.append(key)
@@ -330,6 +331,7 @@ def committed(output: Path, output_format: str) -> tuple[dict[str, dict], list[d
     """
     written: dict[str, dict] = {}
     rejected: list[dict] = []
+    seen_rejected: set[str] = set()
     for part in sorted((output / PARTS).glob("*.json")):
         record = json.loads(part.read_text())
         duplicates = {item["key"] for item in record["written"]} & set(written)
@@ -337,7 +339,10 @@ def committed(output: Path, output_format: str) -> tuple[dict[str, dict], list[d
             record = _drop_keys(output, part, record, duplicates, output_format)
         for item in record["written"]:
             written[item["key"]] = item
-        rejected += [r for r in record["rejected"] if r["key"] not in {x["key"] for x in rejected}]
+        for item in record["rejected"]:
+            if item["key"] not in seen_rejected:
+                seen_rejected.add(item["key"])
+                rejected.append(item)
     if output_format == "webdataset":
         recorded = {item["file"] for item in written.values()}
         for shard in output.glob("shard-*.tar"):
@@ -453,7 +458,8 @@ def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Pat
                                    image_format=image_format, quality=quality, progress=progress)
     seconds = time.perf_counter() - started
     written, rejected = committed(output, output_format)
-    missing = [key for key in listed.keys if key not in written and key not in {r["key"] for r in rejected}]
+    rejected_keys = {r["key"] for r in rejected}
+    missing = [key for key in listed.keys if key not in written and key not in rejected_keys]
     manifest = {"inputs": len(listed.keys), "written": len(written), "rejected": rejected, "missing": missing,
                 "model": model, **model_info, "styles": [key for key, _ in style_list], "policy": policy, "seed": seed,
                 "alpha": alpha, "preserve_color": preserve_color, "size": size, "format": output_format,
@@ -497,7 +503,7 @@ def _run_pipeline(listed: Inputs, pending: list[str], assignment: dict[str, int]
         decode = {"key_column": "__key__", "data_column": data_column}
     else:
         dataset = ray.data.read_binary_files([listed.files[k] for k in pending], include_paths=True)
-        decode = {"key_column": "path", "data_column": "bytes", "files": {k: listed.files[k] for k in pending}}
+        decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in pending}}
     dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "assignment": assignment, **decode},
                                   batch_format="numpy", batch_size=batch_size)
     dataset = dataset.map_batches(
