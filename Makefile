@@ -24,11 +24,12 @@ $(STAMP):
 	touch $@
 
 # The main job: the DVC pipeline on the offline demo profile (generated sources → shards → the
-# model × loss grid trained with Ray Train and tracked in MLflow), then a stylization with two mixed
+# model × loss grid trained with Ray Train and tracked in MLflow → sweep → evaluate → register →
+# stylize), all stages sharing one local Ray (pipelines/repro.py), then a stylization with two mixed
 # styles by one of the trained models.
 DEMO := models/adain-balanced_gram/checkpoint
 run: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	$(PY) -m pipelines.repro
 	$(VENV)/bin/stylecore list
 	$(VENV)/bin/stylecore check-losses --output reports/losses.json
 	$(VENV)/bin/python -c "from stylecore.data import save_image; from stylecore.synthetic import *; \
