@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from pipelines import storage
 from pipelines.sources import CatalogueError, list_items, load_params, selected_source
 from pipelines.stage import run_stage
 from stylecore.io import atomic_write_text
@@ -86,6 +87,7 @@ def run(source_name: str, split: str, params_path: Path, raw_root: Path, shards_
     params = load_params(params_path)
     source, profile = selected_source(params, source_name)
     settings = shard_settings(params)
+    mirror = storage.settings(params)["shards"]  # checked before any work
     out = shards_root / f"{source_name}-{split}"
     base = {"source": source_name, "split": split, "role": source.role, "licence": source.licence,
             "redistribution": source.redistribution, "publish": source.redistribution, "settings": settings,
@@ -122,6 +124,8 @@ def run(source_name: str, split: str, params_path: Path, raw_root: Path, shards_
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if mirror is not None:  # a cluster's workers read the shards from there (params.yaml: storage.shards)
+        print(f"shard@{source_name}-{split}: mirrored to {storage.mirror_shards(out, mirror)}")
     return manifest
 
 

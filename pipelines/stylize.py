@@ -67,10 +67,30 @@ class Inputs:
     files: dict[str, str] = field(default_factory=dict)  # key → path (files only)
 
 
+def arrow_filesystem(url: str):
+    """None for local files and the schemes Ray Data reads natively (s3, gs, hdfs, …); any other fsspec URI
+    through pyarrow's fsspec handler."""
+    from stylecore.shards import is_remote
+
+    if not is_remote(url):
+        return None
+    import pyarrow.fs
+
+    try:
+        pyarrow.fs.FileSystem.from_uri(url)
+        return None
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, ValueError):
+        import fsspec
+
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fsspec.core.url_to_fs(url)[0]))
+
+
 def _tar_keys(url: str) -> list[str]:
     """The sample keys of one WebDataset tar, from its headers (data is skipped, not read)."""
+    from stylecore.shards import open_shard
+
     keys: dict[str, None] = {}
-    with tarfile.open(url, mode="r:") as tar:
+    with open_shard(url) as stream, tarfile.open(fileobj=stream, mode="r:") as tar:
         for member in tar:
             if member.isfile() and not member.name.startswith("_"):
                 base = member.name.rsplit("/", 1)[-1]
@@ -121,7 +141,7 @@ def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, 
     """Style images as (key, encoded bytes) from files, a folder or a shard set; each is checked readable."""
     from PIL import Image
 
-    from stylecore.shards import ShardImages, is_shard_location
+    from stylecore.shards import ShardImages, is_remote, is_shard_location
 
     locations = [location] if isinstance(location, (str, Path)) else list(location)
     styles: list[tuple[str, bytes]] = []
@@ -130,6 +150,18 @@ def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, 
         if is_shard_location(loc):
             samples = ShardImages(loc).samples
             styles += [(s["__key__"], bytes(s["jpg"])) for s in samples]
+        elif is_remote(loc):  # an image file or folder at a URI
+            import fsspec
+
+            fs, inner = fsspec.core.url_to_fs(str(loc))
+            if fs.isfile(inner):
+                styles.append((inner.rsplit("/", 1)[-1].rsplit(".", 1)[0], fs.cat_file(inner)))
+            elif fs.isdir(inner):
+                base = inner.rstrip("/") + "/"
+                styles += [(p[len(base):].rsplit(".", 1)[0], fs.cat_file(p)) for p in sorted(fs.find(inner))
+                           if p.lower().endswith(IMAGE_SUFFIXES)]
+            else:
+                raise StylizeError(f"style {loc}: no such file, folder or shard set")
         elif path.is_dir():
             styles += [(p.relative_to(path).with_suffix("").as_posix(), p.read_bytes())
                        for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
@@ -498,7 +530,8 @@ def _run_pipeline(listed: Inputs, pending: list[str], assignment: dict[str, int]
         cpus_per_actor = 1.0 if use_gpu else 0.5
     threads = max(1, int(round(cpus_per_actor * 2))) if not use_gpu else 1
     if listed.kind == "shards":
-        dataset = ray.data.read_webdataset(listed.urls, decoder=None, suffixes=["jpg", "jpeg", "png", "json"])
+        dataset = ray.data.read_webdataset(listed.urls, decoder=None, suffixes=["jpg", "jpeg", "png", "json"],
+                                           filesystem=arrow_filesystem(listed.urls[0]))
         data_column = "jpg"
         decode = {"key_column": "__key__", "data_column": data_column}
     else:
@@ -551,6 +584,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     import mlflow
     import ray
 
+    from pipelines.storage import worker_shards
     from pipelines.train import ray_session, tracking_settings
 
     params = load_params(params_path)
@@ -560,7 +594,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         raise StylizeError(f"{registry_file} not found; run `dvc repro register` first (this stage stylizes with "
                            "each registered champion)")
     names = sorted(json.loads(registry_file.read_text()))
-    shards = profile_shards(params, shards_root, "val")
+    # the Ray Data read tasks run on any node: the shards as the workers see them (params.yaml: storage.shards)
+    shards = worker_shards(params, profile_shards(params, shards_root, "val"))
     mlflow.set_tracking_uri(tracking_settings(params, params_path.resolve().parent)["uri"])
     done: dict[str, Any] = {}
     with ray_session():

@@ -34,7 +34,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -267,14 +266,18 @@ def _trial_record(result, total_steps: int, child_runs: Mapping[str, str]) -> di
 
 def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
         models_root: Path = Path("models"), reports: Path = Path("reports"),
-        ray_storage: Path = Path("ray_results/sweeps")) -> dict[str, Any]:
-    """Sweep one combination; returns the report written to ``reports/sweeps/<name>.json``."""
+        ray_storage: str | Path | None = None) -> dict[str, Any]:
+    """Sweep one combination; returns the report written to ``reports/sweeps/<name>.json``.
+
+    ``ray_storage`` (a folder or URI) holds the Tune experiment and the trials' checkpoints until the sweep
+    completes; default ``<storage.checkpoints>/sweeps``."""
     import mlflow
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from pipelines import storage as locations
     from pipelines.train import log_final_model, ray_session, scaling
     from pipelines.tracking import flatten, start_run
     from stylecore.heldout import select_heldout
@@ -287,6 +290,10 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                              f"{', '.join(settings['combinations']) or 'none'}")
     model, _, loss = name.partition("-")
     combination = resolve_combination(params, model, loss, shards_root)
+    local_val = profile_shards(params, shards_root, "val")
+    for role, folders in locations.worker_shards(params, {"content": combination.content,
+                                                          "style": combination.style}).items():
+        setattr(combination, role, folders)  # what the trials' workers read
     overrides = (settings["profiles"] or {}).get(combination.profile) or {}
     for key, value in overrides.items():  # the sweep profile: fewer steps, more frequent reports
         (combination.data if key in combination.data else combination.train)[key] = value
@@ -302,7 +309,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                              f"never stop a trial early; lower report_every in sweep.profiles.{combination.profile}")
     val = settings["validation"]
     try:
-        pairs = select_heldout(*profile_shards(params, shards_root, "val").values(), contents=val["contents"],
+        pairs = select_heldout(*local_val.values(), contents=val["contents"],
                                styles_per_label=val["styles_per_label"], size=val["size"], seed=val["seed"],
                                style_label=(params.get("evaluate") or {}).get("style_label", "style"), part="validation")
     except (FileNotFoundError, ValueError) as error:
@@ -312,7 +319,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                                         settings["asha"], pairs.content_keys, pairs.style_keys],
                                        sort_keys=True, default=str).encode()).hexdigest()[:12]
     key = f"{name}-{digest}"
-    storage = ray_storage.resolve()
+    storage = locations.ray_storage(params, root, "sweeps", ray_storage)
     tracking = tracking_settings(params, root)
     stage = os.environ.get("DVC_STAGE", f"sweep@{name}")
     print(f"{stage}: {settings['samples']} sample(s) of {spec} on {model} × {loss}, {steps} steps per trial, ASHA on "
@@ -338,13 +345,13 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
               f"{scale['num_workers']} × {'GPU' if scale['use_gpu'] else 'CPU'} worker(s)", flush=True)
         job = SweepJob(key, combination, {"pairs": pairs, "weights": weights, "objective": settings["objective"],
                                           "batch_size": val["batch_size"]},
-                       scale, str(storage / "trials"), tracking, parent, tags)
+                       scale, locations.join(storage, "trials"), tracking, parent, tags)
         # A trial only drives its Train workers: it holds no CPU, or trials would starve their own workers.
         trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0, "memory": 1})
-        experiment = storage / key
-        if tune.Tuner.can_restore(str(experiment)):
+        experiment = locations.join(storage, key)
+        if tune.Tuner.can_restore(experiment):
             print(f"{stage}: restoring the interrupted sweep in {experiment}", flush=True)
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
         else:
             tuner = tune.Tuner(
                 trainable, param_space=space,
@@ -355,13 +362,13 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                                             reduction_factor=settings["asha"]["reduction_factor"]),
                     # A new actor per trial: stopping a trial ends its actor, and with it the Train run it owns.
                     reuse_actors=False),
-                run_config=tune.RunConfig(name=key, storage_path=str(storage), verbose=1,
+                run_config=tune.RunConfig(name=key, storage_path=storage, verbose=1,
                                           failure_config=tune.FailureConfig(max_failures=settings["max_failures"])))
         results = tuner.fit()
         client = MlflowClient(tracking["uri"])
         # Ctrl+C makes fit() return after saving the experiment state, and the in-memory trials then read as
         # terminated: the saved state says which trials really were still pending or running.
-        unfinished = [t for t in tune.ExperimentAnalysis(str(experiment)).trials if t.status not in ("TERMINATED", "ERROR")]
+        unfinished = [t for t in tune.ExperimentAnalysis(experiment).trials if t.status not in ("TERMINATED", "ERROR")]
         if unfinished:
             client.set_terminated(parent, "KILLED")
             raise SweepStageError(f"the sweep was interrupted with {len(unfinished)} trial(s) unfinished; re-run the "
@@ -386,7 +393,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
 
         out = models_root / "sweeps" / name / "checkpoint"
         with atomic_directory(out) as building:
-            shutil.copytree(best["checkpoint"], building, dirs_exist_ok=True)
+            locations.download_tree(best["checkpoint"], building, like=storage)
             atomic_write_text(building / "mlflow.json", json.dumps(
                 {"tracking_uri": tracking["uri"], "experiment": tracking["experiment"], "run_id": best["mlflow_run_id"],
                  "sweep": key, "trial_id": best["trial_id"]}, indent=2))
@@ -414,9 +421,9 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
         client.log_artifact(parent, str(reports / "sweeps" / f"{name}.json"))
         client.set_terminated(parent, "FINISHED")
     # Complete: the outputs hold what matters; a later sweep (new settings or code) starts afresh.
-    shutil.rmtree(experiment, ignore_errors=True)
+    locations.remove_tree(experiment)
     for trial in trials:
-        shutil.rmtree(storage / "trials" / f"{key}-{trial['trial_id']}", ignore_errors=True)
+        locations.remove_tree(locations.join(storage, "trials", f"{key}-{trial['trial_id']}"))
     print(f"{stage}: {len(trials)} trials ({report['counts']['finished']} finished, {report['counts']['stopped_early']} "
           f"stopped early by ASHA, {report['counts']['failed']} failed) in {report['wall_seconds']} s; best "
           f"{best['trial_id']} {best['config']} {METRIC} {best['metrics'][METRIC]:.4g}; checkpoint {out}, "
@@ -431,12 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", default="data/shards")
     parser.add_argument("--models", default="models")
     parser.add_argument("--reports", default="reports")
-    parser.add_argument("--ray-storage", default="ray_results/sweeps",
+    parser.add_argument("--ray-storage",
                         help="where Tune and the trials keep their state until the sweep completes (a URI on a cluster)")
     args = parser.parse_args(argv)
     return run_stage(f"sweep@{args.combination}", lambda: run(
         args.combination, params_path=Path(args.params), shards_root=Path(args.shards), models_root=Path(args.models),
-        reports=Path(args.reports), ray_storage=Path(args.ray_storage)),
+        reports=Path(args.reports), ray_storage=args.ray_storage),
         (CatalogueError, TrainStageError, SweepStageError))
 
 

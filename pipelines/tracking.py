@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from stylecore.shards import is_remote
 from stylecore.training import StepResult, Trainer, TrainingHooks
 
 RESUME_TAG = "stylecore.resume_key"
@@ -49,7 +50,8 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run
     client = MlflowClient(tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
-        experiment_id = client.create_experiment(experiment, artifact_location=Path(artifact_root).resolve().as_uri())
+        experiment_id = client.create_experiment(experiment, artifact_location=str(artifact_root) if is_remote(
+            artifact_root) else Path(artifact_root).resolve().as_uri())
     else:
         experiment_id = found.experiment_id
     run_id = None

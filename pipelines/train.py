@@ -278,28 +278,36 @@ def scaling(combination: Combination) -> dict[str, Any]:
 
 
 def tracking_settings(params: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    from pipelines.storage import location
     from pipelines.tracking import default_tracking_uri
 
     settings = dict(params.get("mlflow") or {})
     uri = settings.get("tracking_uri") or default_tracking_uri(root)
     experiment = str(settings.get("experiment") or "stylecore-{profile}").format(profile=params.get("profile"))
     return {"uri": uri, "experiment": experiment,
-            "artifacts": (root / str(settings.get("artifacts") or "mlartifacts")).resolve(),
+            # a folder of the repository, or a URI (s3://…) every node can write to
+            "artifacts": location(settings.get("artifacts") or "mlartifacts", root),
             "interval": float(settings.get("system_metrics_interval") or 10)}
 
 
 def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
-        models_root: Path = Path("models"), ray_storage: Path = Path("ray_results/train"),
+        models_root: Path = Path("models"), ray_storage: str | Path | None = None,
         extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train one grid cell; returns the metrics written to ``models/<model>-<loss>/metrics.json``."""
+    """Train one grid cell; returns the metrics written to ``models/<model>-<loss>/metrics.json``.
+
+    ``ray_storage`` (a folder or URI) keeps Ray's checkpoints of unfinished runs; default
+    ``<storage.checkpoints>/train``. The workers read the shards where ``storage.shards`` says.
+    """
     import mlflow
 
-    from pipelines import ray_training
+    from pipelines import ray_training, storage
     from pipelines.tracking import flatten, start_run
 
     root = params_path.resolve().parent
     params = load_params(params_path)
     combination = resolve_combination(params, model, loss, shards_root)
+    shards = storage.worker_shards(params, {"content": combination.content, "style": combination.style})
+    ray_storage = storage.ray_storage(params, root, "train", ray_storage)
     tracking = tracking_settings(params, root)
     stage = os.environ.get("DVC_STAGE", f"train@{combination.name}")
     run_key = f"{combination.name}-{combination.digest()}"
@@ -316,7 +324,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
         tags["workers"] = f"{scale['num_workers']} × {'GPU' if scale['use_gpu'] else 'CPU'}"
         run_id = start_run(tracking["uri"], tracking["experiment"], tracking["artifacts"], combination.name,
                            {"train": combination.train, "data": combination.data, "ray": combination.ray,
-                            "content": combination.content, "style": combination.style}, tags, resume_key=run_key)
+                            "content": shards["content"], "style": shards["style"]}, tags, resume_key=run_key)
         print(f"{stage}: MLflow run {run_id} in experiment {tracking['experiment']!r} at {tracking['uri']}", flush=True)
         mlflow.set_tracking_uri(tracking["uri"])
         mlflow.set_system_metrics_sampling_interval(tracking["interval"])
@@ -324,8 +332,8 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
         with mlflow.start_run(run_id=run_id, log_system_metrics=True):  # an exception marks the run FAILED
             try:
                 result = ray_training.run(
-                    combination.train, combination.content, combination.style, name=run_key,
-                    storage_path=str(ray_storage.resolve()), **scale,
+                    combination.train, shards["content"], shards["style"], name=run_key,
+                    storage_path=ray_storage, **scale,
                     batch_size=combination.data["batch_size"], crop_size=combination.data["crop_size"],
                     load_size=combination.data["load_size"], report_every=combination.data["report_every"],
                     keep=combination.ray["keep_checkpoints"], max_failures=combination.ray["max_failures"],
@@ -336,7 +344,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
             if error is not None:
                 raise TrainStageError(f"Ray Train failed after up to {combination.ray['max_failures']} restarts "
                                       f"(train.ray.max_failures): {error}\nFix the cause and re-run the stage: it "
-                                      f"resumes from the last checkpoint in {ray_storage / run_key}")
+                                      f"resumes from the last checkpoint in {storage.join(ray_storage, run_key)}")
             metrics = {"step": int(result.metrics["step"]),
                        "loss": {k.split("/", 1)[1]: float(v) for k, v in result.metrics.items() if k.startswith("loss/")},
                        "samples_per_second": float(result.metrics["samples_per_second"]),
@@ -354,7 +362,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
             mlflow.set_tag("model_uri", model_uri)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     # Finished: its checkpoints live on in models/; a later re-run must train afresh, not "resume" at the end.
-    shutil.rmtree(ray_storage / run_key, ignore_errors=True)
+    storage.remove_tree(storage.join(ray_storage, run_key))
     print(f"{stage}: done in {metrics['wall_seconds']} s, {metrics['samples_per_second']:.2f} samples/s, "
           f"loss {metrics['loss'].get('total', float('nan')):.4g}; checkpoint {checkpoint}, model {model_uri}", flush=True)
     return metrics
@@ -409,12 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--shards", default="data/shards")
     parser.add_argument("--models", default="models")
-    parser.add_argument("--ray-storage", default="ray_results/train",
-                        help="where Ray keeps checkpoints of unfinished runs (a URI on a cluster)")
+    parser.add_argument("--ray-storage", help="where Ray keeps checkpoints of unfinished runs, a folder or URI "
+                                               "(default: <params storage.checkpoints or ray_results>/train)")
     args = parser.parse_args(argv)
     return run_stage(f"train@{args.model}-{args.loss}", lambda: run(
         args.model, args.loss, params_path=Path(args.params), shards_root=Path(args.shards),
-        models_root=Path(args.models), ray_storage=Path(args.ray_storage)), (CatalogueError, TrainStageError))
+        models_root=Path(args.models), ray_storage=args.ray_storage), (CatalogueError, TrainStageError))
 
 
 if __name__ == "__main__":

@@ -97,13 +97,11 @@ def _choose(locations: ShardLocations, count: int, seed: int, label_key: str | N
             part: str | None) -> list[tuple[str, dict, str]]:
     """The ``count`` samples (per label value when ``label_key`` is given) of lowest rank in ``part``
     (every sample when None), as (key, sample, label), ordered by label then key."""
-    import webdataset as wds
-
-    from stylecore.shards import shard_urls
+    from stylecore.shards import iterate_samples, shard_urls
 
     chosen: dict[str, list[tuple[int, str, dict]]] = {}
     # Max-heaps of the `count` lowest ranks per label (heapq is a min-heap: store negated ranks).
-    for sample in wds.WebDataset(shard_urls(locations), shardshuffle=False, empty_check=False):
+    for sample in iterate_samples(shard_urls(locations)):
         if part is not None and heldout_part(sample["__key__"]) != part:
             continue
         meta = json.loads(sample["json"]) if "json" in sample else {}

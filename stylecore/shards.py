@@ -149,42 +149,107 @@ def write_shards(results: Iterable[Prepared | Rejected], out_dir: Path, prefix: 
     return manifest
 
 
+def is_remote(location: str | Path) -> bool:
+    """Whether ``location`` is a URI of a non-local filesystem (``s3://``, ``gs://``, ``http://``…), read
+    through fsspec; plain paths and ``file://`` URIs are local."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
+def local_path(location: str | Path) -> Path:
+    text = str(location)
+    return Path(text[len("file://"):]) if text.startswith("file://") else Path(text)
+
+
+def _fs(location: str | Path):
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(location))
+
+
 def is_shard_location(location: str | Path) -> bool:
     """Whether ``location`` is a shard folder (``manifest.json`` or ``*.tar`` files) or a manifest file."""
-    path = Path(location)
+    if is_remote(location):
+        fs, path = _fs(location)
+        if path.endswith("/" + MANIFEST):
+            return fs.isfile(path)
+        return fs.isfile(f"{path.rstrip('/')}/{MANIFEST}") or bool(fs.glob(f"{path.rstrip('/')}/*.tar"))
+    path = local_path(location)
     if path.is_file():
         return path.name == MANIFEST
     return path.is_dir() and ((path / MANIFEST).is_file() or any(path.glob("*.tar")))
 
 
+def read_manifest(location: str | Path) -> dict | None:
+    """The ``manifest.json`` of a shard folder (or the manifest file itself), local or a URI; None if absent."""
+    if is_remote(location):
+        fs, path = _fs(location)
+        manifest = path if path.endswith("/" + MANIFEST) else f"{path.rstrip('/')}/{MANIFEST}"
+        return json.loads(fs.cat_file(manifest)) if fs.isfile(manifest) else None
+    path = local_path(location)
+    manifest = path if path.name == MANIFEST and path.is_file() else path / MANIFEST
+    return json.loads(manifest.read_text()) if manifest.is_file() else None
+
+
 def shard_urls(locations: str | Path | Sequence[str | Path]) -> list[str]:
     """The shard files of one or several shard folders (each in its manifest's order), or manifest files.
 
-    Several folders make one dataset (e.g. Places365 and COCO as the content side). A folder that a
-    stage skipped (its manifest lists no shards) is an error only when nothing else has shards.
+    A location is a local path or any fsspec URI (``s3://bucket/shards/coco-train``): on a cluster the
+    workers read the shards from shared storage. Several folders make one dataset (e.g. Places365 and
+    COCO as the content side). A folder that a stage skipped (its manifest lists no shards) is an error
+    only when nothing else has shards.
     """
     if isinstance(locations, (str, Path)):
         locations = [locations]
     urls: list[str] = []
     empty: list[str] = []
     for location in locations:
-        path = Path(location)
-        manifest = path if path.is_file() and path.name == MANIFEST else path / MANIFEST
-        if manifest.is_file():
-            data = json.loads(manifest.read_text())
-            found = [str(manifest.parent / entry["name"]) for entry in data["shards"] if entry["samples"] > 0]
+        text = str(location)
+        folder = text[:-len(MANIFEST)].rstrip("/") if text.endswith("/" + MANIFEST) or text == MANIFEST else text
+        data = read_manifest(location)
+        if data is not None:
+            found = [f"{folder.rstrip('/')}/{entry['name']}" for entry in data["shards"] if entry["samples"] > 0]
             if not found:
                 empty.append(f"{location} ({data.get('skipped') or 'no samples'})")
             urls += found
-        elif path.is_dir() and any(path.glob("*.tar")):
-            urls += sorted(str(p) for p in path.glob("*.tar"))
+            continue
+        if is_remote(location):
+            fs, path = _fs(location)
+            tars = sorted(fs.unstrip_protocol(p) for p in fs.glob(f"{path.rstrip('/')}/*.tar"))
         else:
+            path = local_path(location)
+            tars = sorted(str(p) for p in path.glob("*.tar")) if path.is_dir() else []
+        if not tars:
             raise FileNotFoundError(f"{location}: no shard folder (manifest.json or *.tar files) here; build shards "
                                     "with `dvc repro shard` or pipelines.shard")
+        urls += tars
     if not urls:
         raise FileNotFoundError(f"no shards to read: {'; '.join(empty) or 'no locations given'}; select a profile "
                                 "whose sources are downloaded and sharded (params.yaml: profile) and run `dvc repro shard`")
     return urls
+
+
+def open_shard(url: str):
+    """A binary stream of one shard: a local file, or any fsspec URI (streamed, not downloaded first)."""
+    if is_remote(url):
+        import fsspec
+
+        return fsspec.open(url, "rb").open()
+    return open(local_path(url), "rb")
+
+
+def _opened(sources: Iterable[dict]) -> Iterator[dict]:
+    for source in sources:
+        yield {**source, "stream": open_shard(source["url"])}
+
+
+def iterate_samples(urls: Sequence[str]) -> Iterator[dict]:
+    """Every raw sample of ``urls`` in order (WebDataset's tar expansion and key grouping, with shards opened
+    by :func:`open_shard`, so any fsspec URI works where WebDataset's own opener knows only a few schemes)."""
+    import webdataset as wds
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
+    return iter(wds.DataPipeline(wds.SimpleShardList(list(urls)), _opened, tar_file_expander, group_by_keys))
 
 
 def decode_sample(sample: Mapping[str, Any]) -> tuple[str, "Tensor", dict]:
@@ -221,10 +286,8 @@ class ShardImages:
     """
 
     def __init__(self, location: str | Path) -> None:
-        import webdataset as wds
-
         self.urls = shard_urls(location)
-        self.samples = [dict(s) for s in wds.WebDataset(self.urls, shardshuffle=False, empty_check=False)]
+        self.samples = [dict(s) for s in iterate_samples(self.urls)]
         if not self.samples:
             raise ValueError(f"{location}: the shards hold no samples")
 
@@ -249,9 +312,11 @@ def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffl
     """
     import webdataset as wds
 
+    from webdataset.tariterators import group_by_keys, tar_file_expander
+
     pipeline = wds.DataPipeline(
         wds.ResampledShards(shard_urls(location), seed=seed, deterministic=True),
-        wds.tarfile_to_samples(),
+        _opened, tar_file_expander, group_by_keys,
         wds.shuffle(shuffle_buffer, seed=seed),
     )
     for sample in pipeline:
