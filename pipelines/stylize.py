@@ -529,16 +529,20 @@ def _run_pipeline(listed: Inputs, pending: list[str], assignment: dict[str, int]
     if cpus_per_actor is None:
         cpus_per_actor = 1.0 if use_gpu else 0.5
     threads = max(1, int(round(cpus_per_actor * 2))) if not use_gpu else 1
+    # Half a CPU per read and decode task: with whole ones, a read task, a decode task and two half-CPU actors
+    # need 3 CPUs, and on a 2-CPU machine (or two 1-CPU nodes) whichever starts last waits forever: the read
+    # task, backpressured, never finishes, and Ray Data reports no error.
+    io = {"num_cpus": 0.5}
     if listed.kind == "shards":
         dataset = ray.data.read_webdataset(listed.urls, decoder=None, suffixes=["jpg", "jpeg", "png", "json"],
-                                           filesystem=arrow_filesystem(listed.urls[0]))
+                                           filesystem=arrow_filesystem(listed.urls[0]), ray_remote_args=io)
         data_column = "jpg"
         decode = {"key_column": "__key__", "data_column": data_column}
     else:
-        dataset = ray.data.read_binary_files([listed.files[k] for k in pending], include_paths=True)
+        dataset = ray.data.read_binary_files([listed.files[k] for k in pending], include_paths=True, ray_remote_args=io)
         decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in pending}}
     dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "assignment": assignment, **decode},
-                                  batch_format="numpy", batch_size=batch_size)
+                                  batch_format="numpy", batch_size=batch_size, **io)
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
