@@ -134,3 +134,18 @@ def test_training_and_stylization_use_shards_checkpoints_and_artifacts_in_a_buck
     local = {"content": [str(tmp_path / "shards/demo_photos-train")], "style": []}
     with pytest.raises(CatalogueError, match=r"not a copy of .*dvc repro -f shard@demo_photos-train"):
         storage.worker_shards(yaml.safe_load((tmp_path / "params.yaml").read_text()), local)
+
+
+def test_storage_settings_are_checked_and_local_defaults_stay_in_the_repository(tmp_path):
+    from pipelines import storage
+    from pipelines.sources import CatalogueError
+
+    with pytest.raises(CatalogueError, match=r"storage has unknown key\(s\) \['shard'\]"):
+        storage.settings({"storage": {"shard": "s3://b/x"}})
+    with pytest.raises(CatalogueError, match="storage.checkpoints must be null or a URI"):
+        storage.settings({"storage": {"checkpoints": 3}})
+    assert storage.ray_storage({}, tmp_path, "train") == str(tmp_path / "ray_results" / "train")
+    assert storage.ray_storage({"storage": {"checkpoints": "s3://b/ray/"}}, tmp_path, "sweeps") == "s3://b/ray/sweeps"
+    assert storage.ray_storage({}, tmp_path, "train", override="elsewhere") == str(tmp_path / "elsewhere")
+    local = {"content": [str(tmp_path / "shards/a-train")], "style": []}
+    assert storage.worker_shards({"storage": {"shards": None}}, local) == local  # one machine: the local folders

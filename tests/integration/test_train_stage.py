@@ -178,7 +178,9 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     _run(repo, "git", "commit", "-qm", "pipeline")
     commit = _run(repo, "git", "rev-parse", "HEAD").strip()
 
-    first = _run(repo, sys.executable, "-m", "dvc", "repro")
+    # The README's way: every stage connects to one shared local Ray (pipelines/repro.py)
+    first = _run(repo, sys.executable, "-m", "pipelines.repro")
+    assert first.count("ray: starting a local instance") == 1 and first.count("ray: connecting to the cluster") >= 12
     params = yaml.safe_load((repo / "params.yaml").read_text())
     grid = [(m, loss) for m in params["train"]["grid"]["models"] for loss in params["train"]["grid"]["losses"]]
     assert len(grid) == 10 and all(f"train@{m}-{loss}" in first for m, loss in grid)
