@@ -10,7 +10,6 @@ stay in the repository on the machine that runs ``dvc repro``; these are only wh
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -88,13 +87,6 @@ def download_tree(path: str, destination: Path, like: str) -> None:
     import shutil
 
     shutil.copytree(path, destination, dirs_exist_ok=True)
-
-
-def exists(target: str) -> bool:
-    if is_remote(target):
-        fs, path = filesystem(target)
-        return fs.exists(path)
-    return os.path.exists(target)
 
 
 def mirror_shards(folder: Path, base: str) -> str:
