@@ -205,10 +205,16 @@ def shard_urls(locations: str | Path | Sequence[str | Path]) -> list[str]:
     empty: list[str] = []
     for location in locations:
         text = str(location)
-        folder = text[:-len(MANIFEST)].rstrip("/") if text.endswith("/" + MANIFEST) or text == MANIFEST else text
+        if is_remote(text):
+            folder = text[:-len(MANIFEST) - 1] if text.endswith("/" + MANIFEST) else text.rstrip("/")
+            inside = lambda name: f"{folder}/{name}"  # noqa: E731
+        else:
+            path = local_path(text)
+            folder_path = path.parent if path.name == MANIFEST and path.is_file() else path
+            inside = lambda name: str(folder_path / name)  # noqa: E731
         data = read_manifest(location)
         if data is not None:
-            found = [f"{folder.rstrip('/')}/{entry['name']}" for entry in data["shards"] if entry["samples"] > 0]
+            found = [inside(entry["name"]) for entry in data["shards"] if entry["samples"] > 0]
             if not found:
                 empty.append(f"{location} ({data.get('skipped') or 'no samples'})")
             urls += found
