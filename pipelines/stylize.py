@@ -80,9 +80,9 @@ def arrow_filesystem(url: str):
         pyarrow.fs.FileSystem.from_uri(url)
         return None
     except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError, ValueError):
-        import fsspec
+        from pipelines.storage import filesystem
 
-        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fsspec.core.url_to_fs(url)[0]))
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(filesystem(url)[0]))
 
 
 def _tar_keys(url: str) -> list[str]:
@@ -151,9 +151,9 @@ def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, 
             samples = ShardImages(loc).samples
             styles += [(s["__key__"], bytes(s["jpg"])) for s in samples]
         elif is_remote(loc):  # an image file or folder at a URI
-            import fsspec
+            from pipelines.storage import filesystem
 
-            fs, inner = fsspec.core.url_to_fs(str(loc))
+            fs, inner = filesystem(str(loc))
             if fs.isfile(inner):
                 styles.append((inner.rsplit("/", 1)[-1].rsplit(".", 1)[0], fs.cat_file(inner)))
             elif fs.isdir(inner):
