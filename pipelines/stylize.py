@@ -2,7 +2,7 @@
 
     stylecore stylize-dataset --model models:/stylecore-adain-gram@champion --input data/shards/coco-val \\
         --styles paintings/ --output out/coco-val-adain --policy round_robin
-    python -m pipelines.stylize          # the DVC stage: each registered champion on the demo content
+    python -m pipelines.stylize          # the DVC stage: every registered champion on the demo content
 
 The pipeline (:func:`stylize_dataset`): the inputs (WebDataset shards read with
 ``ray.data.read_webdataset``, or an image folder read with ``ray.data.read_binary_files``) are decoded
@@ -16,6 +16,10 @@ re-run after a crash skips exactly what was committed, rewrites nothing twice an
 crash left without a record: no duplicates, no gaps. Inputs that cannot be stylized (unreadable,
 too small, …) are recorded with the reason and the rest proceed. At the end ``<output>/manifest.json``
 lists every output and every rejection, with the model, the settings and images/s.
+
+:func:`stylize_with_models` runs several models in one pipeline (what the stage does with the champions):
+the inputs are read and decoded once, every actor holds every model, and each model's images go to its
+own output folder with its own commits and manifest.
 
 Styles are image files, a folder or a shard set; the ``policy`` gives each input its style: ``one``
 (the first style for all), ``round_robin`` (by the input's position in key order) or ``random``
@@ -215,19 +219,23 @@ def decode_resize(data: bytes, size: int | None, max_pixels: int = 178_956_970):
     return tensor
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, size: int | None, assignment: Mapping[str, int],
+def decode_batch(batch: dict[str, np.ndarray], *, size: int | None, work: Mapping[str, tuple[int, Sequence[int]]],
                  key_column: str, data_column: str, key_of_path: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
-    """A Ray Data batch of encoded inputs → pixels (uint8 bytes + shape) and style, or the reason it failed.
+    """A Ray Data batch of encoded inputs → pixels (uint8 bytes + shape), style and the jobs (models) still to do
+    for it, or the reason it failed.
 
-    Rows whose key is not in ``assignment`` (done before, or beyond the limit) are dropped here.
+    ``work`` maps each key to do to (style index, job indices); other rows (done before by every model, or
+    beyond the limit) are dropped here.
     """
-    keys, styles, pixels, heights, widths, errors = [], [], [], [], [], []
+    keys, styles, jobs, pixels, heights, widths, errors = [], [], [], [], [], [], []
     for name, data in zip(batch[key_column], batch[data_column]):
         key = key_of_path.get(str(name), str(name)) if key_of_path is not None else str(name)
-        if key not in assignment:
+        if key not in work:
             continue
         keys.append(key)
-        styles.append(assignment[key])
+        style, todo = work[key]
+        styles.append(style)
+        jobs.append(",".join(str(j) for j in todo))
         try:
             image = decode_resize(bytes(data), size)
             pixels.append(image.permute(1, 2, 0).contiguous().numpy().tobytes())
@@ -240,17 +248,104 @@ def decode_batch(batch: dict[str, np.ndarray], *, size: int | None, assignment: 
             widths.append(0)
             errors.append(f"unreadable: {type(error).__name__}: {error}")
     return {"key": np.array(keys, dtype=object), "style": np.array(styles, dtype=np.int64),
-            "pixels": np.array(pixels, dtype=object), "height": np.array(heights, dtype=np.int64),
-            "width": np.array(widths, dtype=np.int64), "error": np.array(errors, dtype=object)}
+            "jobs": np.array(jobs, dtype=object), "pixels": np.array(pixels, dtype=object),
+            "height": np.array(heights, dtype=np.int64), "width": np.array(widths, dtype=np.int64),
+            "error": np.array(errors, dtype=object)}
+
+
+@dataclass
+class Job:
+    """One model and the folder its stylized images go to; ``run_token`` fences the folder (see _check_current)."""
+
+    model: str  # a checkpoint path or a models:/ URI pinned to a version
+    model_info: dict[str, Any]
+    output: Path
+    run_token: str
+
+
+class _JobWriter:
+    """One job inside an actor: the loaded model with its prepared styles, and the folder it commits to."""
+
+    def __init__(self, job: Job, stylizer, styles: list[tuple[str, bytes]], output_format: str, image_format: str,
+                 quality: int, provenance: Mapping[str, Any]) -> None:
+        self.job, self.stylizer = job, stylizer
+        self.style_keys = [key for key, _ in styles]
+        self.prepared = [stylizer.prepare_styles(decode_resize(data, None).float().div(255)) for _, data in styles]
+        self.output_format, self.image_format, self.quality = output_format, image_format, quality
+        self.provenance = {"model": job.model, **job.model_info, **provenance}
+
+    def _check_current(self) -> None:
+        """Actors that outlive a crashed driver must not commit beside the run that replaced it."""
+        if (self.job.output / PARTS / RUN_TOKEN).read_text() != self.job.run_token:
+            raise RuntimeError(f"{self.job.output} is being written by a newer run; this one stops")
+
+    def stylize_and_commit(self, items: list[tuple[str, int, Any]],
+                           rejected: list[dict]) -> tuple[list[dict], list[dict]]:
+        """Stylize (key, style, image) items, write them, commit them and ``rejected`` with one part record;
+        returns what was written and every rejection (the given ones and the inputs this model could not
+        stylize)."""
+        rejected = list(rejected)
+        by_style: dict[int, list[tuple[str, Any]]] = {}
+        for key, style, image in items:
+            by_style.setdefault(style, []).append((key, image))
+        outputs: list[tuple[str, int, bytes]] = []
+        for style, group in by_style.items():
+            try:
+                results = self.stylizer([image for _, image in group], self.prepared[style])
+            except ValueError:  # one bad image (e.g. too small for the model) must not sink its batch
+                results = []
+                for key, image in group:
+                    try:
+                        results.append(self.stylizer(image, self.prepared[style]))
+                    except ValueError as error:
+                        rejected.append({"key": key, "reason": f"cannot stylize: {error}"})
+                        results.append(None)
+            for (key, _), result in zip(group, results):
+                if result is not None:
+                    outputs.append((key, style, encode_image(result, self.image_format, self.quality)))
+        self._check_current()
+        records = self._write(outputs)
+        written = [{"key": key, "style": self.style_keys[style], "file": file} for (key, style, _), file in zip(outputs, records)]
+        keys = sorted([w["key"] for w in written] + [r["key"] for r in rejected])
+        if keys:
+            self._check_current()
+            part = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+            atomic_write_text(self.job.output / PARTS / f"{part}.json",
+                              json.dumps({"written": written, "rejected": rejected}, indent=1) + "\n")
+        return written, rejected
+
+    def _write(self, outputs: list[tuple[str, int, bytes]]) -> list[str]:
+        """Write the batch's images (a shard, or one file each) before its part record; returns their paths."""
+        if not outputs:
+            return []
+        output = self.job.output
+        suffix = "jpg" if self.image_format == "jpg" else "png"
+        if self.output_format == "files":
+            files = []
+            for key, _, data in outputs:
+                relative = f"{key}.{suffix}"
+                atomic_write_bytes(output / relative, data)
+                files.append(relative)
+            return files
+        import webdataset as wds
+
+        name = "shard-" + hashlib.sha256("\n".join(sorted(k for k, _, _ in outputs)).encode()).hexdigest()[:16] + ".tar"
+        buffer = io.BytesIO()
+        with wds.TarWriter(buffer, mtime=0) as writer:
+            for key, style, data in outputs:
+                writer.write({"__key__": key, suffix: data, "json": json.dumps(
+                    {"source_key": key, "style_key": self.style_keys[style], **self.provenance}).encode()})
+        atomic_write_bytes(output / name, buffer.getvalue())
+        return [name] * len(outputs)
 
 
 class StylizeActor:
-    """Loads the model once, stylizes batches and commits each batch's outputs with a part record."""
+    """Loads every job's model once, decodes nothing (the CPU tasks did): stylizes each batch with each model
+    the batch's inputs are still pending for, and commits each model's outputs in its own folder."""
 
-    def __init__(self, model: str, model_info: Mapping[str, Any], styles: list[tuple[str, bytes]], output: str,
-                 output_format: str, alpha: float, preserve_color: str | None, style_size: int | None,
-                 image_format: str, quality: int, threads: int, use_gpu: bool, tracking_uri: str | None,
-                 run_token: str) -> None:
+    def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
+                 preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
+                 use_gpu: bool, tracking_uri: str | None) -> None:
         import torch
 
         import stylecore
@@ -262,81 +357,36 @@ class StylizeActor:
             mlflow.set_tracking_uri(tracking_uri)
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-        self.stylizer = Stylizer(stylecore.load(model, device=device), device=device, alpha=alpha,
-                                 preserve_color=preserve_color, style_size=style_size)
-        self.style_keys = [key for key, _ in styles]
-        self.prepared = [self.stylizer.prepare_styles(decode_resize(data, None).float().div(255)) for _, data in styles]
-        self.output, self.output_format = Path(output), output_format
-        self.image_format, self.quality = image_format, quality
-        self.provenance = {"model": model, **model_info, "alpha": alpha, "preserve_color": preserve_color}
-        self.run_token = run_token
-
-    def _check_current(self) -> None:
-        """Actors that outlive a crashed driver must not commit beside the run that replaced it."""
-        if (self.output / PARTS / RUN_TOKEN).read_text() != self.run_token:
-            raise RuntimeError(f"{self.output} is being written by a newer run; this one stops")
+        provenance = {"alpha": alpha, "preserve_color": preserve_color}
+        self.writers = [_JobWriter(job, Stylizer(stylecore.load(job.model, device=device), device=device, alpha=alpha,
+                                                 preserve_color=preserve_color, style_size=style_size),
+                                   styles, output_format, image_format, quality, provenance) for job in jobs]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        written, rejected = [], []
-        by_style: dict[int, list[tuple[str, Any]]] = {}
-        for key, style, data, h, w, error in zip(batch["key"], batch["style"], batch["pixels"], batch["height"],
-                                                 batch["width"], batch["error"]):
-            if error:
-                rejected.append({"key": str(key), "reason": str(error)})
-                continue
-            image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(int(h), int(w), 3).permute(2, 0, 1)
-            by_style.setdefault(int(style), []).append((str(key), image.float().div(255)))
-        outputs: list[tuple[str, int, bytes]] = []
-        for style, items in by_style.items():
-            try:
-                results = self.stylizer([image for _, image in items], self.prepared[style])
-            except ValueError:  # one bad image (e.g. too small for the model) must not sink its batch
-                results = []
-                for key, image in items:
-                    try:
-                        results.append(self.stylizer(image, self.prepared[style]))
-                    except ValueError as error:
-                        rejected.append({"key": key, "reason": f"cannot stylize: {error}"})
-                        results.append(None)
-            for (key, _), result in zip(items, results):
-                if result is not None:
-                    outputs.append((key, style, encode_image(result, self.image_format, self.quality)))
-        self._check_current()
-        records = self._write(outputs)
-        written = [{"key": key, "style": self.style_keys[style], "file": file} for (key, style, _), file in zip(outputs, records)]
-        keys = sorted([w["key"] for w in written] + [r["key"] for r in rejected])
-        if keys:
-            self._check_current()
-            part = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
-            atomic_write_text(self.output / PARTS / f"{part}.json",
-                              json.dumps({"written": written, "rejected": rejected}, indent=1) + "\n")
-        return {"key": np.array([w["key"] for w in written] + [r["key"] for r in rejected], dtype=object),
-                "status": np.array(["written"] * len(written) + ["rejected"] * len(rejected), dtype=object)}
-
-    def _write(self, outputs: list[tuple[str, int, bytes]]) -> list[str]:
-        """Write the batch's images (a shard, or one file each) before its part record; returns their paths."""
-        if not outputs:
-            return []
-        suffix = "jpg" if self.image_format == "jpg" else "png"
-        if self.output_format == "files":
-            files = []
-            for key, _, data in outputs:
-                relative = f"{key}.{suffix}"
-                atomic_write_bytes(self.output / relative, data)
-                files.append(relative)
-            return files
-        import webdataset as wds
-
-        name = "shard-" + hashlib.sha256("\n".join(sorted(k for k, _, _ in outputs)).encode()).hexdigest()[:16] + ".tar"
-        buffer = io.BytesIO()
-        with wds.TarWriter(buffer, mtime=0) as writer:
-            for key, style, data in outputs:
-                writer.write({"__key__": key, suffix: data, "json": json.dumps(
-                    {"source_key": key, "style_key": self.style_keys[style], **self.provenance}).encode()})
-        atomic_write_bytes(self.output / name, buffer.getvalue())
-        return [name] * len(outputs)
+        pending: dict[int, tuple[list, list]] = {}  # job → (items to stylize, decode rejections)
+        for key, style, jobs, data, h, w, error in zip(batch["key"], batch["style"], batch["jobs"], batch["pixels"],
+                                                       batch["height"], batch["width"], batch["error"]):
+            image = None
+            if not error:
+                image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(int(h), int(w), 3).permute(2, 0, 1)
+                image = image.float().div(255)
+            for job in (int(j) for j in str(jobs).split(",")):
+                items, rejected = pending.setdefault(job, ([], []))
+                if error:
+                    rejected.append({"key": str(key), "reason": str(error)})
+                else:
+                    items.append((str(key), int(style), image))
+        job_column, key_column, status_column = [], [], []
+        for job, (items, rejected) in sorted(pending.items()):
+            written, rejected = self.writers[job].stylize_and_commit(items, rejected)
+            for status, records in (("written", written), ("rejected", rejected)):
+                job_column += [job] * len(records)
+                key_column += [r["key"] for r in records]
+                status_column += [status] * len(records)
+        return {"job": np.array(job_column, dtype=np.int64), "key": np.array(key_column, dtype=object),
+                "status": np.array(status_column, dtype=object)}
 
 
 def encode_image(image, image_format: str, quality: int) -> bytes:
@@ -436,12 +486,21 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
 
 
 def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path], model: str,
-                    output: str | Path, *, policy: str = "round_robin", seed: int = 0, alpha: float = 1.0,
-                    preserve_color: str | None = None, size: int | None = None, style_size: int | None = 512,
-                    batch_size: int = 8, actors: int = 2, gpus_per_actor: float = 0.0, cpus_per_actor: float | None = None,
-                    output_format: str = "webdataset", image_format: str = "jpg", quality: int = 92,
-                    limit: int | None = None, progress: bool = True) -> dict[str, Any]:
-    """Stylize every input once; returns (and writes as ``<output>/manifest.json``) what was done.
+                    output: str | Path, **settings: Any) -> dict[str, Any]:
+    """Stylize every input once with ``model``; returns (and writes as ``<output>/manifest.json``) what was done.
+    The settings are :func:`stylize_with_models`'s."""
+    return stylize_with_models(inputs, styles, [(model, output)], **settings)[0]
+
+
+def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path],
+                        jobs: Sequence[tuple[str, str | Path]], *, policy: str = "round_robin", seed: int = 0,
+                        alpha: float = 1.0, preserve_color: str | None = None, size: int | None = None,
+                        style_size: int | None = 512, batch_size: int = 8, actors: int = 2, gpus_per_actor: float = 0.0,
+                        cpus_per_actor: float | None = None, output_format: str = "webdataset", image_format: str = "jpg",
+                        quality: int = 92, limit: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Stylize every input once with each ``(model, output folder)`` job, in one Ray Data pipeline: the inputs
+    are read and decoded once, and each actor holds every model. Returns each job's manifest (also written as
+    ``<output>/manifest.json``), in job order.
 
     Runs on the Ray that is initialised, or starts a local one sized to the machine (``RAY_ADDRESS``:
     that cluster). ``cpus_per_actor`` defaults to 0.5 without GPUs, so the decode tasks and the writer
@@ -462,67 +521,90 @@ def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Pat
     for name, value in (("actors", actors), ("batch_size", batch_size)):
         if not isinstance(value, int) or value < 1:
             raise StylizeError(f"{name} must be a positive integer; got {value!r}")
-    output = Path(output)
-    model, model_info = resolve_model(model)
+    if not jobs:
+        raise StylizeError("no model given; pass a models:/ URI or a checkpoint and an output folder")
+    folders = [Path(output).resolve() for _, output in jobs]
+    if len(set(folders)) < len(folders):
+        raise StylizeError(f"two models write to one output folder ({[str(o) for _, o in jobs]}); give each its own")
+    resolved = [resolve_model(model) for model, _ in jobs]
     listed = list_inputs(inputs, limit)
     style_list = load_styles(styles)
-    run_token = uuid.uuid4().hex
-    atomic_write_text(output / PARTS / RUN_TOKEN, run_token)  # from now on only this run's actors commit
-    done, rejected_before = committed(output, output_format)
-    previously_rejected = {r["key"] for r in rejected_before}
-    pending = [key for key in listed.keys if key not in done and key not in previously_rejected]
     assignment = assign_styles(listed.keys, len(style_list), policy, seed)
-    pending_assignment = {key: assignment[key] for key in pending}
-    print(f"stylize: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}; "
-          f"{len(done)} already written and {len(previously_rejected)} rejected by an earlier run are skipped; "
-          f"{len(pending)} to do with {model}", flush=True)
+    plan: list[Job] = []
+    work: dict[str, tuple[int, list[int]]] = {}
+    for index, ((model, model_info), (_, output)) in enumerate(zip(resolved, jobs)):
+        job = Job(model, model_info, Path(output), uuid.uuid4().hex)
+        atomic_write_text(job.output / PARTS / RUN_TOKEN, job.run_token)  # from now on only this run's actors commit
+        done, rejected_before = committed(job.output, output_format)
+        previously_rejected = {r["key"] for r in rejected_before}
+        pending = [key for key in listed.keys if key not in done and key not in previously_rejected]
+        for key in pending:
+            work.setdefault(key, (assignment[key], []))[1].append(index)
+        plan.append(job)
+        print(f"stylize: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}; "
+              f"{len(done)} already written and {len(previously_rejected)} rejected by an earlier run are skipped; "
+              f"{len(pending)} to do with {model} into {job.output}", flush=True)
 
     started = time.perf_counter()
-    counts = {"written": 0, "rejected": 0}
-    if pending:
+    counts = [{"written": 0, "rejected": 0} for _ in plan]
+    if work:
         from pipelines.train import ray_session
 
         with ray_session():  # the caller's Ray, RAY_ADDRESS's cluster, or a local instance for this call
-            counts = _run_pipeline(listed, pending, pending_assignment, style_list, model, model_info, output, run_token,
-                                   output_format=output_format, alpha=float(alpha), preserve_color=preserve_color,
-                                   size=size, style_size=style_size, batch_size=batch_size, actors=actors,
-                                   gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-                                   image_format=image_format, quality=quality, progress=progress)
+            counts = _run_pipeline(listed, work, style_list, plan, output_format=output_format, alpha=float(alpha),
+                                   preserve_color=preserve_color, size=size, style_size=style_size,
+                                   batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
+                                   cpus_per_actor=cpus_per_actor, image_format=image_format, quality=quality,
+                                   progress=progress)
     seconds = time.perf_counter() - started
-    written, rejected = committed(output, output_format)
+    settings = {"styles": [key for key, _ in style_list], "policy": policy, "seed": seed, "alpha": alpha,
+                "preserve_color": preserve_color, "size": size, "format": output_format, "image_format": image_format}
+    total = sum(c["written"] for c in counts)
+    manifests = [_finish(job, listed, counts[index], seconds, total, len(plan), settings) for index, job in enumerate(plan)]
+    unfinished = [f"{job.output}: {len(m['missing'])} (e.g. {m['missing'][:3]})" for job, m in zip(plan, manifests)
+                  if m["missing"]]
+    if unfinished:
+        raise StylizeError(f"input(s) neither written nor rejected: {'; '.join(unfinished)}; re-run to finish them")
+    return manifests
+
+
+def _finish(job: Job, listed: Inputs, counts: Mapping[str, int], seconds: float, pipeline_written: int, models: int,
+            settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Write ``<output>/manifest.json`` for one job from what its folder holds now."""
+    written, rejected = committed(job.output, settings["format"])
     rejected_keys = {r["key"] for r in rejected}
     missing = [key for key in listed.keys if key not in written and key not in rejected_keys]
+
+    def rate(images: int) -> float:
+        return round(images / seconds, 3) if seconds > 0 and images else 0.0
+
     manifest = {"inputs": len(listed.keys), "written": len(written), "rejected": rejected, "missing": missing,
-                "model": model, **model_info, "styles": [key for key, _ in style_list], "policy": policy, "seed": seed,
-                "alpha": alpha, "preserve_color": preserve_color, "size": size, "format": output_format,
-                "image_format": image_format, "this_run": {**counts, "seconds": round(seconds, 2),
-                                                          "images_per_second": round(counts["written"] / seconds, 3)
-                                                          if seconds > 0 and counts["written"] else 0.0},
+                "model": job.model, **job.model_info, **settings,
+                # with several models in one pipeline the wall time is shared: the pipeline's rate counts them all
+                "this_run": {**counts, "seconds": round(seconds, 2), "images_per_second": rate(counts["written"]),
+                             "models_in_pipeline": models, "pipeline_images_per_second": rate(pipeline_written)},
                 "outputs": sorted(written.values(), key=lambda item: item["key"])}
-    atomic_write_text(output / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    print(f"stylize: {counts['written']} written and {counts['rejected']} rejected in {seconds:.1f} s "
-          f"({manifest['this_run']['images_per_second']} images/s); {len(written)} of {len(listed.keys)} done, "
-          f"{len(rejected)} rejected in all; {output / 'manifest.json'}", flush=True)
-    if missing:
-        raise StylizeError(f"{len(missing)} input(s) were neither written nor rejected (e.g. {missing[:3]}); re-run to "
-                           "finish them")
+    atomic_write_text(job.output / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    print(f"stylize: {job.model}: {counts['written']} written and {counts['rejected']} rejected in {seconds:.1f} s; "
+          f"{len(written)} of {len(listed.keys)} done, {len(rejected)} rejected in all; {job.output / 'manifest.json'}",
+          flush=True)
     return manifest
 
 
-def _tracking_uri(model: str) -> str | None:
+def _tracking_uri(models: Sequence[str]) -> str | None:
     import stylecore
 
-    if not model.startswith(stylecore.MLFLOW_SCHEMES):
+    if not any(model.startswith(stylecore.MLFLOW_SCHEMES) for model in models):
         return None
     import mlflow
 
     return mlflow.get_tracking_uri()
 
 
-def _run_pipeline(listed: Inputs, pending: list[str], assignment: dict[str, int], styles, model: str,
-                  model_info: dict, output: Path, run_token: str, *, output_format: str, alpha: float, preserve_color, size,
-                  style_size, batch_size: int, actors: int, gpus_per_actor: float, cpus_per_actor,
-                  image_format: str, quality: int, progress: bool) -> dict[str, int]:
+def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles, plan: list[Job], *,
+                  output_format: str, alpha: float, preserve_color, size, style_size, batch_size: int, actors: int,
+                  gpus_per_actor: float, cpus_per_actor, image_format: str, quality: int,
+                  progress: bool) -> list[dict[str, int]]:
     import ray
 
     use_gpu = gpus_per_actor > 0
@@ -535,30 +617,30 @@ def _run_pipeline(listed: Inputs, pending: list[str], assignment: dict[str, int]
     io = {"num_cpus": 0.5}
     if listed.kind == "shards":
         dataset = ray.data.read_webdataset(listed.urls, decoder=None, suffixes=["jpg", "jpeg", "png", "json"],
-                                           filesystem=arrow_filesystem(listed.urls[0]), ray_remote_args=io)
-        data_column = "jpg"
-        decode = {"key_column": "__key__", "data_column": data_column}
+                                           filesystem=arrow_filesystem(listed.urls[0]), **io)
+        decode = {"key_column": "__key__", "data_column": "jpg"}
     else:
-        dataset = ray.data.read_binary_files([listed.files[k] for k in pending], include_paths=True, ray_remote_args=io)
-        decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in pending}}
-    dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "assignment": assignment, **decode},
+        files = [listed.files[k] for k in work]
+        dataset = ray.data.read_binary_files(files, include_paths=True, **io)
+        decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in work}}
+    dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "work": work, **decode},
                                   batch_format="numpy", batch_size=batch_size, **io)
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-        fn_constructor_kwargs={"model": model, "model_info": model_info, "styles": styles, "output": str(output),
-                               "output_format": output_format, "alpha": alpha, "preserve_color": preserve_color,
-                               "style_size": style_size, "image_format": image_format, "quality": quality,
-                               "threads": threads, "use_gpu": use_gpu, "tracking_uri": _tracking_uri(model), "run_token": run_token})
-    counts = {"written": 0, "rejected": 0}
+        fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format, "alpha": alpha,
+                               "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
+                               "quality": quality, "threads": threads, "use_gpu": use_gpu,
+                               "tracking_uri": _tracking_uri([job.model for job in plan])})
+    counts = [{"written": 0, "rejected": 0} for _ in plan]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(pending), desc="stylize", unit="image")
+        bar = tqdm(total=sum(len(jobs) for _, jobs in work.values()), desc="stylize", unit="image")
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        for status in batch["status"]:
-            counts[str(status)] += 1
+        for job, status in zip(batch["job"], batch["status"]):
+            counts[int(job)][str(status)] += 1
         if bar is not None:
             bar.update(len(batch["status"]))
     if bar is not None:
@@ -601,21 +683,21 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     # the Ray Data read tasks run on any node: the shards as the workers see them (params.yaml: storage.shards)
     shards = worker_shards(params, profile_shards(params, shards_root, "val"))
     mlflow.set_tracking_uri(tracking_settings(params, params_path.resolve().parent)["uri"])
-    done: dict[str, Any] = {}
     with ray_session():
         gpus = settings["gpus_per_actor"]
         if gpus == "auto":
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= settings["actors"] else 0.0
-        for name in names:
-            print(f"stylize: {name}@champion", flush=True)
-            manifest = stylize_dataset(
-                shards["content"], shards["style"], f"models:/{name}@champion", reports / "stylized" / name,
-                policy=settings["policy"], seed=settings["seed"], alpha=settings["alpha"],
-                preserve_color=settings["preserve_color"], size=settings["size"], style_size=settings["style_size"],
-                batch_size=settings["batch_size"], actors=settings["actors"], gpus_per_actor=float(gpus),
-                output_format=settings["output_format"], image_format=settings["image_format"],
-                limit=settings["contents"], progress=False)
-            done[name] = {key: manifest[key] for key in ("model_version", "written", "this_run") if key in manifest}
+        print(f"stylize: {len(names)} champions in one Ray Data pipeline: {', '.join(names)}", flush=True)
+        # One pipeline for every champion: the content is read and decoded once, and each actor starts once.
+        manifests = stylize_with_models(
+            shards["content"], shards["style"], [(f"models:/{name}@champion", reports / "stylized" / name) for name in names],
+            policy=settings["policy"], seed=settings["seed"], alpha=settings["alpha"],
+            preserve_color=settings["preserve_color"], size=settings["size"], style_size=settings["style_size"],
+            batch_size=settings["batch_size"], actors=settings["actors"], gpus_per_actor=float(gpus),
+            output_format=settings["output_format"], image_format=settings["image_format"],
+            limit=settings["contents"], progress=False)
+    done = {name: {key: manifest[key] for key in ("model_version", "written", "this_run") if key in manifest}
+            for name, manifest in zip(names, manifests)}
     atomic_write_text(reports / "stylized" / "summary.json", json.dumps(done, indent=2) + "\n")
     print(f"stylize: {len(done)} champions × {settings['contents']} content images in {reports / 'stylized'}", flush=True)
     return done

@@ -17,7 +17,7 @@ import torch
 
 pytest.importorskip("ray")
 
-from pipelines.stylize import StylizeError, decode_resize, stylize_dataset  # noqa: E402
+from pipelines.stylize import StylizeError, decode_resize, stylize_dataset, stylize_with_models  # noqa: E402
 from stylecore.data import save_image  # noqa: E402
 from stylecore.stylize import Stylizer  # noqa: E402
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402
@@ -143,6 +143,37 @@ def test_a_run_killed_halfway_resumes_with_no_duplicates_and_no_gaps(inputs, loc
         assert Image.open(io.BytesIO(tar.extractfile(image).read())).size == (32, 32)
     assert meta["source_key"] == member.name.rsplit(".", 1)[0] and meta["style_key"] in STYLE_FAMILIES[:3]
     assert meta["model"] == str(Path(checkpoint).resolve()) and meta["alpha"] == 1.0
+
+
+def test_several_models_in_one_pipeline_each_resume_their_own_folder_and_match_their_stylizer(inputs, local_ray,
+                                                                                               tmp_path):
+    from PIL import Image
+
+    root, first = inputs
+    trainer = Trainer({"model": "adain", "steps": 1, "seed": 1, "model_params": {"encoder_weights": "random:1"}})
+    second = trainer.save_checkpoint(tmp_path / "second")
+    settings = dict(style_size=40, batch_size=4, actors=1, output_format="files", image_format="png", progress=False)
+    # the first model already did the first 6 inputs (key order: "broken" first, rejected)
+    stylize_dataset(root / "photos", root / "styles", str(first), tmp_path / "one", limit=6, **settings)
+    one, two = stylize_with_models(root / "photos", root / "styles", [(str(first), tmp_path / "one"),
+                                                                      (str(second), tmp_path / "two")], limit=14, **settings)
+    keys = sorted([f"group{i % 3}/photo{i:03d}" for i in range(IMAGES)] + ["broken", "tiny"])[:14]
+    stylizable = [k for k in keys if k != "broken"]
+    assert one["this_run"] == {**one["this_run"], "written": 8, "rejected": 0, "models_in_pipeline": 2}
+    assert two["this_run"] == {**two["this_run"], "written": 13, "rejected": 1}
+    for manifest, checkpoint, folder in ((one, first, "one"), (two, second, "two")):
+        assert manifest["written"] == 13 and [r["key"] for r in manifest["rejected"]] == ["broken"]
+        assert manifest["model"] == str(Path(checkpoint).resolve()) and manifest["missing"] == []
+        written = sorted(str(p.relative_to(tmp_path / folder).with_suffix("")) for p in (tmp_path / folder).rglob("*.png"))
+        assert written == stylizable
+        reference = _single_process(checkpoint, root / "photos", root / "styles", keys, stylizable)
+        for key in stylizable:  # each folder holds its own model's images, styled round-robin as one run would
+            with Image.open(tmp_path / folder / f"{key}.png") as image:
+                ours = torch.from_numpy(np.asarray(image, dtype=np.int16))
+            theirs = (reference[key].clamp(0, 1) * 255).round().to(torch.int16).permute(1, 2, 0)
+            assert (ours - theirs).abs().max() <= 1, (folder, key)
+    with pytest.raises(StylizeError, match="two models write to one output folder"):
+        stylize_with_models(root / "photos", root / "styles", [(str(first), tmp_path / "x"), (str(second), tmp_path / "x")])
 
 
 def test_bad_arguments_fail_before_ray_starts_and_name_the_fix(inputs, tmp_path):
