@@ -56,6 +56,7 @@ DOMAINS = ("loguniform", "uniform", "randint", "choice", "grid")
 DATA_OVERRIDES = ("batch_size", "crop_size", "load_size")
 METRIC = "val/objective"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
+RUN_STATUS = {"finished": "FINISHED", "stopped_early": "KILLED", "failed": "FAILED"}  # trial outcome → MLflow run status
 
 
 class SweepStageError(RuntimeError):
@@ -377,12 +378,12 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
         child_runs = {run.data.tags.get("sweep.trial_id"): run.info.run_id for run in client.search_runs(
             [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=10_000)}
         trials = sorted((_trial_record(r, steps, child_runs) for r in results), key=lambda t: t["trial_id"])
+        # Tune's record decides each child run's end state: a trial stopped at its last report (ASHA's max_t) may
+        # be torn down before its own `set_terminated(FINISHED)`, and is then left FAILED by its exception path.
         for trial in trials:
-            if trial["outcome"] == "stopped_early" and trial["mlflow_run_id"]:
-                client.set_tag(trial["mlflow_run_id"], "sweep.outcome", "stopped_early")
-                client.set_terminated(trial["mlflow_run_id"], "KILLED")
-            elif trial["mlflow_run_id"]:
+            if trial["mlflow_run_id"]:
                 client.set_tag(trial["mlflow_run_id"], "sweep.outcome", trial["outcome"])
+                client.set_terminated(trial["mlflow_run_id"], RUN_STATUS[trial["outcome"]])
         finished = [t for t in trials if t["outcome"] == "finished" and METRIC in t["metrics"]]
         if not finished:
             client.set_terminated(parent, "FAILED")
