@@ -62,6 +62,7 @@ def demo_shards(tmp_path_factory):
 
 def test_settings_merge_profile_model_and_loss_and_fail_early_with_the_key(demo_shards, local_ray):
     params = _params()
+    params["train"]["grid"]["models"].append("magenta")
     params["train"]["models"]["magenta"] = {"lr": 2e-3, "model_params": {"predictor": "mobilenet_v2"}}
     params["train"]["losses"]["balanced_gram"] = {"lr": 5e-4, "style_params": {"weight": 3.0}}
     combination = train.resolve_combination(params, "magenta", "balanced_gram", demo_shards / "shards")
