@@ -266,18 +266,18 @@ class Job:
 class _JobWriter:
     """One job inside an actor: the loaded model with its prepared styles, and the folder it commits to."""
 
-    def __init__(self, job: Job, stylizer, styles: list[tuple[str, bytes]], output_format: str, image_format: str,
+    def __init__(self, job: Job, stylizer, style_keys: list[str], style_image, output_format: str, image_format: str,
                  quality: int, provenance: Mapping[str, Any]) -> None:
         self.job, self.stylizer = job, stylizer
-        self.style_keys = [key for key, _ in styles]
+        self.style_keys, self.style_image = style_keys, style_image  # style_image(index): decoded once per actor
         # Encoded on first use: a few inputs over many styles (the demo: 16 photos, 50 artworks) use only a few.
-        self.styles, self.prepared = [data for _, data in styles], {}
+        self.prepared: dict[int, Any] = {}
         self.output_format, self.image_format, self.quality = output_format, image_format, quality
         self.provenance = {"model": job.model, **job.model_info, **provenance}
 
     def _style(self, index: int):
         if index not in self.prepared:
-            self.prepared[index] = self.stylizer.prepare_styles(decode_resize(self.styles[index], None).float().div(255))
+            self.prepared[index] = self.stylizer.prepare_styles(self.style_image(index))
         return self.prepared[index]
 
     def _check_current(self) -> None:
@@ -346,8 +346,8 @@ class _JobWriter:
 
 
 class StylizeActor:
-    """Loads every job's model once, decodes nothing (the CPU tasks did): stylizes each batch with each model
-    the batch's inputs are still pending for, and commits each model's outputs in its own folder."""
+    """Loads every job's model once, stylizes each batch with each model the batch's inputs are still pending
+    for, and commits each model's outputs in its own folder. Style images are decoded once for all models."""
 
     def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
                  preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
@@ -364,9 +364,16 @@ class StylizeActor:
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
+        self.style_data, self.decoded_styles = [data for _, data in styles], {}
         self.writers = [_JobWriter(job, Stylizer(stylecore.load(job.model, device=device), device=device, alpha=alpha,
                                                  preserve_color=preserve_color, style_size=style_size),
-                                   styles, output_format, image_format, quality, provenance) for job in jobs]
+                                   [key for key, _ in styles], self._style_image, output_format, image_format, quality,
+                                   provenance) for job in jobs]
+
+    def _style_image(self, index: int):
+        if index not in self.decoded_styles:
+            self.decoded_styles[index] = decode_resize(self.style_data[index], None).float().div(255)
+        return self.decoded_styles[index]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
