@@ -39,19 +39,26 @@ class HeldOutPairs:
     def __len__(self) -> int:
         return len(self.content_keys) * len(self.style_keys)
 
-    def pairs(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, list[int], list[int]]]:
-        """Batches of (content, style, content indices, style indices) over all N × M pairs, style-major."""
+    def pairs(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Batches of the N × M pairs, style-major, each as (contents, styles, content index, style index):
+        the distinct images of the batch once, and per pair k its content ``contents[content_index[k]]``
+        and style ``styles[style_index[k]]`` (so each image is encoded once per batch)."""
         indices = [(c, s) for s in range(len(self.style_keys)) for c in range(len(self.content_keys))]
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            content_index, style_index = [c for c, _ in chunk], [s for _, s in chunk]
-            yield self.contents[content_index], self.styles[style_index], content_index, style_index
+            content_ids = list(dict.fromkeys(c for c, _ in chunk))
+            style_ids = list(dict.fromkeys(s for _, s in chunk))
+            content_index = torch.tensor([content_ids.index(c) for c, _ in chunk])
+            style_index = torch.tensor([style_ids.index(s) for _, s in chunk])
+            yield self.contents[content_ids], self.styles[style_ids], content_index, style_index
 
 
-def score_pairs(model: torch.nn.Module, pairs: HeldOutPairs, metrics, batch_size: int,
+def score_pairs(model, pairs: HeldOutPairs, metrics, batch_size: int,
                 device: torch.device | str) -> tuple[dict[str, Tensor], Tensor]:
-    """Stylize every pair (style-major) with ``model`` and score each output with ``metrics`` (a
-    :class:`stylecore.metrics.StylizationMetrics`); returns per-pair values of each metric and the outputs.
+    """Stylize every pair (style-major) with ``model`` (a :class:`stylecore.models.StyleTransferModel`) and
+    score each output with ``metrics`` (a :class:`stylecore.metrics.StylizationMetrics`); returns per-pair
+    values of each metric and the outputs. Both encode each distinct image of a batch once: a batch of
+    ``batch_size`` pairs holds every content but only a few styles.
 
     The model runs in eval mode and inference mode, its previous mode restored afterwards, so it can
     be called in the middle of training (sweep validation).
@@ -61,10 +68,11 @@ def score_pairs(model: torch.nn.Module, pairs: HeldOutPairs, metrics, batch_size
     outputs, values = [], {}
     try:
         with torch.inference_mode():
-            for content, style, _, _ in pairs.pairs(batch_size):
-                content, style = content.to(device), style.to(device)
-                output = model(content, style).float().clamp(0, 1)
-                for name, value in metrics(output, content, style).items():
+            for contents, styles, content_index, style_index in pairs.pairs(batch_size):
+                contents, styles = contents.to(device), styles.to(device)
+                content_index, style_index = content_index.to(device), style_index.to(device)
+                output = model.stylize_pairs(contents, styles, content_index, style_index).float().clamp(0, 1)
+                for name, value in metrics.score_indexed(output, contents, styles, content_index, style_index).items():
                     values.setdefault(name, []).append(value)
                 outputs.append(output.cpu())
     finally:

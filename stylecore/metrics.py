@@ -103,8 +103,22 @@ class StylizationMetrics(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, output: Tensor, content: Tensor, style: Tensor) -> dict[str, Tensor]:
-        scores = self.objective(images={"pred": output, "content": content, "style": style}).per_sample
+        batch = torch.arange(output.shape[0], device=output.device)
+        return self.score_indexed(output, content, style, batch, batch)
+
+    @torch.no_grad()
+    def score_indexed(self, output: Tensor, contents: Tensor, styles: Tensor, content_index: Tensor,
+                      style_index: Tensor) -> dict[str, Tensor]:
+        """Every metric of output k against contents[content_index[k]] and styles[style_index[k]], each
+        distinct reference image encoded once (pairs share contents and styles)."""
+        from stylecore.models.base import select_batch
+
+        layers = self.objective.feature_layers()
+        references = {role: select_batch(self.encoder(images, sorted(layers[role])), index)
+                      for role, images, index in (("content", contents, content_index), ("style", styles, style_index))}
+        scores = self.objective(images={"pred": output}, features=references).per_sample
         values = {name: scores[name].float().cpu() for name in METRIC_TERMS}
+        content = contents.index_select(0, content_index.to(contents.device))
         values["ssim"] = ssim(output.clamp(0, 1), content.clamp(0, 1)).cpu()
         return values
 

@@ -110,6 +110,18 @@ def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
     return x, (h, w)
 
 
+def select_batch(code: Any, index: Tensor) -> Any:
+    """The batch entries ``index`` (1-D, repeats allowed) of a code: every tensor nested in tuples, lists or
+    dicts is indexed along its first (batch) dimension, which every model's codes share."""
+    if isinstance(code, Tensor):
+        return code.index_select(0, index.to(code.device))
+    if isinstance(code, Mapping):
+        return {key: select_batch(value, index) for key, value in code.items()}
+    if isinstance(code, (tuple, list)):
+        return type(code)(select_batch(value, index) for value in code)
+    return code
+
+
 def weighted_sum(items: Sequence[Any], weights: Sequence[float]) -> Any:
     """Σ w_i · item_i over tensors, or element-wise over (nested) tuples / dicts of tensors."""
     first = items[0]
@@ -207,6 +219,25 @@ class StyleTransferModel(nn.Module):
         if style.shape[0] == 1 and content.shape[0] > 1:
             style = style.expand(content.shape[0], -1, -1, -1)
         return self.stylize(content, [self.style_code(style)], alpha=alpha)
+
+    def stylize_pairs(self, contents: Tensor, styles: Tensor, content_index: Tensor, style_index: Tensor,
+                      alpha: float = 1.0) -> Tensor:
+        """Stylize pair k = (contents[content_index[k]], styles[style_index[k]]) for every k, encoding each
+        distinct content and style once: scoring every content × every style pays N + M encodings, not
+        2 · N · M. Equal to ``forward`` on the gathered batches (same padding, codes and decoding)."""
+        styles = check_image_batch(styles, "styles", self.min_side)
+        contents = check_image_batch(contents, "contents", self.min_side)
+        if content_index.dim() != 1 or content_index.shape != style_index.shape:
+            raise ValueError(f"content_index {tuple(content_index.shape)} and style_index {tuple(style_index.shape)} "
+                             "must be 1-D and of one length: one entry per pair")
+        for name, index, batch in (("content_index", content_index, contents), ("style_index", style_index, styles)):
+            if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < batch.shape[0]:
+                raise ValueError(f"{name} must lie in [0, {batch.shape[0]}), the images given; got "
+                                 f"[{int(index.min())}, {int(index.max())}]")
+        padded, (h, w) = pad_to_multiple(contents, self.size_multiple)
+        content_code = select_batch(self.content_code(padded), content_index)
+        style_code = select_batch(self.style_code(styles), style_index)
+        return self.decode(self.transfer(content_code, style_code), content_code, float(alpha))[..., :h, :w]
 
     # -- training ------------------------------------------------------------------------------
 

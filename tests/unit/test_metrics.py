@@ -69,6 +69,34 @@ def test_known_cases_score_zero_where_they_must(metrics):
     assert torch.all(as_style["content"] > 0) and torch.all(as_style["ssim"] < 1)
 
 
+def test_held_out_batches_cover_every_pair_once_and_score_as_the_gathered_pairs(metrics):
+    from stylecore.heldout import HeldOutPairs, score_pairs
+    from stylecore.models import build
+
+    contents = torch.stack([synthetic_photo(i, 48) for i in range(3)])
+    styles = torch.stack([synthetic_artwork(i, "waves", 48) for i in range(4)])
+    pairs = HeldOutPairs(contents, ["c0", "c1", "c2"], styles, ["s0", "s1", "s2", "s3"])
+    seen = []
+    for batch_contents, batch_styles, content_index, style_index in pairs.pairs(5):
+        # the distinct images of the batch, each once
+        assert len(batch_contents) == len(set(content_index.tolist())) and len(batch_styles) == len(set(style_index.tolist()))
+        for content, style in zip(batch_contents[content_index], batch_styles[style_index]):
+            seen.append(((contents == content).all(dim=(1, 2, 3)).nonzero().item(),
+                         (styles == style).all(dim=(1, 2, 3)).nonzero().item()))
+    assert seen == [(c, s) for s in range(4) for c in range(3)]  # style-major, every pair once
+
+    torch.manual_seed(0)
+    model = build("adain", encoder_weights="random:0").eval()
+    values, outputs = score_pairs(model, pairs, metrics, 5, "cpu")
+    content_of, style_of = torch.tensor([c for c, _ in seen]), torch.tensor([s for _, s in seen])
+    with torch.no_grad():
+        expected_outputs = model(contents[content_of], styles[style_of]).clamp(0, 1)
+        expected = metrics(expected_outputs, contents[content_of], styles[style_of])
+    torch.testing.assert_close(outputs, expected_outputs, atol=1e-5, rtol=1e-4)
+    for name in METRICS:
+        torch.testing.assert_close(values[name], expected[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_the_classic_loss_is_unequal_across_styles_where_the_balanced_loss_is_not(metrics):
     # The same degree of stylization (a 50/50 blend) for styles that differ only in contrast: the
     # classic Gram loss grows with the style's feature magnitude, so it ranks these equally stylized

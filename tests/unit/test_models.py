@@ -42,6 +42,28 @@ def test_one_style_serves_a_whole_batch_and_grayscale_is_expanded(name):
     assert gray.shape == (3, 3, 48, 48)
 
 
+@pytest.mark.parametrize("name", ALL)
+def test_stylizing_indexed_pairs_equals_stylizing_the_gathered_batches(name):
+    # Each distinct image is encoded once; every pair must still come out as forward() makes it, padding included.
+    model = offline_model(name)
+    contents, styles = images(3, 37, 53, 1), images(2, 45, 61, 2)
+    content_index, style_index = torch.tensor([0, 1, 2, 0, 1, 2, 2]), torch.tensor([0, 0, 0, 1, 1, 1, 0])
+    with torch.no_grad():
+        pairs = model.stylize_pairs(contents, styles, content_index, style_index)
+        gathered = model(contents[content_index], styles[style_index])
+    assert pairs.shape == (7, 3, 37, 53)
+    torch.testing.assert_close(pairs, gathered, atol=1e-5, rtol=1e-4)
+
+
+def test_indexed_pairs_are_checked_before_any_encoding():
+    model = offline_model("adain")
+    contents, styles = images(2, 32, 32, 1), images(2, 32, 32, 2)
+    with pytest.raises(ValueError, match=r"style_index must lie in \[0, 2\)"):
+        model.stylize_pairs(contents, styles, torch.tensor([0, 1]), torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="one entry per pair"):
+        model.stylize_pairs(contents, styles, torch.tensor([0, 1]), torch.tensor([0]))
+
+
 @pytest.mark.parametrize("bad, message", [
     (torch.rand(1, 4, 32, 32), "RGBA"),
     (torch.rand(3, 32, 32), "batch dimension"),
