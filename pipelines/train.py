@@ -187,6 +187,10 @@ def data_hashes(lock_path: Path, folders: list[str], root: Path) -> dict[str, st
 # Ray
 
 
+# Ray Train's per-run actor that watches the nodes for preemption (spot instances); see ray_session.
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
+
 @contextmanager
 def ray_session() -> Iterator[None]:
     """Connect to ``RAY_ADDRESS`` or start a local Ray sized to this machine; always shut down after.
@@ -207,7 +211,7 @@ def ray_session() -> Iterator[None]:
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
-    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", PREEMPTION_WATCHER)}
     if address:
         print(f"ray: connecting to the cluster at RAY_ADDRESS={address}", flush=True)
         ray.init(address=address)
@@ -221,6 +225,9 @@ def ray_session() -> Iterator[None]:
             probe.bind(("", 0))
             port = probe.getsockname()[1]
         os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ray.util.get_node_ip_address()}:{port}")
+        # A local instance has no node that can be preempted: spare every Train run the watcher actor (one more
+        # process to start while the workers start) unless the user asked for it.
+        os.environ.setdefault(PREEMPTION_WATCHER, "0")
         print(f"ray: starting a local instance with {cpus} CPUs and {gpus} GPUs at {os.environ['RAY_ADDRESS']} "
               "(set RAY_ADDRESS to use a cluster)", flush=True)
         try:
