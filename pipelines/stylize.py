@@ -638,11 +638,15 @@ def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles
         decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in work}}
     dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "work": work, **decode},
                                   batch_format="numpy", batch_size=batch_size, **io)
-    # One batch in flight per actor: a batch is seconds of work (every pending model), and with Ray Data's default
-    # queue the first actor up took every block of a small input while the others sat idle.
+    # A batch is seconds of work (every pending model). With few batches per actor, queue none ahead: under Ray
+    # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
+    # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors
+    # 6.9 images/s against 6.0 with one in flight; BENCHMARKS.md).
+    batches = -(-len(work) // batch_size)
+    in_flight = 1 if batches < 4 * actors else None
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
-        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
         fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format, "alpha": alpha,
                                "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
