@@ -216,9 +216,9 @@ class StyleTransferModel(nn.Module):
         if style.shape[0] not in (1, content.shape[0]):
             raise ValueError(f"style batch has {style.shape[0]} images, content {content.shape[0]}: give one "
                              "style per content image or a single style for all")
-        if style.shape[0] == 1 and content.shape[0] > 1:
-            style = style.expand(content.shape[0], -1, -1, -1)
-        return self.stylize(content, [self.style_code(style)], alpha=alpha)
+        pairs = torch.arange(content.shape[0], device=content.device)
+        # One style for the whole batch is encoded once, not once per content image.
+        return self.stylize_pairs(content, style, pairs, pairs if style.shape[0] > 1 else torch.zeros_like(pairs), alpha)
 
     def stylize_pairs(self, contents: Tensor, styles: Tensor, content_index: Tensor, style_index: Tensor,
                       alpha: float = 1.0) -> Tensor:
@@ -227,6 +227,8 @@ class StyleTransferModel(nn.Module):
         2 · N · M. Equal to ``forward`` on the gathered batches (same padding, codes and decoding)."""
         styles = check_image_batch(styles, "styles", self.min_side)
         contents = check_image_batch(contents, "contents", self.min_side)
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}")
         if content_index.dim() != 1 or content_index.shape != style_index.shape:
             raise ValueError(f"content_index {tuple(content_index.shape)} and style_index {tuple(style_index.shape)} "
                              "must be 1-D and of one length: one entry per pair")

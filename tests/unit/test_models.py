@@ -62,6 +62,8 @@ def test_indexed_pairs_are_checked_before_any_encoding():
         model.stylize_pairs(contents, styles, torch.tensor([0, 1]), torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="one entry per pair"):
         model.stylize_pairs(contents, styles, torch.tensor([0, 1]), torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
+        model.stylize_pairs(contents, styles, torch.tensor([0, 1]), torch.tensor([0, 1]), alpha=1.5)
 
 
 @pytest.mark.parametrize("bad, message", [
