@@ -44,11 +44,11 @@ import numpy as np
 
 from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
+from stylecore.imaging import IMAGE_SUFFIXES
 from stylecore.io import atomic_write_bytes, atomic_write_text
 
 POLICIES = ("one", "round_robin", "random")
 FORMATS = ("webdataset", "files")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 PARTS = "_parts"
 RUN_TOKEN = "RUN"  # in _parts/: the id of the run allowed to commit
 

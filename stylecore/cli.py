@@ -120,7 +120,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _image_files(paths: Sequence[str]) -> list[Path]:
-    from stylecore.data import IMAGE_SUFFIXES
+    from stylecore.imaging import IMAGE_SUFFIXES
 
     files: list[Path] = []
     for item in paths:

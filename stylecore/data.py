@@ -17,12 +17,11 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stylecore.imaging import to_rgb  # noqa: F401  (re-exported: stylecore.data.to_rgb)
+from stylecore.imaging import IMAGE_SUFFIXES, to_rgb  # noqa: F401  (to_rgb re-exported: stylecore.data.to_rgb)
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo
 
 # One shard folder, or several read as one set (e.g. Places365 and COCO as the content side).
 ShardLocations = Union[str, Path, Sequence[Union[str, Path]]]
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
 class ImageLoadError(ValueError):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+#: the file suffixes read as images wherever a folder is scanned (case-insensitive)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
 
 def to_rgb(image, background: tuple[int, int, int] = (255, 255, 255)):
     """Convert a PIL image of any mode (L, P, CMYK, I;16, RGBA, LA, …) to 8-bit RGB.
