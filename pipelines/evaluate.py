@@ -101,14 +101,6 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
     return found
 
 
-def score(checkpoint: str, pairs, metrics, batch_size: int, device) -> tuple[dict[str, Any], Any]:
-    """Every metric for every pair (style-major), and the stylized images."""
-    import stylecore
-    from stylecore.heldout import score_pairs
-
-    return score_pairs(stylecore.load(checkpoint, device=device), pairs, metrics, batch_size, device)
-
-
 def summarise(values: Mapping[str, Any], pairs, percentiles: list[float]) -> tuple[dict[str, float], list[dict]]:
     """Means over all pairs plus the classic-loss spread; and one row of means per style."""
     from stylecore.metrics import spread_ratio
@@ -125,18 +117,25 @@ def summarise(values: Mapping[str, Any], pairs, percentiles: list[float]) -> tup
     return totals, rows
 
 
-def comparison_image(pairs, outputs: Mapping[str, Any], rows: int):
-    """A grid image: one row per pair (content | style | each candidate's output), names on top."""
+def comparison_pairs(pairs, rows: int) -> list[int]:
+    """The pair indices (style-major) of the comparison image's rows: ``rows`` pairs spread over the
+    contents and styles."""
+    styles, contents = len(pairs.style_keys), len(pairs.content_keys)
+    picks = [(r % contents, (r * styles) // min(rows, styles * contents) % styles) for r in range(min(rows, len(pairs)))]
+    return [style_index * contents + content_index for content_index, style_index in picks]
+
+
+def comparison_image(pairs, outputs: Mapping[str, Any], picked: list[int]):
+    """A grid image: one row per picked pair (content | style | each candidate's output), names on top;
+    ``outputs[name][row]`` is candidate ``name``'s output for pair ``picked[row]``."""
     import torch
     import torchvision
     from PIL import Image, ImageDraw
 
-    styles, contents = len(pairs.style_keys), len(pairs.content_keys)
-    picks = [(r % contents, (r * styles) // min(rows, styles * contents) % styles) for r in range(min(rows, len(pairs)))]
+    contents = len(pairs.content_keys)
     tiles = []
-    for content_index, style_index in picks:
-        pair = style_index * contents + content_index
-        tiles += [pairs.contents[content_index], pairs.styles[style_index]] + [out[pair] for out in outputs.values()]
+    for row, pair in enumerate(picked):
+        tiles += [pairs.contents[pair % contents], pairs.styles[pair // contents]] + [out[row] for out in outputs.values()]
     columns = 2 + len(outputs)
     grid = torchvision.utils.make_grid(torch.stack(tiles), nrow=columns, padding=2, pad_value=1.0)
     image = Image.fromarray((grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
@@ -211,8 +210,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         models_root: Path = Path("models"), reports: Path = Path("reports")) -> dict[str, dict[str, float]]:
     import torch
 
+    import stylecore
     from pipelines.train import git_state
-    from stylecore.heldout import select_heldout
+    from stylecore.heldout import score_models, select_heldout
     from stylecore.metrics import StylizationMetrics
 
     root = params_path.resolve().parent
@@ -233,11 +233,26 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
           f"{len(pairs.style_keys)} styles) at {settings['size']} px on {device}; metric encoder {metrics.describe()}",
           flush=True)
 
+    # All candidates at once, batch by batch: the metric encoder sees each held-out image once per batch
+    # for all of them, and only the comparison image's outputs are kept.
+    models = {candidate.name: stylecore.load(candidate.checkpoint, device=device) for candidate in candidates}
+    picked = comparison_pairs(pairs, settings["grid_pairs"])
+    last_report = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:  # a line every 30 s: a full-profile evaluation takes a while
+        nonlocal last_report
+        if time.perf_counter() - last_report >= 30 and done < total:
+            last_report = time.perf_counter()
+            print(f"evaluate: {done} of {total} pairs scored by every candidate "
+                  f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+    scored = score_models(models, pairs, metrics, settings["batch_size"], device, keep_outputs=picked,
+                          progress=progress)
     table: dict[str, dict[str, float]] = {}
     per_style: dict[str, list[dict]] = {}
     outputs = {}
     for candidate in candidates:
-        values, outputs[candidate.name] = score(candidate.checkpoint, pairs, metrics, settings["batch_size"], device)
+        values, outputs[candidate.name] = scored[candidate.name]
         table[candidate.name], per_style[candidate.name] = summarise(values, pairs, settings["spread_percentiles"])
         row = table[candidate.name]
         print(f"evaluate: {candidate.name:<28} content {row['content']:.4g}  classic {row['style_classic']:.4g}  "
@@ -246,7 +261,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     reports.mkdir(parents=True, exist_ok=True)
     for name, rows in per_style.items():
         atomic_write_text(reports / "per_style" / f"{name}.csv", _csv_text(rows))
-    image = comparison_image(pairs, outputs, settings["grid_pairs"])
+    image = comparison_image(pairs, outputs, picked)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=92)
     atomic_write_bytes(reports / "comparison.jpg", buffer.getvalue())

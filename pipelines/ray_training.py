@@ -95,7 +95,7 @@ class Validation:
     def __call__(self, trainer: Trainer) -> dict[str, float]:
         from stylecore.heldout import score_pairs
 
-        values, _ = score_pairs(trainer.model, self.pairs, self.metrics, self.batch_size, self.device)
+        values, _ = score_pairs(trainer.model, self.pairs, self.metrics, self.batch_size, self.device, keep_outputs=())
         means = {f"val/{name}": float(value.mean()) for name, value in values.items()}
         means["val/objective"] = sum(weight * means[f"val/{name}"] for name, weight in self.objective.items())
         if self.log is not None:

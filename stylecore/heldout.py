@@ -18,7 +18,7 @@ import hashlib
 import heapq
 import json
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -53,31 +53,65 @@ class HeldOutPairs:
             yield self.contents[content_ids], self.styles[style_ids], content_index, style_index
 
 
-def score_pairs(model, pairs: HeldOutPairs, metrics, batch_size: int,
-                device: torch.device | str) -> tuple[dict[str, Tensor], Tensor]:
-    """Stylize every pair (style-major) with ``model`` (a :class:`stylecore.models.StyleTransferModel`) and
-    score each output with ``metrics`` (a :class:`stylecore.metrics.StylizationMetrics`); returns per-pair
-    values of each metric and the outputs. Both encode each distinct image of a batch once: a batch of
-    ``batch_size`` pairs holds every content but only a few styles.
+def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_size: int,
+                 device: torch.device | str, keep_outputs: Sequence[int] | None = None,
+                 progress: Callable[[int, int], None] | None = None
+                 ) -> dict[str, tuple[dict[str, Tensor], Tensor]]:
+    """Stylize every pair (style-major) with each of ``models`` (name → a
+    :class:`stylecore.models.StyleTransferModel`) and score each output with ``metrics`` (a
+    :class:`stylecore.metrics.StylizationMetrics`); returns, per name, the per-pair values of each
+    metric and the outputs of the pairs ``keep_outputs`` lists, in that order (every pair when None).
 
-    The model runs in eval mode and inference mode, its previous mode restored afterwards, so it can
-    be called in the middle of training (sweep validation).
+    The work goes batch by batch: a batch's distinct contents and styles are encoded once, by each
+    model for stylizing and once for all models by the metric encoder; and only the kept outputs are
+    held, so memory does not grow with the number of pairs. ``progress(pairs done, pairs)`` is called
+    after each batch. The models run in eval mode and inference mode, their previous modes restored
+    afterwards, so a model can be scored in the middle of training (sweep validation).
     """
-    was_training = model.training
-    model.eval()
-    outputs, values = [], {}
+    total = len(pairs)
+    wanted = range(total) if keep_outputs is None else [int(i) for i in keep_outputs]
+    outside = [i for i in wanted if not 0 <= i < total]
+    if outside:
+        raise ValueError(f"keep_outputs: pair indices {outside[:5]} lie outside the {total} pairs")
+    keep = set(wanted)
+    modes = {name: model.training for name, model in models.items()}
+    values: dict[str, dict[str, list[Tensor]]] = {name: {} for name in models}
+    kept: dict[str, dict[int, Tensor]] = {name: {} for name in models}
+    done = 0
     try:
+        for model in models.values():
+            model.eval()
         with torch.inference_mode():
             for contents, styles, content_index, style_index in pairs.pairs(batch_size):
                 contents, styles = contents.to(device), styles.to(device)
                 content_index, style_index = content_index.to(device), style_index.to(device)
-                output = model.stylize_pairs(contents, styles, content_index, style_index).float().clamp(0, 1)
-                for name, value in metrics.score_indexed(output, contents, styles, content_index, style_index).items():
-                    values.setdefault(name, []).append(value)
-                outputs.append(output.cpu())
+                references = metrics.encode_references(contents, styles)
+                rows = [(position, done + position) for position in range(len(content_index)) if done + position in keep]
+                for name, model in models.items():
+                    output = model.stylize_pairs(contents, styles, content_index, style_index).float().clamp(0, 1)
+                    scores = metrics.score_indexed(output, contents, styles, content_index, style_index, references)
+                    for metric, value in scores.items():
+                        values[name].setdefault(metric, []).append(value)
+                    # a copy, not a view: a view would keep the whole batch's outputs alive
+                    kept[name].update((pair, output[position].to("cpu", copy=True)) for position, pair in rows)
+                done += len(content_index)
+                if progress is not None:
+                    progress(done, total)
     finally:
-        model.train(was_training)
-    return {name: torch.cat(parts) for name, parts in values.items()}, torch.cat(outputs)
+        for name, model in models.items():
+            model.train(modes[name])
+    results = {}
+    for name in models:
+        outputs = [kept[name][i] for i in wanted]
+        results[name] = ({metric: torch.cat(parts) for metric, parts in values[name].items()},
+                         torch.stack(outputs) if outputs else torch.empty(0, 3, 0, 0))
+    return results
+
+
+def score_pairs(model, pairs: HeldOutPairs, metrics, batch_size: int, device: torch.device | str,
+                keep_outputs: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+    """:func:`score_models` for one model: the per-pair values of each metric and the kept outputs."""
+    return score_models({"model": model}, pairs, metrics, batch_size, device, keep_outputs)["model"]
 
 
 def center_square(image: Tensor, size: int) -> Tensor:

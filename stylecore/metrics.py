@@ -107,16 +107,27 @@ class StylizationMetrics(torch.nn.Module):
         return self.score_indexed(output, content, style, batch, batch)
 
     @torch.no_grad()
+    def encode_references(self, contents: Tensor, styles: Tensor) -> dict[str, dict[str, Tensor]]:
+        """The features of distinct content and style images that outputs are compared with, at the layers
+        the terms read: computed once per batch of pairs and shared by every model scored on it."""
+        layers = self.objective.feature_layers()
+        return {"content": self.encoder(contents, sorted(layers["content"])),
+                "style": self.encoder(styles, sorted(layers["style"]))}
+
+    @torch.no_grad()
     def score_indexed(self, output: Tensor, contents: Tensor, styles: Tensor, content_index: Tensor,
-                      style_index: Tensor) -> dict[str, Tensor]:
+                      style_index: Tensor, references: dict[str, dict[str, Tensor]] | None = None
+                      ) -> dict[str, Tensor]:
         """Every metric of output k against contents[content_index[k]] and styles[style_index[k]], each
-        distinct reference image encoded once (pairs share contents and styles)."""
+        distinct reference image encoded once (pairs share contents and styles). ``references``:
+        :meth:`encode_references` of these contents and styles, when already computed."""
         from stylecore.models.base import select_batch
 
-        layers = self.objective.feature_layers()
-        references = {role: select_batch(self.encoder(images, sorted(layers[role])), index)
-                      for role, images, index in (("content", contents, content_index), ("style", styles, style_index))}
-        scores = self.objective(images={"pred": output}, features=references).per_sample
+        if references is None:
+            references = self.encode_references(contents, styles)
+        gathered = {"content": select_batch(references["content"], content_index),
+                    "style": select_batch(references["style"], style_index)}
+        scores = self.objective(images={"pred": output}, features=gathered).per_sample
         values = {name: scores[name].float().cpu() for name in METRIC_TERMS}
         content = contents.index_select(0, content_index.to(contents.device))
         values["ssim"] = ssim(output.clamp(0, 1), content.clamp(0, 1)).cpu()

@@ -97,6 +97,40 @@ def test_held_out_batches_cover_every_pair_once_and_score_as_the_gathered_pairs(
         torch.testing.assert_close(values[name], expected[name], atol=1e-6, rtol=1e-4, msg=name)
 
 
+def test_scoring_models_together_equals_scoring_each_alone_with_references_encoded_once_per_batch(metrics):
+    from stylecore.heldout import HeldOutPairs, score_models, score_pairs
+    from stylecore.models import build
+
+    contents = torch.stack([synthetic_photo(i, 48) for i in range(3)])
+    styles = torch.stack([synthetic_artwork(i, family, 48) for i, family in enumerate(["waves", "dots", "checks", "noise"])])
+    pairs = HeldOutPairs(contents, ["c0", "c1", "c2"], styles, ["s0", "s1", "s2", "s3"])
+    torch.manual_seed(0)
+    models = {"adain": build("adain", encoder_weights="random:0"), "linear": build("linear", encoder_weights="random:0")}
+    models["adain"].eval()
+    models["linear"].train()  # a model in the middle of training comes back in training mode
+    alone = {name: score_pairs(model, pairs, metrics, 5, "cpu") for name, model in models.items()}
+
+    calls = []
+    hook = metrics.encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        keep = [7, 0, 11]
+        together = score_models(models, pairs, metrics, 5, "cpu", keep_outputs=keep)
+    finally:
+        hook.remove()
+    batches = 3  # 12 pairs in batches of 5
+    # per batch: the contents and the styles once for both models, then each model's outputs
+    assert len(calls) == batches * (2 + len(models))
+    assert sum(calls) == sum(len(c) + len(s) for c, s, _, _ in pairs.pairs(5)) + len(models) * len(pairs)
+    for name in models:
+        values, outputs = together[name]
+        torch.testing.assert_close(outputs, alone[name][1][keep], atol=1e-6, rtol=1e-5)
+        for metric in METRICS:
+            torch.testing.assert_close(values[metric], alone[name][0][metric], atol=1e-6, rtol=1e-5, msg=metric)
+    assert models["linear"].training and not models["adain"].training
+    with pytest.raises(ValueError, match="keep_outputs.*12 pairs"):
+        score_models(models, pairs, metrics, 5, "cpu", keep_outputs=[12])
+
+
 def test_the_classic_loss_is_unequal_across_styles_where_the_balanced_loss_is_not(metrics):
     # The same degree of stylization (a 50/50 blend) for styles that differ only in contrast: the
     # classic Gram loss grows with the style's feature magnitude, so it ranks these equally stylized
