@@ -249,14 +249,24 @@ def _concurrency(settings: Mapping[str, Any], scale: Mapping[str, Any]) -> int:
     return max(1, int(fits))
 
 
-def _trial_record(result, total_steps: int, child_runs: Mapping[str, str]) -> dict[str, Any]:
+def _logged_curve(client, run_id: str | None) -> list[dict[str, float]]:
+    """A trial's validation curve from its MLflow run, one point per step (a step re-run after a restore keeps
+    its latest value). Complete across restores, unlike Tune's own record of a restored trial, which starts
+    afresh; and it includes any report the trial made while Tune was stopping it."""
+    if not run_id:
+        return []
+    latest = {m.step: m.value for m in sorted(client.get_metric_history(run_id, METRIC), key=lambda m: m.timestamp)}
+    return [{"step": int(step), METRIC: float(value)} for step, value in sorted(latest.items())]
+
+
+def _trial_record(result, total_steps: int, child_runs: Mapping[str, str], client) -> dict[str, Any]:
     metrics = dict(result.metrics or {})
     trial_id = metrics.get("trial_id") or Path(result.path).name
     step = int(metrics.get("step", 0))
     outcome = "failed" if result.error is not None else "finished" if step >= total_steps else "stopped_early"
-    curve = []
+    curve = _logged_curve(client, child_runs.get(trial_id))
     frame = result.metrics_dataframe
-    if frame is not None and METRIC in frame:
+    if not curve and frame is not None and METRIC in frame:
         curve = [{"step": int(s), METRIC: float(v)} for s, v in zip(frame["step"], frame[METRIC])]
     return {"trial_id": trial_id, "config": dict(result.config), "outcome": outcome, "step": step,
             "reports": int(metrics.get("training_iteration", 0)),
@@ -273,7 +283,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
     ``ray_storage`` (a folder or URI) holds the Tune experiment and the trials' checkpoints until the sweep
     completes; default ``<storage.checkpoints>/sweeps``."""
     import mlflow
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -377,12 +387,15 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
         experiment_id = client.get_experiment_by_name(tracking["experiment"]).experiment_id
         child_runs = {run.data.tags.get("sweep.trial_id"): run.info.run_id for run in client.search_runs(
             [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=10_000)}
-        trials = sorted((_trial_record(r, steps, child_runs) for r in results), key=lambda t: t["trial_id"])
+        trials = sorted((_trial_record(r, steps, child_runs, client) for r in results), key=lambda t: t["trial_id"])
         # Tune's record decides each child run's end state: a trial stopped at its last report (ASHA's max_t) may
         # be torn down before its own `set_terminated(FINISHED)`, and is then left FAILED by its exception path.
+        # A trial keeps training while Tune weighs its report, so a stopped trial's run can hold a report or more
+        # past the step ASHA stopped it at: `sweep.step` is the last step Tune weighed, as in the report.
         for trial in trials:
             if trial["mlflow_run_id"]:
-                client.set_tag(trial["mlflow_run_id"], "sweep.outcome", trial["outcome"])
+                client.log_batch(trial["mlflow_run_id"], tags=[RunTag("sweep.outcome", trial["outcome"]),
+                                                                RunTag("sweep.step", str(trial["step"]))])
                 client.set_terminated(trial["mlflow_run_id"], RUN_STATUS[trial["outcome"]])
         finished = [t for t in trials if t["outcome"] == "finished" and METRIC in t["metrics"]]
         if not finished:

@@ -117,10 +117,17 @@ def test_a_sweep_interrupted_and_rerun_completes_with_asha_stops_and_mlflow_pare
         run = by_trial[trial["trial_id"]]
         assert run.info.run_id == trial["mlflow_run_id"]
         assert run.info.status == {"finished": "FINISHED", "stopped_early": "KILLED"}[trial["outcome"]]
-        assert run.data.tags["sweep.outcome"] == trial["outcome"]
+        assert run.data.tags["sweep.outcome"] == trial["outcome"] and run.data.tags["sweep.step"] == str(trial["step"])
         assert float(run.data.params["trial.lr"]) == trial["config"]["lr"]
+        # The report's curve has every validation the trial ran, a restore notwithstanding (every 3 steps from the
+        # first), and agrees with the value Tune weighed at its last step. A stopped trial trains on while Tune
+        # weighs its report, so its curve may go on past the step ASHA stopped it at; a finished one ends at 12.
+        curve = {point["step"]: point["val/objective"] for point in trial["curve"]}
+        assert list(curve) == list(range(3, max(curve) + 1, 3)), (trial["trial_id"], list(curve))
+        assert curve[trial["step"]] == pytest.approx(trial["metrics"]["val/objective"])
+        assert max(curve) == 12 if trial["outcome"] == "finished" else trial["step"] <= max(curve) <= 12
         history = client.get_metric_history(run.info.run_id, "val/objective")
-        assert history and max(m.step for m in history) == trial["step"]
+        assert {m.step for m in history} == set(curve)
     assert by_trial[best["trial_id"]].data.tags["model_uri"] == report["best"]["model_uri"]
     # finished: Tune's and the trials' Ray state is gone, so a later sweep starts afresh
     assert not (workspace / "ray_results" / report["sweep"]).exists()
