@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -393,7 +394,6 @@ def log_final_model(checkpoint: Path, combination: Combination) -> str:
     import mlflow
     import numpy as np
     import torch
-    import torchvision
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
@@ -413,7 +413,9 @@ def log_final_model(checkpoint: Path, combination: Combination) -> str:
         PackedPairStylizer(model), name="model", signature=signature, input_example=(example, {"alpha": 1.0}),
         serialization_format="pickle", code_paths=[str(Path(stylecore.__file__).parent)],
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                          f"torchvision=={torchvision.__version__.split('+')[0]}", "safetensors", "pillow", "pyyaml"])
+                          # the installed version, without importing torchvision (1–3 s) only to read it
+                          f"torchvision=={importlib.metadata.version('torchvision').split('+')[0]}",
+                          "safetensors", "pillow", "pyyaml"])
     return info.model_uri
 
 
