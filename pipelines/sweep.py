@@ -265,9 +265,10 @@ def _trial_record(result, total_steps: int, child_runs: Mapping[str, str], clien
     step = int(metrics.get("step", 0))
     outcome = "failed" if result.error is not None else "finished" if step >= total_steps else "stopped_early"
     curve = _logged_curve(client, child_runs.get(trial_id))
-    frame = result.metrics_dataframe
-    if not curve and frame is not None and METRIC in frame:
-        curve = [{"step": int(s), METRIC: float(v)} for s, v in zip(frame["step"], frame[METRIC])]
+    if not curve:  # no MLflow run (the trial died before opening it): Tune's own record
+        frame = result.metrics_dataframe
+        if frame is not None and METRIC in frame:
+            curve = [{"step": int(s), METRIC: float(v)} for s, v in zip(frame["step"], frame[METRIC])]
     return {"trial_id": trial_id, "config": dict(result.config), "outcome": outcome, "step": step,
             "reports": int(metrics.get("training_iteration", 0)),
             "metrics": {k: float(v) for k, v in metrics.items() if k.startswith(("val/", "loss/"))},
