@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.stylize import PARTS, decode_resize, encode_image, stylize_dataset  # noqa: E402
+from pipelines.stylize import PARTS, decode_resize, encode_output, stylize_dataset  # noqa: E402
 from stylecore.data import save_image  # noqa: E402
 from stylecore.stylize import Stylizer  # noqa: E402
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402
@@ -42,7 +42,7 @@ def plain_loop(checkpoint: Path, photos: list[Path], styles: list[Path], size: i
     for index, path in enumerate(photos):
         image = decode_resize(path.read_bytes(), size).float() / 255
         result = stylizer(image, prepared[index % len(prepared)])
-        (output / f"{path.stem}.jpg").write_bytes(encode_image(result, "jpg", 92))
+        (output / f"{path.stem}.jpg").write_bytes(encode_output(result, "jpg", 92))
     return len(photos) / (time.perf_counter() - started)
 
 

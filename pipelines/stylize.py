@@ -44,8 +44,9 @@ import numpy as np
 
 from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
-from stylecore.imaging import IMAGE_SUFFIXES
-from stylecore.io import atomic_write_bytes, atomic_write_text
+from stylecore.imaging import IMAGE_SUFFIXES, MAX_PIXELS, encode_image, open_image
+from stylecore.io import (UnsafeName, atomic_write_bytes, atomic_write_text, check_output_name, confined_path,
+                          remove_stale_temporaries)
 
 POLICIES = ("one", "round_robin", "random")
 FORMATS = ("webdataset", "files")
@@ -69,6 +70,19 @@ class Inputs:
     keys: list[str]
     urls: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # key → path (files only)
+    #: inputs whose key cannot name an output inside the output folder ({"key", "reason"}), never read
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+
+def _split_unsafe(keys: list[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """Keys that can name an output file, and the rejections of those that cannot (``..``, absolute, …)."""
+    safe, refused = [], []
+    for key in keys:
+        try:
+            safe.append(check_output_name(key))
+        except UnsafeName as error:
+            refused.append({"key": key, "reason": f"unsafe key: {error}; outputs are named by key"})
+    return safe, refused
 
 
 def arrow_filesystem(url: str):
@@ -122,8 +136,8 @@ def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None =
         if duplicated:
             raise StylizeError(f"input shards repeat the keys {duplicated[:5]}; outputs are named by key, so keys must be "
                                "unique (reshard, or stylize the shard sets separately)")
-        chosen = sorted(keys)[:limit]
-        return Inputs("shards", chosen, urls=urls)
+        safe, refused = _split_unsafe(keys)
+        return Inputs("shards", sorted(safe)[:limit], urls=urls, refused=refused)
     if len(locations) != 1 or not Path(locations[0]).is_dir():
         raise StylizeError(f"input {locations}: expected one image folder, or shard folders / .tar files")
     root = Path(locations[0])
@@ -137,14 +151,13 @@ def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None =
             files[key] = str(path.resolve())
     if not files:
         raise StylizeError(f"input folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    keys = sorted(files)[:limit]
-    return Inputs("files", keys, files={k: files[k] for k in keys})
+    safe, refused = _split_unsafe(list(files))
+    keys = sorted(safe)[:limit]
+    return Inputs("files", keys, files={k: files[k] for k in keys}, refused=refused)
 
 
 def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, bytes]]:
     """Style images as (key, encoded bytes) from files, a folder or a shard set; each is checked readable."""
-    from PIL import Image
-
     from stylecore.shards import ShardImages, is_remote, is_shard_location
 
     locations = [location] if isinstance(location, (str, Path)) else list(location)
@@ -177,7 +190,7 @@ def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, 
         raise StylizeError(f"styles {locations}: no images found")
     for key, data in styles:
         try:
-            with Image.open(io.BytesIO(data)) as image:
+            with open_image(data) as image:
                 image.verify()
         except Exception as error:  # noqa: BLE001 - any decoder failure means the same thing here
             raise StylizeError(f"style {key}: not a readable image ({error}); remove it from the styles") from None
@@ -198,21 +211,17 @@ def assign_styles(keys: Sequence[str], count: int, policy: str, seed: int) -> di
 # Decode (CPU tasks) and stylize (actors)
 
 
-def decode_resize(data: bytes, size: int | None, max_pixels: int = 178_956_970):
+def decode_resize(data: bytes, size: int | None, max_pixels: int = MAX_PIXELS):
     """Encoded image bytes → (3, H, W) uint8 tensor, RGB, short side resized to ``size`` (None keeps it).
 
     The one input transform of the pipeline; the tests stylize its output in one process to compare.
     """
     import torch
-    from PIL import Image, ImageOps
 
     from stylecore.data import resize_short_side
-    from stylecore.imaging import to_rgb
+    from stylecore.imaging import decode_rgb
 
-    with Image.open(io.BytesIO(data)) as image:
-        if image.width * image.height > max_pixels:
-            raise ValueError(f"{image.width}x{image.height} pixels exceeds the limit of {max_pixels}")
-        array = np.asarray(to_rgb(ImageOps.exif_transpose(image)), dtype=np.uint8)
+    array = np.asarray(decode_rgb(data, max_pixels, needed_short_side=size).image, dtype=np.uint8)
     tensor = torch.from_numpy(array.copy()).permute(2, 0, 1)
     if size:
         tensor = resize_short_side(tensor.float().div(255), size).mul(255).round().clamp(0, 255).byte()
@@ -308,7 +317,7 @@ class _JobWriter:
                         results.append(None)
             for (key, _), result in zip(group, results):
                 if result is not None:
-                    outputs.append((key, style, encode_image(result, self.image_format, self.quality)))
+                    outputs.append((key, style, encode_output(result, self.image_format, self.quality)))
         self._check_current()
         records = self._write(outputs)
         written = [{"key": key, "style": self.style_keys[style], "file": file} for (key, style, _), file in zip(outputs, records)]
@@ -330,7 +339,7 @@ class _JobWriter:
             files = []
             for key, _, data in outputs:
                 relative = f"{key}.{suffix}"
-                atomic_write_bytes(output / relative, data)
+                atomic_write_bytes(confined_path(output, relative), data)  # keys were checked; a link was not
                 files.append(relative)
             return files
         import webdataset as wds
@@ -339,7 +348,7 @@ class _JobWriter:
         buffer = io.BytesIO()
         with wds.TarWriter(buffer, mtime=0) as writer:
             for key, style, data in outputs:
-                writer.write({"__key__": key, suffix: data, "json": json.dumps(
+                writer.write({"__key__": check_output_name(key), suffix: data, "json": json.dumps(
                     {"source_key": key, "style_key": self.style_keys[style], **self.provenance}).encode()})
         atomic_write_bytes(output / name, buffer.getvalue())
         return [name] * len(outputs)
@@ -402,14 +411,10 @@ class StylizeActor:
                 "status": np.array(status_column, dtype=object)}
 
 
-def encode_image(image, image_format: str, quality: int) -> bytes:
-    from PIL import Image
+def encode_output(image, image_format: str, quality: int) -> bytes:
+    from stylecore.data import to_uint8_hwc
 
-    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG" if image_format == "jpg" else "PNG",
-                                **({"quality": quality} if image_format == "jpg" else {}))
-    return buffer.getvalue()
+    return encode_image(to_uint8_hwc(image), "JPEG" if image_format == "jpg" else "PNG", quality)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -548,6 +553,8 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
     for index, ((model, model_info), (_, output)) in enumerate(zip(resolved, jobs)):
         job = Job(model, model_info, Path(output), uuid.uuid4().hex)
         atomic_write_text(job.output / PARTS / RUN_TOKEN, job.run_token)  # from now on only this run's actors commit
+        # Temporaries of writes a crash interrupted: no actor of an earlier run can commit any more (the token).
+        stale = remove_stale_temporaries(job.output) + remove_stale_temporaries(job.output / PARTS)
         done, rejected_before = committed(job.output, output_format)
         previously_rejected = {r["key"] for r in rejected_before}
         pending = [key for key in listed.keys if key not in done and key not in previously_rejected]
@@ -556,7 +563,10 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
         plan.append(job)
         print(f"stylize: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}; "
               f"{len(done)} already written and {len(previously_rejected)} rejected by an earlier run are skipped; "
-              f"{len(pending)} to do with {model} into {job.output}", flush=True)
+              f"{len(pending)} to do with {model} into {job.output}"
+              + (f"; {len(listed.refused)} refused for unsafe keys (e.g. {listed.refused[0]['key']!r})"
+                 if listed.refused else "")
+              + (f"; removed {len(stale)} temporaries of an interrupted run" if stale else ""), flush=True)
 
     started = time.perf_counter()
     counts = [{"written": 0, "rejected": 0} for _ in plan]
@@ -585,6 +595,7 @@ def _finish(job: Job, listed: Inputs, counts: Mapping[str, int], seconds: float,
             settings: Mapping[str, Any]) -> dict[str, Any]:
     """Write ``<output>/manifest.json`` for one job from what its folder holds now."""
     written, rejected = committed(job.output, settings["format"])
+    rejected = listed.refused + rejected
     rejected_keys = {r["key"] for r in rejected}
     missing = [key for key in listed.keys if key not in written and key not in rejected_keys]
 

@@ -170,7 +170,7 @@ def check_space(name: str, combination: Combination, spec: Mapping[str, Any]) ->
     for config in extreme_values(spec):
         train, data = trial_settings(combination, config)
         try:
-            TrainConfig.from_dict(train)
+            TrainConfig.from_dict(train).check_buildable()  # a misspelt style_params key fails here, not in 24 trials
             for key in DATA_OVERRIDES:
                 if data[key] is not None and (not isinstance(data[key], int) or data[key] < 1):
                     raise ValueError(f"{key} must be a positive integer; got {data[key]!r}")

@@ -39,7 +39,6 @@ from stylecore.io import atomic_directory, atomic_write_text
 DATA_KEYS = {"batch_size": 4, "crop_size": 256, "load_size": None, "report_every": 100, "weights": None}
 RAY_KEYS = {"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto",
             "max_failures": 2, "keep_checkpoints": 2}
-WEIGHT_PARAMETERS = ("encoder_weights", "predictor_weights")
 
 
 class TrainStageError(RuntimeError):
@@ -68,8 +67,32 @@ class Combination:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def weights(self) -> dict[str, str]:
+        from stylecore.training import WEIGHT_PARAMETERS
+
         params = self.train.get("model_params", {})
         return {key: str(params[key]) for key in WEIGHT_PARAMETERS if key in params}
+
+
+def _is_count(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def check_ray_settings(settings: Mapping[str, Any], where: str) -> None:
+    """``train.ray``'s keys, each with its type and range; the error names the key, the value and the range."""
+    unknown = sorted(set(settings) - set(RAY_KEYS))
+    if unknown:
+        raise CatalogueError(f"params.yaml: {where} has unknown key(s) {unknown}; keys: {', '.join(RAY_KEYS)}")
+    rules = {"workers": (lambda v: _is_count(v, 1), "a positive integer"),
+             "max_failures": (lambda v: _is_count(v, 0), "an integer ≥ 0 (restarts after a failure; -1, retry "
+                                                         "forever, is refused: a broken run must stop)"),
+             "keep_checkpoints": (lambda v: _is_count(v, 1), "a positive integer"),
+             "use_gpu": (lambda v: v == "auto" or isinstance(v, bool), "auto, true or false"),
+             "gpus_per_worker": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                                 "a positive number"),
+             "threads_per_worker": (lambda v: v == "auto" or _is_count(v, 1), "auto or a positive integer")}
+    for key, (valid, allowed) in rules.items():
+        if key in settings and not valid(settings[key]):
+            raise CatalogueError(f"params.yaml: {where}.{key}={settings[key]!r} is invalid; it must be {allowed}")
 
 
 def deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,7 +121,7 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
     """The settings and data of ``model × loss``, validated (TrainConfig included) before anything starts."""
     from stylecore import models as model_registry
     from stylecore.registry import accepted_parameters
-    from stylecore.training import TrainConfig
+    from stylecore.training import WEIGHT_PARAMETERS, TrainConfig
 
     profile = active_profile(params)
     grid = _section(params, "train", "grid")
@@ -113,15 +136,14 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
     settings = deep_merge(settings, _section(params, "train", "losses").get(loss) or {})
     data = {key: settings.pop(key, default) for key, default in DATA_KEYS.items()}
     ray_settings = deep_merge(RAY_KEYS, _section(params, "train", "ray"))
-    unknown = sorted(set(ray_settings) - set(RAY_KEYS))
-    if unknown:
-        raise CatalogueError(f"params.yaml: train.ray has unknown key(s) {unknown}; keys: {', '.join(RAY_KEYS)}")
-    if not isinstance(ray_settings["workers"], int) or ray_settings["workers"] < 1:
-        raise CatalogueError(f"params.yaml: train.ray.workers must be a positive integer; got {ray_settings['workers']!r}")
+    check_ray_settings(ray_settings, "train.ray")
     for key in ("batch_size", "crop_size", "report_every"):
-        if not isinstance(data[key], int) or data[key] < 1:
+        if not _is_count(data[key], 1):
             raise CatalogueError(f"params.yaml: train.profiles.{profile}.{key} must be a positive integer; "
                                  f"got {data[key]!r}")
+    if data["load_size"] is not None and not _is_count(data["load_size"], 1):
+        raise CatalogueError(f"params.yaml: train.profiles.{profile}.load_size must be a positive integer or null; "
+                             f"got {data['load_size']!r}")
 
     train = {**settings, "model": model, "style_loss": loss}
     model_params = dict(train.get("model_params") or {})
@@ -133,7 +155,9 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
                 model_params.setdefault(key, str(data["weights"]))
     train["model_params"] = model_params
     try:
-        TrainConfig.from_dict(train)
+        # the model and every objective built as the workers will (shapes only): a bad loss, key or weights
+        # file fails here, before Ray starts, and is never retried
+        TrainConfig.from_dict(train).check_buildable()
     except ValueError as error:
         raise CatalogueError(f"params.yaml: train settings of {model} × {loss}: {error}") from None
 
@@ -190,6 +214,15 @@ def data_hashes(lock_path: Path, folders: list[str], root: Path) -> dict[str, st
 
 # Ray Train's per-run actor that watches the nodes for preemption (spot instances); see ray_session.
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# The address of a local instance ray_session started (inherited by the stages of pipelines.repro): a
+# RAY_ADDRESS equal to it is this machine, which no autoscaler can grow.
+LOCAL_RAY = "STYLECORE_LOCAL_RAY"
+
+
+def on_local_ray() -> bool:
+    """Whether the Ray in use is a local instance that ray_session started, not a cluster the user named."""
+    address = os.environ.get("RAY_ADDRESS")
+    return not address or address == os.environ.get(LOCAL_RAY)
 
 
 @contextmanager
@@ -212,7 +245,8 @@ def ray_session() -> Iterator[None]:
         yield
         return
     address = os.environ.get("RAY_ADDRESS")
-    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", PREEMPTION_WATCHER)}
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", PREEMPTION_WATCHER,
+                                                  LOCAL_RAY, "RAY_AUTH_MODE")}
     if address:
         print(f"ray: connecting to the cluster at RAY_ADDRESS={address}", flush=True)
         ray.init(address=address)
@@ -223,9 +257,17 @@ def ray_session() -> Iterator[None]:
 
         cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
         with socket.socket() as probe:  # a free port for this instance's GCS, known before it starts
-            probe.bind(("", 0))
+            probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=f"{ray.util.get_node_ip_address()}:{port}")
+        # Loopback: the instance advertises 127.0.0.1, and the processes it starts reach it there. Some of Ray's
+        # gRPC servers still listen on every interface, so every request must carry the instance's token:
+        # token authentication (Ray ≥ 2.52; its default from 2.60) is switched on unless the user chose.
+        address = f"127.0.0.1:{port}"
+        os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=address, **{LOCAL_RAY: address})
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if os.environ["RAY_AUTH_MODE"] != "token":
+            print(f"ray: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: this instance accepts requests without a token "
+                  "from anyone who can reach this machine", flush=True)
         # A local instance has no node that can be preempted: spare every Train run the watcher actor (one more
         # process to start while the workers start) unless the user asked for it.
         os.environ.setdefault(PREEMPTION_WATCHER, "0")
@@ -234,7 +276,7 @@ def ray_session() -> Iterator[None]:
         try:
             # address="local": a new instance, never a cluster some earlier `ray start` left behind.
             ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True,
-                     dashboard_host="127.0.0.1")
+                     dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
         except BaseException:
             _restore_environment(saved)
             raise
@@ -266,8 +308,7 @@ def scaling(combination: Combination) -> dict[str, Any]:
     elif not isinstance(use_gpu, bool):
         raise CatalogueError(f"params.yaml: train.ray.use_gpu must be auto, true or false; got {use_gpu!r}")
     cpus = resources.get("CPU", 0)
-    autoscaling = bool(os.environ.get("RAY_ADDRESS"))  # a cluster may add nodes on demand
-    if not autoscaling:
+    if on_local_ray():  # a cluster the user named may add nodes on demand; this machine cannot
         if use_gpu and resources.get("GPU", 0) < workers * per_gpu:
             raise TrainStageError(f"train.ray asks for {workers} workers × {per_gpu} GPU but Ray has "
                                   f"{resources.get('GPU', 0):g} GPUs; lower train.ray.workers or set use_gpu: false")

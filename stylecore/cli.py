@@ -75,6 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     streaming = is_shard_location(args.content) and is_shard_location(args.style) and not args.in_memory
     try:
         config = TrainConfig.from_dict(values)
+        config.check_buildable()  # a bad loss, parameter or weights file fails before any data is read
         if streaming:
             # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
             data = ShardPairStream(args.content, args.style, batch_size=args.batch, crop_size=args.size,
@@ -153,21 +154,31 @@ def _load_model(location: str, device: str):
 def _cmd_stylize(args: argparse.Namespace) -> int:
     from stylecore.data import ImageLoadError
     from stylecore.encoders import EncoderWeightsUnavailable
-    from stylecore.stylize import Stylizer
+    from stylecore.stylize import DEFAULT_PIXEL_BUDGET, StylizeMemoryError, Stylizer
     from stylecore.training import CheckpointError
 
     try:
+        # Every argument checked before the model loads.
+        if Path(args.output).exists() and not Path(args.output).is_dir():
+            raise ValueError(f"--output {args.output} is a file; give a folder (outputs are named after the contents)")
+        if args.max_pixels is not None and args.max_pixels < 1:
+            raise ValueError(f"--max-pixels must be a positive integer (0 is not allowed); got {args.max_pixels}")
         contents = _image_files(args.content)
-        model = _load_model(args.checkpoint, args.device or "cpu")
-        stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
-                            tile_overlap=args.tile_overlap, style_size=args.style_size)
         styles = [Path(s) for s in args.style]
         for style in styles:
             if not style.is_file():
                 raise FileNotFoundError(f"style {style}: no such file")
+        if args.style_weights is not None and len(args.style_weights) != len(styles):
+            raise ValueError(f"--style-weights gives {len(args.style_weights)} weight(s) for {len(styles)} style(s); "
+                             "give one weight per style")
+        model = _load_model(args.checkpoint, args.device or "cpu")
+        stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
+                            tile_overlap=args.tile_overlap, style_size=args.style_size,
+                            max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_PIXEL_BUDGET)
         report = stylizer.stylize_files(contents, styles, args.output, weights=args.style_weights,
                                         suffix=args.suffix, progress=not args.quiet, skip_existing=not args.overwrite)
-    except (CheckpointError, EncoderWeightsUnavailable, FileNotFoundError, ImageLoadError, ValueError, ImportError) as error:
+    except (CheckpointError, EncoderWeightsUnavailable, FileNotFoundError, ImageLoadError, ValueError, ImportError,
+            StylizeMemoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {len(report['written'])} image(s) to {args.output}"
@@ -286,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="resize styles to this short side (default 512; 0 keeps their size)")
     stylize.add_argument("--max-side", dest="max_side", type=int,
                          help="stylize content larger than this in overlapping tiles of this size")
+    stylize.add_argument("--max-pixels", dest="max_pixels", type=int,
+                         help="without --max-side, tile content with more pixels than this in square tiles of "
+                              "its square root (default 2048x2048 = 4194304)")
     stylize.add_argument("--tile-overlap", dest="tile_overlap", type=int,
                          help="overlap of tiles in pixels (default min(64, max_side / 4))")
     stylize.add_argument("--output", required=True, help="output folder (files named after the content)")

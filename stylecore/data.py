@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stylecore.imaging import IMAGE_SUFFIXES, to_rgb  # noqa: F401  (to_rgb re-exported: stylecore.data.to_rgb)
+from stylecore.imaging import (  # noqa: F401  (to_rgb re-exported: stylecore.data.to_rgb)
+    DECODE_FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, ImageDecodeError, decode_rgb, encode_image, to_rgb)
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo
 
 # One shard folder, or several read as one set (e.g. Places365 and COCO as the content side).
@@ -28,41 +29,38 @@ class ImageLoadError(ValueError):
     """A file is not an image stylecore can read; the message names it and the reason."""
 
 
-def load_image(path: Path | str, max_pixels: int = 178_956_970) -> Tensor:
-    """Read an image file as a (3, H, W) float tensor in [0, 1], RGB, EXIF orientation applied."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+def load_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Tensor:
+    """Read an image file as a (3, H, W) float tensor in [0, 1], RGB, EXIF orientation applied.
 
+    Only the formats of :data:`stylecore.imaging.DECODE_FORMATS` are decoded, and an image over
+    ``max_pixels`` is refused from its header, before decoding."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: no such file")
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > max_pixels:
-                raise ImageLoadError(f"{path}: {image.width}x{image.height} pixels exceeds the limit of {max_pixels} "
-                                     "(a decompression bomb or a scan far larger than needed); downscale it first")
-            image = to_rgb(ImageOps.exif_transpose(image))
-            array = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"{path}: not a readable image ({type(error).__name__}: {error})") from None
+        array = np.asarray(decode_rgb(path, max_pixels).image, dtype=np.uint8)
+    except ImageDecodeError as error:
+        raise ImageLoadError(f"{path}: {error}; only {', '.join(DECODE_FORMATS)} images under {max_pixels} "
+                             "pixels are read (convert or downscale it first)") from None
+    except OSError as error:
+        raise ImageLoadError(f"{path}: unreadable ({error.strerror or error})") from None
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
 def save_image(image: Tensor, path: Path | str, quality: int = 95) -> None:
     """Write a (3, H, W) image in [0, 1] atomically; the format follows the suffix (.jpg, .png, …)."""
-    import io
-
-    from PIL import Image
-
     from stylecore.io import atomic_write_bytes
 
     path = Path(path)
-    array = (image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
-    buffer = io.BytesIO()
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported output suffix {path.suffix!r}; use .jpg, .png, .webp or .bmp")
-    Image.fromarray(array).save(buffer, format=fmt, **({"quality": quality} if fmt in ("JPEG", "WEBP") else {}))
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, encode_image(to_uint8_hwc(image), fmt, quality))
+
+
+def to_uint8_hwc(image: Tensor) -> np.ndarray:
+    """A (3, H, W) float image in [0, 1] → (H, W, 3) uint8 pixels (rounded, clamped)."""
+    return image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 class ImageSource(Protocol):

@@ -104,6 +104,25 @@ def check_layer_names(layers: Iterable[str], arch: Arch = "vgg19", argument: str
     return layers
 
 
+def check_weights_spec(spec: object) -> str:
+    """``spec`` if it names weights that can be had (``imagenet``, ``random:<int seed>``, or an existing
+    file); else a ValueError naming the spec and the three forms. Reads nothing but the file's existence,
+    so it runs before any compute (ImageNet weights are fetched, or found missing, where they are used)."""
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec):
+        raise ValueError(f"weights {spec!r} must be imagenet, random:<seed> or a path to a weights file")
+    text = str(spec)
+    if text == "imagenet":
+        return text
+    if text.startswith("random:"):
+        if not re.fullmatch(r"random:-?\d+", text):
+            raise ValueError(f"weights {text!r}: the seed after 'random:' must be an integer (e.g. random:0)")
+        return text
+    if not Path(text).is_file():
+        raise ValueError(f"weights file {text} does not exist; give an existing .safetensors/.pth file, imagenet, "
+                         "or random:<seed> for a seeded random init (not pretrained)")
+    return text
+
+
 def imagenet_weights_file(arch: Arch) -> Path:
     """Where torchvision caches (and expects) the ImageNet VGG weights file."""
     return torchvision_weights_file(_torchvision_weights(arch))

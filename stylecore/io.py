@@ -1,13 +1,77 @@
-"""Atomic file writes: a write killed halfway leaves the old file or none, never a half file."""
+"""Atomic file writes (a write killed halfway leaves the old file or none, never a half file), the
+clean-up of what killed writes left behind, and output names from data that cannot leave their folder."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import unicodedata
 import uuid
 from pathlib import Path
 from typing import Iterator
+
+# What atomic_write_bytes and atomic_directory name their temporaries: ".<name>.<uuid4 hex>.tmp" / ".old"
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.(tmp|old)$")
+
+
+class UnsafeName(ValueError):
+    """A name taken from data (a sample key, a file name) that would not stay inside its output folder."""
+
+
+def check_output_name(name: str) -> str:
+    """``name`` if it is a safe relative output path (``/``-separated), else :class:`UnsafeName` saying why.
+
+    Refused: empty names and parts, absolute paths, drive letters, ``.`` and ``..`` parts, backslashes,
+    NUL and other control characters, and parts longer than 255 bytes (no file system stores them).
+    """
+    if not isinstance(name, str) or not name:
+        raise UnsafeName(f"empty or non-text name {name!r}")
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        raise UnsafeName(f"name {name!r} holds a NUL or control character")
+    if "\\" in name:
+        raise UnsafeName(f"name {name!r} holds a backslash")
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+        raise UnsafeName(f"name {name!r} is an absolute path")
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise UnsafeName(f"name {name!r} has an empty, '.' or '..' part")
+        if len(part.encode("utf-8", "surrogatepass")) > 255:
+            raise UnsafeName(f"name {name[:40]!r}… has a part longer than 255 bytes")
+    return name
+
+
+def confined_path(root: Path | str, name: str) -> Path:
+    """``root / name`` for a name taken from data, refused (:class:`UnsafeName`) unless it stays inside
+    ``root``, also through symbolic links already there."""
+    check_output_name(name)
+    root = Path(root)
+    path = root / name
+    resolved_root = root.resolve()
+    if resolved_root not in path.resolve().parents:
+        raise UnsafeName(f"name {name!r} resolves outside {root} (through a symbolic link)")
+    return path
+
+
+def remove_stale_temporaries(folder: Path | str) -> list[Path]:
+    """Delete the temporaries killed atomic writes left in ``folder`` (not below it); returns them.
+
+    Call it where one writer owns the folder, before that writer starts: a live write's temporary
+    would be removed under it.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        if _TEMPORARY.match(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:

@@ -59,10 +59,14 @@ def sample_key(relative_path: str) -> str:
 
 def prepare_image(root: Path, item: SourceItem, source: str, split: str, store_size: int, quality: int,
                   min_side: int, max_pixels: int) -> Prepared | Rejected:
-    """Decode, check, convert to RGB, resize (short side ``store_size``, never upscaled) and JPEG-encode."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """Decode, check, convert to RGB, resize (short side ``store_size``, never upscaled) and JPEG-encode.
 
-    from stylecore.imaging import to_rgb
+    Decoding is :func:`stylecore.imaging.decode_rgb`'s: allowed formats only, the pixel budget checked on
+    the header (a large JPEG is decoded at the reduced scale ``store_size`` allows, so it is read, not
+    refused), EXIF orientation applied; ``original_size`` is the size as shown (after orientation)."""
+    from PIL import Image
+
+    from stylecore.imaging import ImageDecodeError, decode_rgb
 
     path = root / item.path
     try:
@@ -72,35 +76,25 @@ def prepare_image(root: Path, item: SourceItem, source: str, split: str, store_s
     if size == 0:
         return Rejected(item.path, "zero-byte file")
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                return Rejected(item.path, f"decompression bomb guard: {width}x{height} exceeds {max_pixels} pixels")
-            if min(width, height) < min_side:
-                return Rejected(item.path, f"too small: {width}x{height}, min side {min_side}")
-            if image.format == "JPEG" and min(width, height) >= 2 * store_size:
-                # libjpeg decodes at 1/2, 1/4 or 1/8 scale directly: far cheaper than decoding, then shrinking.
-                scale = store_size / min(width, height)
-                image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
-            image.load()  # a truncated file fails here, not later in a reader
-            if image.getexif().get(0x0112, 1) != 1:  # EXIF orientation: only then is a transpose needed
-                image = ImageOps.exif_transpose(image)
-            rgb = to_rgb(image)
-            # Resize and encode inside the `with`: closing the file may release the decoded pixels.
-            short = min(rgb.size)
-            if short > store_size:
-                scale = store_size / short
-                rgb = rgb.resize((max(store_size, round(rgb.width * scale)),
-                                  max(store_size, round(rgb.height * scale))), Image.Resampling.LANCZOS)
-            buffer = io.BytesIO()
-            rgb.save(buffer, format="JPEG", quality=quality)  # optimize=True: ~40 % more time for ~5 % bytes
-            stored_size = list(rgb.size)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
-        return Rejected(item.path, f"not an image: {type(error).__name__}")
-    except (OSError, SyntaxError, ValueError) as error:
-        return Rejected(item.path, f"corrupt or truncated: {error}")
+        decoded = decode_rgb(path, max_pixels, needed_short_side=store_size)
+    except ImageDecodeError as error:
+        reason = str(error)
+        return Rejected(item.path, reason if reason.startswith(("decompression", "corrupt")) else f"not an image: {reason}")
+    except OSError as error:
+        return Rejected(item.path, f"unreadable: {error.strerror or error}")
+    width, height = decoded.original_size
+    if min(width, height) < min_side:
+        return Rejected(item.path, f"too small: {width}x{height}, min side {min_side}")
+    rgb = decoded.image
+    short = min(rgb.size)
+    if short > store_size:
+        scale = store_size / short
+        rgb = rgb.resize((max(store_size, round(rgb.width * scale)),
+                          max(store_size, round(rgb.height * scale))), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="JPEG", quality=quality)  # optimize=True: ~40 % more time for ~5 % bytes
     meta = {"source": source, "split": split, "path": item.path, "original_size": [width, height],
-            "stored_size": stored_size, "labels": dict(item.labels)}
+            "stored_size": list(rgb.size), "labels": dict(item.labels)}
     return Prepared(sample_key(item.path), buffer.getvalue(), meta)
 
 
@@ -276,10 +270,9 @@ def decode_sample(sample: Mapping[str, Any]) -> tuple[str, "Tensor", dict]:
             warnings.simplefilter("ignore", DeprecationWarning)
             pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except (RuntimeError, ImportError):
-        from PIL import Image
+        from stylecore.imaging import decode_rgb_array
 
-        with Image.open(io.BytesIO(data)) as image:
-            pixels = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+        pixels = torch.from_numpy(decode_rgb_array(bytes(data)).copy()).permute(2, 0, 1)
     meta = json.loads(sample["json"]) if "json" in sample else {}
     return sample["__key__"], pixels.float().div_(255.0), meta
 

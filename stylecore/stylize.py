@@ -23,6 +23,13 @@ from stylecore.models.base import StyleTransferModel, check_image_batch, normali
 
 ImageLike = Union[Tensor, str, Path]
 COLOR_MODES = (None, "coral", "luminance")
+#: content with more pixels than this is stylized in tiles by default: a whole 6000×6000 photo through a
+#: decoder needs tens of GB of activations, a 2048² tile about 1.5 GB (AdaIN, fp32)
+DEFAULT_PIXEL_BUDGET = 2048 * 2048
+
+
+class StylizeMemoryError(MemoryError):
+    """The device ran out of memory stylizing an image; the message gives the size and the settings to lower."""
 
 
 def as_image(image: ImageLike, argument: str) -> Tensor:
@@ -95,13 +102,15 @@ class Stylizer:
     ``model``: a :class:`StyleTransferModel` or a checkpoint path. ``style_size``: resize each style so
     its short side has this many pixels (None keeps it). ``max_side``: content larger than this is
     stylized in overlapping tiles of this size (``tile_overlap`` pixels blended linearly, default
-    min(64, max_side / 4)); the style
-    code is computed once from the whole style, so tiles agree.
+    min(64, max_side / 4)); the style code is computed once from the whole style, so tiles agree.
+    ``max_pixels``: without ``max_side``, content with more pixels than this is tiled automatically in
+    square tiles of √max_pixels (None: never), so a huge photo does not ask for tens of GB at once.
     """
 
     def __init__(self, model: StyleTransferModel | str | Path, device: str | torch.device | None = None,
                  alpha: float = 1.0, preserve_color: str | None = None, max_side: int | None = None,
-                 tile_overlap: int | None = None, batch_size: int = 4, style_size: int | None = None) -> None:
+                 tile_overlap: int | None = None, batch_size: int = 4, style_size: int | None = None,
+                 max_pixels: int | None = DEFAULT_PIXEL_BUDGET) -> None:
         if isinstance(model, (str, Path)):
             from stylecore import load
 
@@ -112,14 +121,19 @@ class Stylizer:
             raise ValueError(f"alpha must lie in [0, 1]; got {alpha!r}")
         if max_side is not None and max_side < 2 * model.min_side:
             raise ValueError(f"max_side={max_side} is too small for tiling; use at least {2 * model.min_side}")
+        if max_pixels is not None and (not isinstance(max_pixels, int) or max_pixels < (2 * model.min_side) ** 2):
+            raise ValueError(f"max_pixels={max_pixels!r} must be an integer of at least {(2 * model.min_side) ** 2} "
+                             "(or None to never tile automatically)")
+        self.auto_tile = int(max_pixels ** 0.5) // 8 * 8 if max_pixels is not None and max_side is None else None
         if tile_overlap is None:
-            tile_overlap = min(64, (max_side or 0) // 4)
+            tile_overlap = min(64, (max_side or self.auto_tile or 0) // 4)
         if max_side is not None and not 0 <= tile_overlap < max_side // 2:
             raise ValueError(f"tile_overlap must lie in [0, max_side / 2); got {tile_overlap}")
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
         self.alpha, self.preserve_color = float(alpha), preserve_color
         self.max_side, self.tile_overlap = max_side, int(tile_overlap)
+        self.max_pixels = max_pixels
         self.batch_size, self.style_size = int(batch_size), style_size
 
     # -- styles --------------------------------------------------------------------------------
@@ -178,12 +192,27 @@ class Stylizer:
         finished = [out.cpu() for out in outputs if out is not None]
         return finished[0] if single else finished
 
+    def _tile_side(self, h: int, w: int) -> int | None:
+        """The tile side for an h × w content, or None to stylize it whole."""
+        if self.max_side is not None:
+            return self.max_side if max(h, w) > self.max_side else None
+        if self.auto_tile is not None and h * w > self.max_pixels:
+            return self.auto_tile
+        return None
+
     def _stylize_batch(self, batch: Tensor, codes: Sequence[Any], weights: Sequence[float], alpha: float) -> Tensor:
         h, w = batch.shape[-2:]
-        if self.max_side is not None and max(h, w) > self.max_side:
-            out = self._tiled(batch, codes, weights, alpha)
-        else:
-            out = self._plain(batch, codes, weights, alpha)
+        tile = self._tile_side(h, w)
+        try:
+            out = self._tiled(batch, codes, weights, alpha, tile) if tile else self._plain(batch, codes, weights, alpha)
+        except (torch.OutOfMemoryError, RuntimeError) as error:
+            text = str(error)
+            if not isinstance(error, torch.OutOfMemoryError) and "alloc" not in text and "out of memory" not in text:
+                raise
+            raise StylizeMemoryError(
+                f"out of memory stylizing {batch.shape[0]} image(s) of {w}x{h} on {batch.device} "
+                f"({'tiles of ' + str(tile) if tile else 'whole'}): {text.splitlines()[0][:200]}. Lower max_side "
+                "(--max-side) or max_pixels (--max-pixels) to stylize in smaller tiles, or downscale the input") from None
         out = out.float().clamp(0, 1)
         if self.preserve_color == "luminance":
             out = preserve_luminance(out, batch)
@@ -193,10 +222,9 @@ class Stylizer:
         expanded = [_expand(code, batch.shape[0]) for code in codes]
         return self.model.stylize(batch, expanded, weights, alpha)
 
-    def _tiled(self, batch: Tensor, codes: Sequence[Any], weights: Sequence[float], alpha: float) -> Tensor:
-        assert self.max_side is not None
+    def _tiled(self, batch: Tensor, codes: Sequence[Any], weights: Sequence[float], alpha: float, side: int) -> Tensor:
         b, _, h, w = batch.shape
-        tile_h, tile_w = min(self.max_side, h), min(self.max_side, w)
+        tile_h, tile_w = min(side, h), min(side, w)
         out = torch.zeros(b, 3, h, w, device=batch.device)
         norm = torch.zeros(1, 1, h, w, device=batch.device)
         mask = _ramp(tile_h, self.tile_overlap, batch.device)[:, None] * _ramp(tile_w, self.tile_overlap, batch.device)

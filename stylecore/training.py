@@ -34,13 +34,15 @@ from torch import Tensor, nn
 
 from stylecore import models as model_registry
 from stylecore.data import Batch
-from stylecore.io import atomic_directory
+from stylecore.io import atomic_directory, remove_stale_temporaries
 from stylecore.models.base import StyleTransferModel, TrainingPhase
 from stylecore.objective import Objective, ObjectiveOutput, build_objective
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "stylecore-checkpoint/1"
+#: a model's parameters that name pretrained weights (imagenet | a file | random:<seed>)
+WEIGHT_PARAMETERS = ("encoder_weights", "predictor_weights")
 _STEP_DIR = re.compile(r"step-(\d+)$")
 
 
@@ -97,6 +99,7 @@ class TrainConfig:
         return out
 
     def validate(self) -> None:
+        self._check_types()
         if self.model not in model_registry.names():
             raise ValueError(f"training config: model={self.model!r} is not registered; "
                              f"choose one of {', '.join(model_registry.names())}")
@@ -119,6 +122,77 @@ class TrainConfig:
             if int(getattr(self, key)) < 0:
                 raise ValueError(f"training config: {key} must be ≥ 0; got {getattr(self, key)!r}")
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
+
+    def _check_types(self) -> None:
+        """Each key's type, so that ``grad_clip: "1"`` is an error naming the key, not a TypeError mid-run."""
+        def is_number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        for key in ("steps", "max_nonfinite_steps", "seed", "sample_every", "checkpoint_every", "keep_checkpoints"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"training config: {key} must be an integer; got {value!r} ({type(value).__name__})")
+        for key in ("lr", "lr_decay", "min_lr_ratio", "weight_decay"):
+            if not is_number(getattr(self, key)):
+                raise ValueError(f"training config: {key} must be a number; got {getattr(self, key)!r}")
+        if self.grad_clip is not None and not is_number(self.grad_clip):
+            raise ValueError(f"training config: grad_clip must be a number or null; got {self.grad_clip!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"training config: compile must be true or false; got {self.compile!r}")
+        if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
+                and all(is_number(b) and 0 <= b < 1 for b in self.betas)):
+            raise ValueError(f"training config: betas must be two numbers in [0, 1); got {self.betas!r}")
+        for key in ("model_params", "style_params", "objective"):
+            if not isinstance(getattr(self, key), Mapping):
+                raise ValueError(f"training config: {key} must be a mapping; got {getattr(self, key)!r}")
+        if self.style_loss is not None and not isinstance(self.style_loss, str):
+            raise ValueError(f"training config: style_loss must be a loss name or null; got {self.style_loss!r}")
+
+    def check_buildable(self) -> None:
+        """Build the model and every phase's objective as the Trainer will, without weights or compute.
+
+        The model is built on PyTorch's meta device (shapes only) with seeded random weights in place of
+        every pretrained part, whose specs are checked separately (:func:`stylecore.encoders.check_weights_spec`:
+        a named file must exist). So an unknown loss, a misspelt ``style_params`` or ``model_params`` key, an
+        objective override naming nothing, or a missing weights file fails here, before data or a cluster
+        is touched, with the message the Trainer would give.
+        """
+        from stylecore.encoders import check_weights_spec
+        from stylecore.registry import accepted_parameters
+
+        self.validate()
+        cls = model_registry.MODELS.get(self.model)
+        params = dict(self.model_params)
+        for key in WEIGHT_PARAMETERS:
+            if key in params:
+                try:
+                    check_weights_spec(params[key])
+                except ValueError as error:
+                    raise ValueError(f"training config: model_params.{key}: {error}") from None
+                params[key] = "random:0"
+        if self.style_loss is not None:
+            from stylecore.losses import LOSSES
+
+            try:
+                LOSSES.get(self.style_loss)
+            except ValueError as error:
+                raise ValueError(f"training config: style_loss: {error}") from None
+        try:
+            with torch.device("meta"):
+                model = model_registry.MODELS.build(self.model, **params)
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"training config: model {self.model!r} with model_params {sorted(params)}: {error} "
+                             f"(it accepts: {', '.join(accepted_parameters(cls))})") from None
+        for phase in model.training_phases():
+            try:
+                objective = model.default_objective(phase.name, self.style_loss or None, self.style_params)
+                if phase.name != "autoencoder":
+                    objective = merge_objective(objective, self.objective)
+                build_objective(objective, model.loss_encoder())
+            except (ValueError, TypeError, KeyError) as error:
+                raise ValueError(f"training config: the {phase.name} objective of {self.model} (style_loss "
+                                 f"{self.style_loss}, style_params {dict(self.style_params)}, objective "
+                                 f"{dict(self.objective)}): {error}") from None
 
 
 @dataclass
@@ -213,19 +287,51 @@ def merge_objective(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
     return merged
 
 
-def _capture_rng() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def _capture_rng(device: torch.device) -> dict[str, Any]:
+    """Every RNG the loop draws from, as tensors, numbers and lists only (a ``weights_only`` load reads it
+    back without unpickling anything). CUDA: only this trainer's device, so a resume that sees other
+    GPUs (Ray shows a node's GPUs to every worker on it) restores the state it saved."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "state": list(python_state), "gauss": gauss},
+    }
+    if device.type == "cuda" and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _restore_rng(state: Mapping[str, Any]) -> None:
+def _restore_rng(state: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def load_trainer_state(path: Path) -> dict[str, Any]:
+    """``trainer.pt`` read with ``weights_only=True``: tensors, numbers, strings and containers, never code.
+
+    A file that needs anything else (a crafted pickle, or a checkpoint written before stylecore stored its
+    RNG states as tensors) is refused with :class:`CheckpointError`; its model weights still load.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as error:
+        first = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"{path}: refused to load the trainer state, which holds more than tensors and numbers ({first}). "
+            "stylecore never unpickles objects from a checkpoint: it is a crafted file or one written by an older "
+            "stylecore. Its model weights still load (stylecore.load); to train on, start a run in a new output "
+            "folder") from None
 
 
 def image_grid(content: Tensor, style: Tensor, output: Tensor, rows: int = 4) -> Tensor:
@@ -411,6 +517,8 @@ class Trainer:
         """
         total_steps = steps or self.config.steps
         if checkpoint_dir is not None:
+            for stale in remove_stale_temporaries(checkpoint_dir):  # writes a kill interrupted: never complete
+                log.info("removed %s, left by an interrupted checkpoint write", stale)
             latest = latest_checkpoint(checkpoint_dir)
             if latest is not None and latest_step(latest) > self.step:
                 self.load_checkpoint(latest, data=data)
@@ -468,7 +576,7 @@ class Trainer:
             "step": self.step,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "nonfinite_total": self.nonfinite_total,
-            "rng": _capture_rng(),
+            "rng": _capture_rng(self.device),
             "data": data.state_dict() if hasattr(data, "state_dict") else None,
         }
         with atomic_directory(path) as tmp:
@@ -489,7 +597,7 @@ class Trainer:
             raise CheckpointError(f"{path} holds a {config['model']['model']!r} model; this run trains "
                                   f"{self.config.model!r}")
         _load_model_state(self.model, path)
-        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        state = load_trainer_state(path / "trainer.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -497,7 +605,7 @@ class Trainer:
         self.step = int(state["step"])
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
         self.nonfinite_total = int(state["nonfinite_total"])
-        _restore_rng(state["rng"])
+        _restore_rng(state["rng"], self.device)
         if data is not None and state.get("data") is not None and hasattr(data, "load_state_dict"):
             data.load_state_dict(state["data"])
         self.current_phase = None  # re-enter the phase (requires_grad flags) on the next step

@@ -96,5 +96,5 @@ def test_train_streams_shard_folders(tmp_path, capsys):
                  "--batch", "2", "--size", "32", "--weights", "random:0", "--flip", "--output", str(run),
                  "--quiet"]) == 0
     assert "step 2:" in capsys.readouterr().out
-    trainer_state = torch.load(run / "step-000002" / "trainer.pt", weights_only=False)
+    trainer_state = torch.load(run / "step-000002" / "trainer.pt", weights_only=True)
     assert trainer_state["data"] == {"position": 2, "seed": 0}  # the stream's position is checkpointed
