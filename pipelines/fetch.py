@@ -10,6 +10,7 @@ into place once every member passed the checks.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -71,8 +72,13 @@ def download(url: str, dest: Path, md5: str | None = None, sha256: str | None = 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_file():
-        digests = verify(dest, md5, sha256, url)
-        return {"url": url, "path": str(dest), "status": "present", "bytes_fetched": 0, **digests}
+        try:
+            digests = verify(dest, md5, sha256, url)
+            return {"url": url, "path": str(dest), "status": "present", "bytes_fetched": 0, **digests}
+        except ChecksumMismatch as error:
+            # A present file that fails its check is never used, and kept it would fail every rerun the same way.
+            log.warning("%s: the file already here fails its check (%s); deleting it and downloading again", dest, error)
+            dest.unlink()
     part = dest.with_name(dest.name + ".part")
     fetched = 0
     attempt = 0
@@ -108,8 +114,12 @@ def download(url: str, dest: Path, md5: str | None = None, sha256: str | None = 
                     bar.close()
                 if total is not None and part.stat().st_size < total:
                     raise ConnectionError(f"connection closed at byte {part.stat().st_size} of {total}")
+            if total is None and not _confirmed_complete(url, part.stat().st_size, timeout):
+                # No length from the server or the catalogue: a connection dropped mid-way looks like a clean end.
+                raise ConnectionError(f"no length was sent and the server does not confirm that "
+                                      f"{part.stat().st_size} bytes is the whole file")
             break
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as error:
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, http.client.HTTPException) as error:
             if isinstance(error, urllib.error.HTTPError) and error.code in (403, 404, 410):
                 raise DownloadError(f"{url}: HTTP {error.code} {error.reason}; the file is not available at this "
                                     "address (check the URL in params.yaml)") from None
@@ -130,6 +140,23 @@ def download(url: str, dest: Path, md5: str | None = None, sha256: str | None = 
         raise
     os.replace(part, dest)
     return {"url": url, "path": str(dest), "status": "downloaded", "bytes_fetched": fetched, **digests}
+
+
+def _confirmed_complete(url: str, have: int, timeout: float) -> bool:
+    """Whether the server says a file of ``have`` bytes is whole: a Range request for what follows is answered
+    416 (nothing there), or an empty 206, or the full file's Content-Length equals ``have``."""
+    request = urllib.request.Request(url, headers={"User-Agent": "stylecore-download/1", "Range": f"bytes={have}-"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = getattr(response, "status", 200)
+            length = _content_length(response)
+            if status == 206:
+                return length == 0 or not response.read(1)
+            return length == have  # the server ignored the Range: believe only a declared length
+    except urllib.error.HTTPError as error:
+        return error.code == 416
+    except (urllib.error.URLError, OSError, http.client.HTTPException):
+        return False
 
 
 def verify(path: Path, md5: str | None, sha256: str | None, what: str) -> dict:
@@ -201,10 +228,23 @@ def _extract_tar(archive: Path, dest: Path) -> list[str]:
     return [m.name for m in members if m.isfile()]
 
 
+def _zip_member_name(info: zipfile.ZipInfo) -> str:
+    """The member's name as its author wrote it. Without the UTF-8 flag (bit 11) the zip standard says CP437,
+    and Python decodes it so; but most tools that leave the flag unset wrote UTF-8 (WikiArt's titles with
+    accents came out as 'Ã©'). Names that are valid UTF-8 are read as UTF-8, the rest stay CP437."""
+    if info.flag_bits & 0x800:
+        return info.filename
+    try:
+        return info.filename.encode("cp437").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return info.filename
+
+
 def _extract_zip(archive: Path, dest: Path) -> list[str]:
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         for info in infos:
+            info.filename = _zip_member_name(info)
             _check_member_name(info.filename, archive)
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
@@ -217,5 +257,5 @@ def _extract_zip(archive: Path, dest: Path) -> list[str]:
             target = (dest / info.filename).resolve()
             if root not in target.parents and target != root:
                 raise UnsafeArchive(f"{archive}: member {info.filename!r} resolves outside the folder")
-        zf.extractall(dest)
+        zf.extractall(dest, members=infos)  # the infos themselves: their names may have been re-decoded
     return [i.filename for i in infos if not i.is_dir()]

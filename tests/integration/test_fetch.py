@@ -52,6 +52,44 @@ def test_a_wrong_checksum_fails_clearly_and_keeps_nothing(served, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
+def test_a_chunked_response_cut_mid_way_is_retried_and_resumed(served, tmp_path):
+    server, payload = served
+    server.frame("archive.bin", "chunked")
+    server.drop_once("archive.bin", after_bytes=2_500_000)  # http.client raises IncompleteRead, not OSError
+    dest = tmp_path / "archive.bin"
+    result = download(server.url("archive.bin"), dest, backoff=0.01, progress=False)
+    assert dest.read_bytes() == payload and result["status"] == "downloaded"
+    assert [r is not None for _, r in server.requests][:2] == [False, True]  # the retry resumed with a Range
+
+
+def test_a_dropped_connection_with_no_length_and_no_checksum_is_not_taken_as_complete(served, tmp_path):
+    """The WikiArt case: no publisher checksum, no size in the catalogue, no Content-Length. Before, the truncated
+    file was accepted and its hash recorded as the file's from then on."""
+    server, payload = served
+    server.frame("archive.bin", "close")
+    server.drop_once("archive.bin", after_bytes=700_000)
+    dest = tmp_path / "archive.bin"
+    result = download(server.url("archive.bin"), dest, backoff=0.01, progress=False)
+    assert dest.read_bytes() == payload
+    assert result["sha256"] == hashlib.sha256(payload).hexdigest()
+
+
+def test_a_close_delimited_download_is_confirmed_complete_by_the_server(served, tmp_path):
+    server, payload = served
+    server.frame("archive.bin", "close")
+    download(server.url("archive.bin"), tmp_path / "archive.bin", progress=False)
+    # the body, then a Range probe for what follows it, answered 416: nothing more
+    assert [r for _, r in server.requests] == [None, f"bytes={len(payload)}-"]
+
+
+def test_a_present_file_that_fails_its_check_is_replaced_not_kept_forever(served, tmp_path):
+    server, payload = served
+    dest = tmp_path / "archive.bin"
+    dest.write_bytes(payload[:1000])  # an earlier, corrupted copy
+    result = download(server.url("archive.bin"), dest, md5=hashlib.md5(payload).hexdigest(), progress=False)
+    assert result["status"] == "downloaded" and dest.read_bytes() == payload
+
+
 def test_a_missing_file_is_not_retried_forever(served, tmp_path):
     server, _ = served
     with pytest.raises(DownloadError, match="HTTP 404"):
@@ -132,3 +170,19 @@ def test_good_archives_extract_into_place(tmp_path):
     second = _tar_with(tmp_path, lambda tar: _file(tar, "d.txt"))
     extract(second, tmp_path / "out")  # a second archive joins the first
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a", "c.txt", "d.txt"]
+
+
+def test_zip_names_written_as_utf8_without_the_flag_keep_their_accents(tmp_path):
+    path = tmp_path / "names.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("Impressionism/claude-monet_étretat.jpg", b"a")  # Python sets the UTF-8 flag
+    raw = bytearray(path.read_bytes())  # clear the flag (bit 11) in the local and central headers, as many tools write
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        at = raw.find(signature)
+        flags = int.from_bytes(raw[at + offset:at + offset + 2], "little") & ~0x800
+        raw[at + offset:at + offset + 2] = flags.to_bytes(2, "little")
+    path.write_bytes(bytes(raw))
+    with zipfile.ZipFile(path) as zf:
+        assert zf.infolist()[0].filename != "Impressionism/claude-monet_étretat.jpg"  # what Python reads: CP437
+    assert extract(path, tmp_path / "out") == ["Impressionism/claude-monet_étretat.jpg"]
+    assert (tmp_path / "out" / "Impressionism" / "claude-monet_étretat.jpg").read_bytes() == b"a"
