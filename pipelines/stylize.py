@@ -360,7 +360,7 @@ class StylizeActor:
 
     def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
                  preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
-                 use_gpu: bool, tracking_uri: str | None) -> None:
+                 use_gpu: bool, tracking_uri: str | None, allow_pickle: bool = False) -> None:
         import torch
 
         import stylecore
@@ -374,7 +374,7 @@ class StylizeActor:
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
         self.style_data, self.decoded_styles = [data for _, data in styles], {}
-        self.writers = [_JobWriter(job, Stylizer(stylecore.load(job.model, device=device), device=device, alpha=alpha,
+        self.writers = [_JobWriter(job, Stylizer(stylecore.load(job.model, device=device, allow_pickle=allow_pickle), device=device, alpha=alpha,
                                                  preserve_color=preserve_color, style_size=style_size),
                                    [key for key, _ in styles], self._style_image, output_format, image_format, quality,
                                    provenance) for job in jobs]
@@ -515,7 +515,8 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
                         alpha: float = 1.0, preserve_color: str | None = None, size: int | None = None,
                         style_size: int | None = 512, batch_size: int = 8, actors: int = 2, gpus_per_actor: float = 0.0,
                         cpus_per_actor: float | None = None, output_format: str = "webdataset", image_format: str = "jpg",
-                        quality: int = 92, limit: int | None = None, progress: bool = True) -> list[dict[str, Any]]:
+                        quality: int = 92, limit: int | None = None, progress: bool = True,
+                        allow_pickle: bool = False) -> list[dict[str, Any]]:
     """Stylize every input once with each ``(model, output folder)`` job, in one Ray Data pipeline: the inputs
     are read and decoded once, and each actor holds every model. Returns each job's manifest (also written as
     ``<output>/manifest.json``), in job order.
@@ -578,7 +579,7 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
                                    preserve_color=preserve_color, size=size, style_size=style_size,
                                    batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
                                    cpus_per_actor=cpus_per_actor, image_format=image_format, quality=quality,
-                                   progress=progress)
+                                   progress=progress, allow_pickle=allow_pickle)
     seconds = time.perf_counter() - started
     settings = {"styles": [key for key, _ in style_list], "policy": policy, "seed": seed, "alpha": alpha,
                 "preserve_color": preserve_color, "size": size, "format": output_format, "image_format": image_format}
@@ -628,7 +629,7 @@ def _tracking_uri(models: Sequence[str]) -> str | None:
 def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles, plan: list[Job], *,
                   output_format: str, alpha: float, preserve_color, size, style_size, batch_size: int, actors: int,
                   gpus_per_actor: float, cpus_per_actor, image_format: str, quality: int,
-                  progress: bool) -> list[dict[str, int]]:
+                  progress: bool, allow_pickle: bool = False) -> list[dict[str, int]]:
     import ray
 
     use_gpu = gpus_per_actor > 0
@@ -662,7 +663,7 @@ def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles
         fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format, "alpha": alpha,
                                "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
                                "quality": quality, "threads": threads, "use_gpu": use_gpu,
-                               "tracking_uri": _tracking_uri([job.model for job in plan])})
+                               "tracking_uri": _tracking_uri([job.model for job in plan]), "allow_pickle": allow_pickle})
     counts = [{"written": 0, "rejected": 0} for _ in plan]
     bar = None
     if progress:
@@ -755,6 +756,9 @@ def add_command(subparsers) -> None:
     command.add_argument("--image-format", dest="image_format", choices=["jpg", "png"], default="jpg")
     command.add_argument("--limit", type=int, help="only the first N inputs in key order")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
+                         help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
+                              "(runs code from the store: only for stores you trust)")
     command.set_defaults(func=_cmd_stylize_dataset)
 
 
@@ -764,7 +768,8 @@ def _cmd_stylize_dataset(args: argparse.Namespace) -> int:
                         alpha=args.alpha, preserve_color=args.preserve_color, size=args.size,
                         style_size=args.style_size or None, batch_size=args.batch_size, actors=args.actors,
                         gpus_per_actor=args.gpus_per_actor, output_format=args.output_format,
-                        image_format=args.image_format, limit=args.limit, progress=not args.quiet)
+                        image_format=args.image_format, limit=args.limit, progress=not args.quiet,
+                        allow_pickle=args.allow_pickle)
     except StylizeError as error:
         print(f"error: stylize-dataset: {error}", file=sys.stderr)
         return 2

@@ -426,7 +426,8 @@ def _is_number(value: str) -> bool:
 
 
 def log_final_model(checkpoint: Path, combination: Combination) -> str:
-    """Log the trained model to the active MLflow run (pickle, with the stylecore code); returns its URI.
+    """Log the trained model to the active MLflow run (pickle, with the stylecore code, for pyfunc and
+    ``mlflow models serve``; and its safetensors checkpoint, which ``stylecore.load`` reads); returns its URI.
 
     It is the inference model rebuilt from the checkpoint (no optimizer, no loss network), behind the
     single-tensor interface of :class:`stylecore.export.PackedPairStylizer` so pyfunc and
@@ -439,6 +440,7 @@ def log_final_model(checkpoint: Path, combination: Combination) -> str:
     from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
 
     import stylecore
+    from pipelines.model_uris import checkpoint_files
     from stylecore.export import PackedPairStylizer, pack_pair
 
     model = stylecore.load(checkpoint).eval()
@@ -453,6 +455,8 @@ def log_final_model(checkpoint: Path, combination: Combination) -> str:
     info = mlflow.pytorch.log_model(
         PackedPairStylizer(model), name="model", signature=signature, input_example=(example, {"alpha": 1.0}),
         serialization_format="pickle", code_paths=[str(Path(stylecore.__file__).parent)],
+        # the checkpoint beside it: stylecore.load("models:/…") rebuilds the model from these, unpickling nothing
+        extra_files=checkpoint_files(checkpoint),
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                           # the installed version, without importing torchvision (1–3 s) only to read it
                           f"torchvision=={importlib.metadata.version('torchvision').split('+')[0]}",

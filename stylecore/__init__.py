@@ -2,22 +2,39 @@
 
 __version__ = "0.1.0"
 
-#: URI schemes :func:`load` hands to MLflow (the registry, a run's or a logged model's artifacts)
+#: URI schemes of MLflow's stores (the registry, a run's or a logged model's artifacts); :func:`load` hands
+#: them to the resolver the ``pipeline`` extra registers
 MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+#: the entry-point group of URI resolvers: ``<scheme> = "module:function"``, called as
+#: ``function(uri, device=..., allow_pickle=...)`` and returning the model
+RESOLVERS = "stylecore.resolvers"
 
 
-def load(path, device="cpu"):
+def uri_scheme(location) -> str | None:
+    """``"models"`` for ``models:/…`` and other ``scheme:/`` URIs; None for paths (``C:\\…`` included)."""
+    import re
+
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):/", str(location)) if isinstance(location, str) else None
+    return match.group(1).lower() if match else None
+
+
+def load(path, device="cpu", allow_pickle: bool = False):
     """Rebuild a trained model for inference, in eval mode, from a checkpoint directory (see
-    :func:`stylecore.training.load`) or an MLflow URI such as ``models:/stylecore-adain-gram@champion``
-    (the tracking server from ``MLFLOW_TRACKING_URI``; needs the ``pipeline`` extra)."""
-    if isinstance(path, str) and path.startswith(MLFLOW_SCHEMES):
-        try:
-            import mlflow.pytorch
-        except ImportError:
-            raise ImportError(f"loading {path} needs MLflow: pip install 'stylecore[pipeline]'") from None
-        from stylecore.export import unwrap
+    :func:`stylecore.training.load`) or a URI such as ``models:/stylecore-adain-gram@champion``.
 
-        return unwrap(mlflow.pytorch.load_model(path, map_location=device)).to(device).eval()
-    from stylecore.training import load as _load
+    A URI goes to the resolver registered for its scheme (entry-point group ``stylecore.resolvers``; the
+    ``pipeline`` extra registers MLflow's, with the tracking server from ``MLFLOW_TRACKING_URI``). Nothing is
+    unpickled: models load from safetensors checkpoints, unless ``allow_pickle=True`` lets a resolver fall back
+    to a pickled model from a store you trust."""
+    scheme = uri_scheme(path)
+    if scheme is None:
+        from stylecore.training import load as _load
 
-    return _load(path, device=device)
+        return _load(path, device=device)
+    from importlib.metadata import entry_points
+
+    found = [entry for entry in entry_points(group=RESOLVERS) if entry.name == scheme]
+    if not found:
+        raise ImportError(f"loading {path} needs a resolver for {scheme}:/ URIs; for MLflow's, pip install "
+                          "'stylecore[pipeline]'")
+    return found[0].load()(path, device=device, allow_pickle=allow_pickle)

@@ -135,20 +135,20 @@ def _image_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
-def _load_model(location: str, device: str):
-    """A checkpoint path, or an MLflow URI whose failures (unknown model or alias, no server) become one
-    clear error like a bad path."""
-    from stylecore import MLFLOW_SCHEMES, load
+def _load_model(location: str, device: str, allow_pickle: bool = False):
+    """A checkpoint path, or a URI whose failures (unknown model or alias, no server) become one clear error
+    like a bad path."""
+    from stylecore import load, uri_scheme
 
-    if not location.startswith(MLFLOW_SCHEMES):
+    if uri_scheme(location) is None:
         return load(location, device=device)
     try:
-        return load(location, device=device)
+        return load(location, device=device, allow_pickle=allow_pickle)
     except ImportError:
         raise
     except Exception as error:  # MlflowException and transport errors: MLflow is optional, so no import here
-        raise ValueError(f"{location}: could not load it from MLflow ({type(error).__name__}: {error}); check the "
-                         "name and alias and MLFLOW_TRACKING_URI") from None
+        raise ValueError(f"{location}: could not load it ({type(error).__name__}: {error}); check the name and "
+                         "alias and MLFLOW_TRACKING_URI") from None
 
 
 def _cmd_stylize(args: argparse.Namespace) -> int:
@@ -171,7 +171,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         if args.style_weights is not None and len(args.style_weights) != len(styles):
             raise ValueError(f"--style-weights gives {len(args.style_weights)} weight(s) for {len(styles)} style(s); "
                              "give one weight per style")
-        model = _load_model(args.checkpoint, args.device or "cpu")
+        model = _load_model(args.checkpoint, args.device or "cpu", allow_pickle=args.allow_pickle)
         stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
                             tile_overlap=args.tile_overlap, style_size=args.style_size,
                             max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_PIXEL_BUDGET)
@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--output", required=True, help="output folder (files named after the content)")
     stylize.add_argument("--suffix", default=".jpg", help="output format by suffix (default .jpg)")
     stylize.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    stylize.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
+                         help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
+                              "(runs code from the store: only for stores you trust)")
     stylize.add_argument("--device")
     stylize.add_argument("--quiet", action="store_true")
     stylize.set_defaults(func=_cmd_stylize)
