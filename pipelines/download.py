@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -68,6 +69,52 @@ def generate_synthetic(source: Source, files: Path) -> dict[str, Any]:
     return {"images": len(labels), "size": size, "seed": seed, "count": counts}
 
 
+def copy_folder(source: Source, files: Path) -> dict[str, Any]:
+    """A ``folder`` source: its images (and labels CSV) copied into ``files`` (hard links where the file system
+    allows), built under a temporary name and swapped in whole. A local path or any fsspec URI."""
+    from stylecore.imaging import IMAGE_SUFFIXES
+    from stylecore.io import confined_path
+    from stylecore.shards import is_remote, local_path
+
+    location = str(source.options["path"])
+    wanted = lambda name: name.lower().endswith(IMAGE_SUFFIXES) or name == source.options.get("csv")  # noqa: E731
+    tmp = files.parent / ".files.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    count = 0
+    if is_remote(location):
+        from pipelines.storage import filesystem
+
+        fs, root = filesystem(location)
+        base = root.rstrip("/") + "/"
+        for remote in sorted(fs.find(root)):
+            relative = remote[len(base):] if remote.startswith(base) else remote.rsplit("/", 1)[-1]
+            if wanted(relative):
+                target = confined_path(tmp, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(remote, str(target))
+                count += 1
+    else:
+        root = local_path(location).expanduser()
+        if not root.is_dir():
+            raise CatalogueError(f"sources.{source.name}.path: {root} is not a folder")
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and wanted(relative):
+                target = confined_path(tmp, relative)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(path, target)  # no second copy of a large collection on the same file system
+                except OSError:
+                    shutil.copy2(path, target)
+                count += 1
+    if not count:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CatalogueError(f"sources.{source.name}.path: {location} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    shutil.rmtree(files, ignore_errors=True)
+    tmp.rename(files)
+    return {"images": count, "path": location}
+
+
 def fetch_source(source: Source, folder: Path, progress: bool = True) -> dict[str, Any]:
     previous = {entry["name"]: entry for entry in _previous(folder).get("files", [])}
     archives, files = folder / "archives", folder / "files"
@@ -116,6 +163,9 @@ def run(source_name: str, params_path: Path, raw_root: Path, progress: bool = Tr
     if source.kind == "synthetic":
         details = generate_synthetic(source, folder / "files")
         print(f"  generated {details['images']} images ({details['size']}², seed {details['seed']})")
+    elif source.kind == "folder":
+        details = copy_folder(source, folder / "files")
+        print(f"  copied {details['images']} files from {details['path']}")
     else:
         details = fetch_source(source, folder, progress=progress)
     record = {**base, "status": "complete", **details}

@@ -1,6 +1,7 @@
 """The dataset catalogue (params.yaml ``sources``) and how each source's files become shard inputs.
 
-A source has a ``kind`` (its layout: ``synthetic``, ``places365``, ``coco``, ``wikiart``), a ``role``
+A source has a ``kind`` (its layout: ``synthetic``, ``places365``, ``coco``, ``wikiart``, or ``folder``: any
+local or fsspec folder of your own images, see :func:`_folder`), a ``role``
 (content or style), the ``profiles`` that use it, its licence, and for real datasets the files to
 fetch (URL, name, MD5 or pinned SHA-256, size). ``params.yaml``'s ``profile`` selects the sources:
 ``demo`` (generated, offline) by default, ``full`` for the real datasets.
@@ -21,7 +22,7 @@ import yaml
 
 from stylecore.shards import SourceItem
 
-KINDS = ("synthetic", "places365", "coco", "wikiart")
+KINDS = ("synthetic", "places365", "coco", "wikiart", "folder")
 ROLES = ("content", "style")
 SPLITS = ("train", "val")
 
@@ -83,10 +84,12 @@ def parse_sources(params: Mapping[str, Any]) -> dict[str, Source]:
                 raise CatalogueError(f"{where}.files[{index}]: needs name and url (optional md5, sha256, size, "
                                      f"extract); got keys {sorted(entry)}")
             files.append(SourceFile(**entry))
-        if kind != "synthetic" and not files:
+        if kind not in ("synthetic", "folder") and not files:
             raise CatalogueError(f"{where}: a {kind} source needs files to download")
         licence = str(settings.pop("licence", "")).strip()
         redistribution = bool(settings.pop("redistribution", False))
+        if kind == "folder":
+            check_folder_options(settings, where)
         in_profiles = [p for p, members in profiles.items() if name in (members or [])]
         sources[name] = Source(name, kind, role, in_profiles, licence, redistribution, files, settings)
     for profile, members in profiles.items():
@@ -206,3 +209,81 @@ def _wikiart(source: Source, root: Path, split: str) -> list[SourceItem]:
     if not labelled:
         raise CatalogueError(f"{csv_dir}: no {split} CSV; has the wikiart download stage run?")
     return [SourceItem(f"wikiart/{path}", labels) for path, labels in labelled.items()]
+
+
+# -- your own images: kind "folder" -----------------------------------------------------------------
+
+FOLDER_OPTIONS = {"path": None, "labels": "subfolders", "label_name": None, "csv": None, "val_fraction": 0.1}
+
+
+def check_folder_options(settings: Mapping[str, Any], where: str) -> None:
+    """A ``folder`` source's keys: ``path`` (a local folder or an fsspec URI), ``labels`` (``subfolders``: the
+    first folder below the split names the label; ``csv``: columns of the file ``csv`` inside the folder,
+    ``path,<label>,…``; ``none``), ``label_name`` (default ``style`` for a style source, ``scene`` for content)
+    and ``val_fraction`` (used when the folder has no ``train/`` and ``val/`` subfolders)."""
+    unknown = sorted(set(settings) - set(FOLDER_OPTIONS))
+    if unknown:
+        raise CatalogueError(f"{where} has unknown key(s) {unknown}; a folder source takes {', '.join(FOLDER_OPTIONS)}")
+    if not isinstance(settings.get("path"), str) or not settings["path"]:
+        raise CatalogueError(f"{where}.path must name the folder of images (a local path or a URI such as s3://…)")
+    labels = settings.get("labels", "subfolders")
+    if labels not in ("subfolders", "csv", "none"):
+        raise CatalogueError(f"{where}.labels={labels!r} is not one of subfolders, csv, none")
+    if labels == "csv" and not isinstance(settings.get("csv"), str):
+        raise CatalogueError(f"{where}.csv must name the labels file inside the folder when labels is csv")
+    fraction = settings.get("val_fraction", 0.1)
+    if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
+        raise CatalogueError(f"{where}.val_fraction={fraction!r} must be a number in [0, 1)")
+
+
+def folder_option(source: Source, key: str) -> Any:
+    return source.options.get(key, FOLDER_OPTIONS[key])
+
+
+def _in_validation(path: str, fraction: float) -> bool:
+    """A stable split: the same file lands in the same split on every machine and every run."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(path.encode()).digest()[:8], "big") / 2 ** 64 < fraction
+
+
+@lister("folder")
+def _folder(source: Source, root: Path, split: str) -> list[SourceItem]:
+    """Your own images, copied into ``data/raw/<source>/files`` by the download stage. Splits: the ``train/``
+    and ``val/`` subfolders when both exist, else a stable hash split of ``val_fraction``. Labels: the first
+    folder below the split (``labels: subfolders``), or the columns of a CSV (``path,<label>,…``)."""
+    from stylecore.imaging import IMAGE_SUFFIXES
+
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    split_folders = (root / "train").is_dir() and (root / "val").is_dir()
+    fraction = float(folder_option(source, "val_fraction"))
+    label_name = folder_option(source, "label_name") or ("style" if source.role == "style" else "scene")
+    table: dict[str, dict[str, str]] = {}
+    if folder_option(source, "labels") == "csv":
+        csv_path = root / folder_option(source, "csv")
+        if not csv_path.is_file():
+            raise CatalogueError(f"sources.{source.name}: the labels file {folder_option(source, 'csv')} is not in "
+                                 f"the folder ({root})")
+        with open(csv_path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise CatalogueError(f"{csv_path}: the first row must name the columns, starting with 'path'")
+            for row in reader:
+                table[row.pop("path").strip().lstrip("./")] = {k: v for k, v in row.items() if k and v}
+    items = []
+    for path in files:
+        inside = path
+        if split_folders:
+            first, _, inside = path.partition("/")
+            if first != split:
+                continue
+        elif _in_validation(path, fraction) != (split == "val"):
+            continue
+        labels: dict[str, Any] = {}
+        if folder_option(source, "labels") == "subfolders" and "/" in inside:
+            labels[label_name] = inside.split("/", 1)[0]
+        elif folder_option(source, "labels") == "csv":
+            labels.update(table.get(path, table.get(inside, {})))
+        items.append(SourceItem(path, labels))
+    return items
