@@ -48,7 +48,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from stylecore.shards import is_shard_location
     from stylecore.encoders import EncoderWeightsUnavailable
     from stylecore.registry import accepted_parameters
-    from stylecore.training import NonFiniteLossError, Trainer, TrainConfig, TrainingHooks
+    from stylecore.training import CheckpointError, NonFiniteLossError, Trainer, TrainConfig, TrainingHooks
 
     values: dict = {}
     if args.config:
@@ -111,6 +111,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except CheckpointError as error:  # resuming from a checkpoint that is not ours (or not one at all)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if results:
         last = results[-1]
         print(f"step {last.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in last.terms.items()))

@@ -12,6 +12,7 @@ orientation and conversion to 8-bit RGB.
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Union
@@ -49,6 +50,12 @@ def open_image(source: ImageInput):
         raise ImageDecodeError(f"not an image in a supported format ({', '.join(DECODE_FORMATS)})") from None
     except Image.DecompressionBombError as error:
         raise ImageDecodeError(f"decompression bomb guard: {error}") from None
+    except OSError as error:
+        if type(error) is not OSError:  # FileNotFoundError, PermissionError…: about the file, not its bytes
+            raise
+        raise ImageDecodeError(f"corrupt or truncated: {error}") from None
+    except (SyntaxError, ValueError, EOFError, struct.error) as error:  # what Pillow's parsers raise on bad headers
+        raise ImageDecodeError(f"corrupt or truncated: {error}") from None
 
 
 def oriented_size(image) -> tuple[int, int]:

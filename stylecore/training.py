@@ -326,7 +326,9 @@ def load_trainer_state(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as error:
-        first = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        first = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
+        first = re.sub(r"\x1b\[[0-9;]*m", "", first)[:300]
         raise CheckpointError(
             f"{path}: refused to load the trainer state, which holds more than tensors and numbers ({first}). "
             "stylecore never unpickles objects from a checkpoint: it is a crafted file or one written by an older "
