@@ -247,6 +247,7 @@ def ray_session() -> Iterator[None]:
     address = os.environ.get("RAY_ADDRESS")
     saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", PREEMPTION_WATCHER,
                                                   LOCAL_RAY)}
+    watchdog = None
     if address:
         print(f"ray: connecting to the cluster at RAY_ADDRESS={address}", flush=True)
         ray.init(address=address)
@@ -273,18 +274,32 @@ def ray_session() -> Iterator[None]:
         os.environ.setdefault(PREEMPTION_WATCHER, "0")
         print(f"ray: starting a local instance with {cpus} CPUs and {gpus} GPUs at {os.environ['RAY_ADDRESS']} "
               "(set RAY_ADDRESS to use a cluster)", flush=True)
+        watchdog = start_watchdog(address)
         try:
             # address="local": a new instance, never a cluster some earlier `ray start` left behind.
             ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True,
                      dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
         except BaseException:
             _restore_environment(saved)
+            watchdog.stdin.close()
             raise
     try:
         yield
     finally:
         ray.shutdown()
         _restore_environment(saved)
+        if watchdog is not None:
+            watchdog.stdin.close()  # the watchdog ends what ray.shutdown left, then exits
+
+
+def start_watchdog(address: str):
+    """:mod:`pipelines.ray_watchdog` for the local instance at ``address``: it outlives a killed driver (its own
+    session) and stops the instance's leftover processes when the driver's pipe closes."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-m", "pipelines.ray_watchdog", address], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parents[1]))
 
 
 def _restore_environment(saved: Mapping[str, str | None]) -> None:

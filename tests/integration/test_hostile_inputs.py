@@ -312,3 +312,25 @@ def test_hostile_shard_keys_are_listed_as_rejects_and_nothing_lands_outside_the_
     assert all(path.startswith("deep/er/") or path in ("deep", "deep/er") for path in outside), sorted(outside)
     assert not Path("/tmp/stylecore-absolute-escape.jpg").exists()
     json.dumps(manifest)  # the manifest (with the hostile keys in it) is still valid JSON
+
+
+def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
+    """kill -9 of the driver alone (not its process group): Ray's reaper stopped the raylet and the GCS, but
+    their agents stayed alive forever. The watchdog ray_session starts ends them."""
+    script = ("import os, time\nfrom pipelines.train import ray_session\nwith ray_session():\n"
+              "    print('UP', os.environ['RAY_ADDRESS'], flush=True)\n    time.sleep(600)\n")
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY")}
+    driver = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    line = driver.stdout.readline()
+    while line and not line.startswith("UP "):
+        line = driver.stdout.readline()
+    address = line.split()[1]
+    from pipelines.ray_watchdog import leftovers
+
+    assert leftovers(address), "the instance's processes are found by their environment"
+    driver.kill()
+    driver.wait()
+    deadline = __import__("time").monotonic() + 60
+    while leftovers(address) and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(1)
+    assert not leftovers(address), [p.info["name"] for p in leftovers(address)]
