@@ -533,13 +533,20 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
         raise StylizeError(f"output_format={output_format!r} is not one of {', '.join(FORMATS)}")
     if image_format not in ("jpg", "png"):
         raise StylizeError(f"image_format={image_format!r} is not jpg or png")
-    if not 0.0 <= float(alpha) <= 1.0:
-        raise StylizeError(f"alpha={alpha!r} must lie in [0, 1]")
+    def is_number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
+        raise StylizeError(f"alpha={alpha!r} must be a number in [0, 1]")
     if preserve_color not in COLOR_MODES:
         raise StylizeError(f"preserve_color={preserve_color!r} is not one of none, coral, luminance")
-    for name, value in (("actors", actors), ("batch_size", batch_size)):
-        if not isinstance(value, int) or value < 1:
-            raise StylizeError(f"{name} must be a positive integer; got {value!r}")
+    for name, value, optional in (("actors", actors, False), ("batch_size", batch_size, False), ("size", size, True),
+                                  ("style_size", style_size, True), ("limit", limit, True), ("quality", quality, False)):
+        if not (optional and value is None) and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise StylizeError(f"{name} must be a positive integer{' or null' if optional else ''}; got {value!r}")
+    for name, value in (("gpus_per_actor", gpus_per_actor), ("cpus_per_actor", cpus_per_actor)):
+        if value is not None and (not is_number(value) or value < 0):
+            raise StylizeError(f"{name} must be a number ≥ 0; got {value!r}")
     if not jobs:
         raise StylizeError("no model given; pass a models:/ URI or a checkpoint and an output folder")
     folders = [Path(output).resolve() for _, output in jobs]

@@ -75,6 +75,10 @@ def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
     for key in ("samples", "workers"):
         if not isinstance(values[key], int) or values[key] < 1:
             raise CatalogueError(f"params.yaml: sweep.{key} must be a positive integer; got {values[key]!r}")
+    failures = values["max_failures"]
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
+        raise CatalogueError(f"params.yaml: sweep.max_failures={failures!r} is invalid; it must be an integer ≥ 0 "
+                             "(-1, retry forever, is refused: a broken trial must stop)")
     if values["max_concurrent"] != "auto" and (not isinstance(values["max_concurrent"], int) or values["max_concurrent"] < 1):
         raise CatalogueError(f"params.yaml: sweep.max_concurrent must be auto or a positive integer; "
                              f"got {values['max_concurrent']!r}")
