@@ -138,8 +138,12 @@ def hostile_zips(folder: Path) -> list[tuple[Path, str]]:
 
 #: sample keys that name paths: a stylization named after them would land outside its folder (a WebDataset key
 #: ends at the first dot of the member name, so ".." itself arrives as the empty key)
-HOSTILE_KEYS = ("../../escape", "/tmp/stylecore-absolute-escape", "a/../../b", "back\\slash", "new\nline", "x/./y",
-                "")
+HOSTILE_KEYS = ("../../escape", "a/../../b", "back\\slash", "new\nline", "x/./y", "")
+
+
+def hostile_keys(absolute_root: Path) -> list[str]:
+    """:data:`HOSTILE_KEYS` and an absolute path under ``absolute_root`` (a test's own folder, outside the output)."""
+    return [*HOSTILE_KEYS, f"{absolute_root}/absolute-escape"]
 
 
 def shard_with_keys(path: Path, keys: list[str], image: bytes) -> Path:

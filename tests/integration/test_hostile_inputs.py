@@ -196,9 +196,22 @@ def test_a_bad_setting_fails_before_ray_with_the_key(tmp_path, what, edit, loss,
     from pipelines import train
     from pipelines.sources import CatalogueError
 
+    # resolve_combination is what the stage runs before it starts or joins Ray (see the stage test below)
     with pytest.raises(CatalogueError, match=message):
         train.resolve_combination(_params(edit), "adain", loss, tmp_path / "no-shards")
-    assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()
+
+
+def test_a_bad_setting_stops_the_real_stage_before_ray_and_is_not_retried(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(_params(lambda p: p["train"]["losses"].update(
+        gram={"style_params": {"wieght": 2.0}}))))
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY")}
+    done = subprocess.run([sys.executable, "-m", "pipelines.train", "--model", "adain", "--loss", "gram", "--params",
+                           str(path), "--shards", str(tmp_path / "shards")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "unknown key(s) wieght" in done.stderr and "Traceback" not in done.stderr
+    assert "ray:" not in done.stdout  # no Ray was started (or joined), so nothing was retried
 
 
 def test_a_sweep_space_with_a_misspelt_key_fails_before_any_trial(tmp_path):
@@ -301,7 +314,8 @@ def test_hostile_shard_keys_are_listed_as_rejects_and_nothing_lands_outside_the_
     image = corpus._encode(corpus._gradient((40, 32)), "JPEG")
     good = ["photo-a", "photo-b", "nested/photo-c"]
     shard_folder = tmp_path / "shards"
-    corpus.shard_with_keys(shard_folder / "hostile-000000.tar", good + list(corpus.HOSTILE_KEYS), image)
+    hostile = corpus.hostile_keys(tmp_path)
+    corpus.shard_with_keys(shard_folder / "hostile-000000.tar", good + hostile, image)
     save_image(synthetic_artwork(0, "waves", 32), tmp_path / "styles" / "waves.png")
     before = _tree(tmp_path)
     for output_format in ("files", "webdataset"):
@@ -310,14 +324,14 @@ def test_hostile_shard_keys_are_listed_as_rejects_and_nothing_lands_outside_the_
                                    batch_size=4, actors=1, output_format=output_format, progress=False)
         assert manifest["written"] == len(good)
         refused = {r["key"]: r["reason"] for r in manifest["rejected"]}
-        assert set(refused) == set(corpus.HOSTILE_KEYS) and all("unsafe key" in r for r in refused.values())
+        assert set(refused) == set(hostile) and all("unsafe key" in r for r in refused.values())
         if output_format == "webdataset":
             for shard in output.glob("*.tar"):
                 with tarfile.open(shard) as tar:
                     assert all(m.name.split(".")[0] in good or m.name.rsplit(".", 1)[0] in good for m in tar)
     outside = _tree(tmp_path) - before
     assert all(path.startswith("deep/er/") or path in ("deep", "deep/er") for path in outside), sorted(outside)
-    assert not Path("/tmp/stylecore-absolute-escape.jpg").exists()
+    assert not (tmp_path / "absolute-escape.jpg").exists()
     json.dumps(manifest)  # the manifest (with the hostile keys in it) is still valid JSON
 
 

@@ -179,7 +179,10 @@ def test_several_models_in_one_pipeline_each_resume_their_own_folder_and_match_t
 def test_bad_arguments_fail_before_ray_starts_and_name_the_fix(inputs, tmp_path):
     root, checkpoint = inputs
     cases = [(dict(policy="cyclic"), "policy='cyclic' is not one of one, round_robin, random"),
-             (dict(alpha=1.5), r"alpha=1.5 must lie in \[0, 1\]"),
+             (dict(alpha=1.5), r"alpha=1.5 must be a number in \[0, 1\]"),
+             (dict(alpha="1"), r"alpha='1' must be a number in \[0, 1\]"),
+             (dict(size="128"), "size must be a positive integer or null; got '128'"),
+             (dict(gpus_per_actor=-1), "gpus_per_actor must be a number ≥ 0"),
              (dict(actors=0), "actors must be a positive integer")]
     for kwargs, message in cases:
         with pytest.raises(StylizeError, match=message):
