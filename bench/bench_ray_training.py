@@ -93,7 +93,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="per worker")
     parser.add_argument("--window", type=int, default=8, help="steps per measured window")
     parser.add_argument("--windows", type=int, default=5, help="measured windows (after one warm-up window)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+",
+                        help="Ray worker counts to time (default 1 and 2 on CPU; 1 up to the GPU count on CUDA)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard processes")
@@ -102,6 +103,12 @@ def main() -> None:
 
     import ray
 
+    gpus = torch.cuda.device_count()
+    if args.workers is None:
+        args.workers = [1, 2] if not args.device.startswith("cuda") else sorted({1, max(1, gpus)})
+    if args.device.startswith("cuda") and max(args.workers) > gpus:
+        # each GPU worker takes a whole GPU: more than there are would wait forever, printing nothing
+        sys.exit(f"error: --workers {max(args.workers)} needs that many GPUs; this machine has {gpus}")
     cpus = os.cpu_count() or 1
     torch.set_num_threads(cpus)
     config = {"model": args.model, "model_params": {"encoder_weights": "random:0"}, "steps": (args.windows + 1) * args.window,

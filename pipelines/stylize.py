@@ -723,16 +723,18 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     shards = worker_shards(params, profile_shards(params, shards_root, "val"))
     mlflow.set_tracking_uri(tracking_settings(params, params_path.resolve().parent)["uri"])
     with ray_session():
-        gpus = settings["gpus_per_actor"]
-        if gpus == "auto":
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= settings["actors"] else 0.0
-        print(f"stylize: {len(names)} champions in one Ray Data pipeline: {', '.join(names)}", flush=True)
+        gpus, actors = settings["gpus_per_actor"], settings["actors"]
+        if gpus == "auto":  # GPUs whenever there are any: the actors capped at them, never all of them on CPU
+            available = int(ray.cluster_resources().get("GPU", 0))
+            gpus, actors = (1.0, min(actors, available)) if available else (0.0, actors)
+        print(f"stylize: {len(names)} champions in one Ray Data pipeline: {', '.join(names)}; {actors} actor(s) on "
+              f"{'GPU' if gpus else 'CPU'}", flush=True)
         # One pipeline for every champion: the content is read and decoded once, and each actor starts once.
         manifests = stylize_with_models(
             shards["content"], shards["style"], [(f"models:/{name}@champion", reports / "stylized" / name) for name in names],
             policy=settings["policy"], seed=settings["seed"], alpha=settings["alpha"],
             preserve_color=settings["preserve_color"], size=settings["size"], style_size=settings["style_size"],
-            batch_size=settings["batch_size"], actors=settings["actors"], gpus_per_actor=float(gpus),
+            batch_size=settings["batch_size"], actors=actors, gpus_per_actor=float(gpus),
             output_format=settings["output_format"], image_format=settings["image_format"],
             limit=settings["contents"], progress=False)
     done = {name: {key: manifest[key] for key in ("model_version", "written", "this_run") if key in manifest}

@@ -346,9 +346,10 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
             **git_state(root), **combination.weights()}
     started = time.perf_counter()
     with ray_session():
-        scale = scaling(combination)
+        scale = scaling(combination, where="sweep")
         concurrent = _concurrency(settings, scale)
-        if not scale["use_gpu"]:  # the CPUs shared by the trials that run at once
+        if combination.ray["threads_per_worker"] == "auto":
+            # the CPUs are shared by the trials that run at once, on GPU too (each GPU trial took every CPU before)
             import ray
 
             cpus = ray.cluster_resources().get("CPU", 1)

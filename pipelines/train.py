@@ -310,31 +310,56 @@ def _restore_environment(saved: Mapping[str, str | None]) -> None:
             os.environ[key] = value
 
 
-def scaling(combination: Combination) -> dict[str, Any]:
-    """Workers, GPU use and threads for the cluster at hand; a clear error where it cannot fit."""
+def scaling(combination: Combination, where: str = "train.ray") -> dict[str, Any]:
+    """Workers, GPU use and threads for the cluster at hand (see :func:`decide_scaling`), announced in one line."""
     import ray
 
-    settings = combination.ray
-    resources = ray.cluster_resources()
+    scale = decide_scaling(combination.ray, ray.cluster_resources(), local=on_local_ray(), where=where)
+    device = f"GPU ({scale['gpus_per_worker']:g} each, NCCL)" if scale["use_gpu"] else \
+        f"CPU ({scale['threads_per_worker']} torch thread(s) each, gloo)"
+    notice = scale.pop("notice")
+    print(f"ray: {scale['num_workers']} worker(s) on {device}" + (f"; {notice}" if notice else ""), flush=True)
+    return scale
+
+
+def decide_scaling(settings: Mapping[str, Any], resources: Mapping[str, float], local: bool,
+                   where: str = "train.ray") -> dict[str, Any]:
+    """Workers, GPU use and threads from ``train.ray`` settings and the cluster's resources.
+
+    ``use_gpu: auto`` trains on GPUs whenever the cluster has any: on this machine with fewer GPUs than
+    workers, the workers are capped at the GPUs (said in ``notice``) rather than all of them falling back to
+    CPU. On a cluster the user named (``local=False``), GPUs it lacks may still come from its autoscaler, so
+    nothing is refused there. ``use_gpu: true`` on a machine without GPUs, more workers than CPUs, and several
+    workers sharing GPUs (NCCL refuses two ranks on one GPU) are errors naming the key to change.
+    """
     workers, per_gpu = settings["workers"], float(settings["gpus_per_worker"])
-    use_gpu = settings["use_gpu"]
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    use_gpu, notice = settings["use_gpu"], ""
     if use_gpu == "auto":
-        use_gpu = resources.get("GPU", 0) >= workers * per_gpu
+        use_gpu = gpus > 0
+        if use_gpu and local and gpus < workers * per_gpu:
+            capped = max(1, int(gpus // per_gpu))
+            notice = (f"{where}.workers={workers} capped at {capped}: this machine has {gpus:g} GPU(s) and each worker "
+                      f"takes {per_gpu:g} (the global batch is {capped} × batch_size)")
+            workers = capped
     elif not isinstance(use_gpu, bool):
-        raise CatalogueError(f"params.yaml: train.ray.use_gpu must be auto, true or false; got {use_gpu!r}")
-    cpus = resources.get("CPU", 0)
-    if on_local_ray():  # a cluster the user named may add nodes on demand; this machine cannot
-        if use_gpu and resources.get("GPU", 0) < workers * per_gpu:
-            raise TrainStageError(f"train.ray asks for {workers} workers × {per_gpu} GPU but Ray has "
-                                  f"{resources.get('GPU', 0):g} GPUs; lower train.ray.workers or set use_gpu: false")
+        raise CatalogueError(f"params.yaml: {where}.use_gpu must be auto, true or false; got {use_gpu!r}")
+    if use_gpu and workers > 1 and per_gpu < 1:
+        raise TrainStageError(f"{where}.gpus_per_worker={per_gpu:g} with {workers} workers would put two DDP ranks on "
+                              "one GPU, which NCCL refuses ('Duplicate GPU detected'); set gpus_per_worker: 1, or "
+                              "workers: 1 (fractions suit single-worker sweep trials)")
+    if local:  # a cluster the user named may add nodes on demand; this machine cannot
+        if use_gpu and gpus < workers * per_gpu:
+            raise TrainStageError(f"{where} asks for {workers} workers × {per_gpu} GPU but Ray has {gpus:g} GPUs; "
+                                  f"lower {where}.workers, or set {where}.use_gpu: false (or auto)")
         if cpus < workers:
-            raise TrainStageError(f"train.ray.workers={workers} needs {workers} CPUs but Ray has {cpus:g}; "
-                                  "lower train.ray.workers (Ray would wait for resources forever)")
+            raise TrainStageError(f"{where}.workers={workers} needs {workers} CPUs but Ray has {cpus:g}; lower "
+                                  f"{where}.workers (Ray would wait for resources forever)")
     threads = settings["threads_per_worker"]
     if threads == "auto":
         threads = max(1, int(cpus // workers)) if cpus else 1
     return {"num_workers": workers, "use_gpu": bool(use_gpu), "gpus_per_worker": per_gpu,
-            "threads_per_worker": int(threads)}
+            "threads_per_worker": int(threads), "notice": notice}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -18,14 +18,18 @@ def uri_scheme(location) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def load(path, device="cpu", allow_pickle: bool = False):
+def load(path, device=None, allow_pickle: bool = False):
     """Rebuild a trained model for inference, in eval mode, from a checkpoint directory (see
     :func:`stylecore.training.load`) or a URI such as ``models:/stylecore-adain-gram@champion``.
 
     A URI goes to the resolver registered for its scheme (entry-point group ``stylecore.resolvers``; the
     ``pipeline`` extra registers MLflow's, with the tracking server from ``MLFLOW_TRACKING_URI``). Nothing is
     unpickled: models load from safetensors checkpoints, unless ``allow_pickle=True`` lets a resolver fall back
-    to a pickled model from a store you trust."""
+    to a pickled model from a store you trust. ``device=None`` picks CUDA when it works, else the CPU."""
+    if device is None:  # the best device present (CUDA when it works), said when a GPU is there but unusable
+        from stylecore.devices import best_device
+
+        device = best_device()
     scheme = uri_scheme(path)
     if scheme is None:
         from stylecore.training import load as _load

@@ -138,7 +138,7 @@ def _image_files(paths: Sequence[str]) -> list[Path]:
     return files
 
 
-def _load_model(location: str, device: str, allow_pickle: bool = False):
+def _load_model(location: str, device: str | None, allow_pickle: bool = False):
     """A checkpoint path, or a URI whose failures (unknown model or alias, no server) become one clear error
     like a bad path."""
     from stylecore import load, uri_scheme
@@ -174,7 +174,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         if args.style_weights is not None and len(args.style_weights) != len(styles):
             raise ValueError(f"--style-weights gives {len(args.style_weights)} weight(s) for {len(styles)} style(s); "
                              "give one weight per style")
-        model = _load_model(args.checkpoint, args.device or "cpu", allow_pickle=args.allow_pickle)
+        model = _load_model(args.checkpoint, args.device, allow_pickle=args.allow_pickle)
         stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
                             tile_overlap=args.tile_overlap, style_size=args.style_size,
                             max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_PIXEL_BUDGET)
@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
                          help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
                               "(runs code from the store: only for stores you trust)")
-    stylize.add_argument("--device")
+    stylize.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     stylize.add_argument("--quiet", action="store_true")
     stylize.set_defaults(func=_cmd_stylize)
 

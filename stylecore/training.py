@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from stylecore import models as model_registry
 from stylecore.data import Batch
+from stylecore.devices import best_device
 from stylecore.io import atomic_directory, remove_stale_temporaries
 from stylecore.models.base import StyleTransferModel, TrainingPhase
 from stylecore.objective import Objective, ObjectiveOutput, build_objective
@@ -354,8 +355,7 @@ class Trainer:
                  hooks: Sequence[TrainingHooks] = (), model: StyleTransferModel | None = None) -> None:
         self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
         self.config.validate()
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device) if device is not None else best_device()
         self.hooks = list(hooks)
         torch.manual_seed(self.config.seed)  # the model's initial weights follow the seed
         self.model = model if model is not None else model_registry.build(self.config.model, **self.config.model_params)
@@ -672,8 +672,9 @@ def _load_model_state(model: StyleTransferModel, path: Path) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def load(path: Path | str, device: str | torch.device = "cpu") -> StyleTransferModel:
-    """Rebuild the model of a checkpoint directory (or the newest in a run directory), in eval mode."""
+def load(path: Path | str, device: str | torch.device | None = None) -> StyleTransferModel:
+    """Rebuild the model of a checkpoint directory (or the newest in a run directory), in eval mode, on
+    ``device`` (default: CUDA when it works, else the CPU)."""
     path = resolve_checkpoint(path)
     config = read_checkpoint_config(path)
     name, params = config["model"]["model"], dict(config["model"]["params"])
@@ -690,4 +691,4 @@ def load(path: Path | str, device: str | torch.device = "cpu") -> StyleTransferM
             raise CheckpointError(f"{path} was trained with encoder weights sha256 {encoder['weights_sha256']}, but "
                                   f"{encoder.get('weights_file')} now has {current}; restore that file")
     _load_model_state(model, path)
-    return model.to(device).eval()
+    return model.to(device if device is not None else best_device()).eval()

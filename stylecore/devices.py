@@ -1,0 +1,35 @@
+"""Which device to run on: the best one present, and a clear word when a GPU is there but unusable."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+#: where the NVIDIA kernel driver says its version (Linux)
+NVIDIA_DRIVER_FILE = Path("/proc/driver/nvidia/version")
+
+
+def unusable_gpu_reason(driver_file: Path = NVIDIA_DRIVER_FILE) -> str | None:
+    """Why a GPU this machine has cannot be used by this torch, or None (no NVIDIA driver, or CUDA works).
+
+    The usual cause: a driver older than the CUDA runtime of the installed torch build, which makes
+    ``torch.cuda.is_available()`` False without a word, so everything quietly runs on CPU."""
+    if torch.cuda.is_available() or not driver_file.is_file():
+        return None
+    text = driver_file.read_text(errors="replace")
+    version = next((part for part in text.split() if part.count(".") >= 1 and part.replace(".", "").isdigit()), "?")
+    return (f"an NVIDIA GPU is present (driver {version}) but torch {torch.__version__} cannot use it: this build needs "
+            f"a driver for CUDA {torch.version.cuda or '(none: a CPU-only build)'}. Update the driver, or install a "
+            "torch build for the CUDA your driver supports; running on CPU meanwhile")
+
+
+def best_device() -> torch.device:
+    """CUDA when it works, else CPU, warning once when a GPU is present but unusable."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    reason = unusable_gpu_reason()
+    if reason:
+        warnings.warn(reason, RuntimeWarning, stacklevel=2)
+    return torch.device("cpu")

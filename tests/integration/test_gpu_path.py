@@ -1,0 +1,76 @@
+"""The GPU path's decisions, checked on a CPU machine: how many workers on which device for a given cluster,
+what DDP refuses, where inference runs, and what a checkpoint keeps of the CUDA RNG."""
+
+import pytest
+import torch
+
+from pipelines.sources import CatalogueError
+from pipelines.train import TrainStageError, decide_scaling
+from stylecore.devices import best_device, unusable_gpu_reason
+
+DEFAULTS = {"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto"}
+
+
+def test_auto_trains_on_the_gpus_there_are_capping_the_workers_on_one_machine():
+    one_gpu = decide_scaling(DEFAULTS, {"CPU": 16, "GPU": 1}, local=True)
+    assert (one_gpu["use_gpu"], one_gpu["num_workers"]) == (True, 1)  # was: 2 CPU workers over gloo, silently
+    assert "workers=2 capped at 1" in one_gpu["notice"] and "1 GPU(s)" in one_gpu["notice"]
+    eight = decide_scaling(DEFAULTS, {"CPU": 64, "GPU": 8}, local=True)
+    assert (eight["use_gpu"], eight["num_workers"], eight["notice"]) == (True, 2, "")
+    cpu = decide_scaling(DEFAULTS, {"CPU": 2}, local=True)
+    assert (cpu["use_gpu"], cpu["num_workers"], cpu["threads_per_worker"]) == (False, 2, 1)
+    # a named cluster whose GPU nodes are not up yet: its autoscaler may add them, so nothing is refused there
+    cluster = decide_scaling({**DEFAULTS, "use_gpu": True}, {"CPU": 8}, local=False)
+    assert (cluster["use_gpu"], cluster["num_workers"]) == (True, 2)
+
+
+def test_impossible_requests_are_errors_that_name_the_key():
+    with pytest.raises(TrainStageError, match=r"use_gpu: false"):
+        decide_scaling({**DEFAULTS, "use_gpu": True}, {"CPU": 8}, local=True)
+    with pytest.raises(TrainStageError, match=r"train.ray.workers=4 needs 4 CPUs"):
+        decide_scaling({**DEFAULTS, "workers": 4, "use_gpu": False}, {"CPU": 2}, local=True)
+    with pytest.raises(CatalogueError, match="use_gpu must be auto, true or false"):
+        decide_scaling({**DEFAULTS, "use_gpu": "yes"}, {"CPU": 2}, local=True)
+
+
+def test_ddp_ranks_never_share_a_gpu_but_a_single_trial_may_take_a_fraction():
+    with pytest.raises(TrainStageError, match="Duplicate GPU detected.*gpus_per_worker: 1"):
+        decide_scaling({**DEFAULTS, "gpus_per_worker": 0.5}, {"CPU": 8, "GPU": 1}, local=True)
+    with pytest.raises(TrainStageError, match="sweep.gpus_per_worker=0.5"):
+        decide_scaling({**DEFAULTS, "gpus_per_worker": 0.5, "use_gpu": True}, {"CPU": 8}, local=False, where="sweep")
+    single = decide_scaling({**DEFAULTS, "workers": 1, "gpus_per_worker": 0.25}, {"CPU": 8, "GPU": 1}, local=True)
+    assert (single["use_gpu"], single["num_workers"], single["gpus_per_worker"]) == (True, 1, 0.25)
+
+
+def test_inference_runs_on_the_best_device_and_an_unusable_gpu_is_named(tmp_path):
+    import stylecore
+    from stylecore.training import Trainer
+
+    trainer = Trainer({"model": "adain", "steps": 1, "model_params": {"encoder_weights": "random:0"}})
+    checkpoint = trainer.save_checkpoint(tmp_path / "run")
+    assert stylecore.load(checkpoint).device == best_device()  # no more device="cpu" by default
+    if torch.cuda.is_available():
+        assert best_device().type == "cuda"
+        return
+    driver = tmp_path / "version"
+    driver.write_text("NVRM version: NVIDIA UNIX x86_64 Kernel Module  470.57.02  Tue Jul 13 16:14:05 UTC 2021\n")
+    reason = unusable_gpu_reason(driver)
+    assert "driver 470.57.02" in reason and f"torch {torch.__version__}" in reason and "running on CPU" in reason
+    assert unusable_gpu_reason(tmp_path / "no-driver") is None  # no NVIDIA driver: nothing to say
+
+
+def test_a_checkpoint_keeps_only_its_own_devices_cuda_rng_state(tmp_path):
+    """Ray shows a node's GPUs to every worker on it: saving every visible GPU's state made a resume that sees
+    fewer GPUs fail with IndexError, every retry. The state now holds the trainer's device's only."""
+    from stylecore.training import Trainer, load_trainer_state
+
+    trainer = Trainer({"model": "adain", "steps": 2, "model_params": {"encoder_weights": "random:0"}}, device="cpu")
+    path = trainer.save_checkpoint(tmp_path / "run")
+    rng = load_trainer_state(path / "trainer.pt")["rng"]
+    assert set(rng) == {"torch", "numpy", "python"}  # a CPU trainer stores no CUDA state at all
+    assert isinstance(rng["numpy"]["keys"], torch.Tensor) and isinstance(rng["python"]["state"], list)
+    if torch.cuda.is_available():
+        gpu = Trainer({"model": "adain", "steps": 2, "model_params": {"encoder_weights": "random:0"}}, device="cuda")
+        gpu.train_step(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
+        cuda_state = load_trainer_state(gpu.save_checkpoint(tmp_path / "gpu") / "trainer.pt")["rng"]["cuda"]
+        assert isinstance(cuda_state, torch.Tensor)  # one device's state, not a list of every visible GPU's
