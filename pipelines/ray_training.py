@@ -110,7 +110,8 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     data = ShardPairStream(config["content"], config["style"], batch_size=config["batch_size"],
                            crop_size=config["crop_size"], load_size=config.get("load_size"),
-                           seed=config["train"].get("seed", 0) + context.get_world_rank(), flip=True)
+                           seed=config["train"].get("seed", 0) + context.get_world_rank(), flip=True,
+                           workers=config.get("loader_workers", 0))
     rank_zero = context.get_world_rank() == 0
     tracking = None
     if config.get("mlflow") and rank_zero:
@@ -139,8 +140,9 @@ def train_worker(config: dict[str, Any]) -> None:
 def run(train_config: dict[str, Any], content: ShardLocations, style: ShardLocations, *, name: str,
         storage_path: str, num_workers: int = 2, use_gpu: bool | None = None, gpus_per_worker: float = 1,
         threads_per_worker: int = 1, batch_size: int = 4, crop_size: int = 64, load_size: int | None = None,
-        report_every: int = 10, keep: int = 2, max_failures: int = 1, validation: Mapping[str, Any] | None = None,
-        callbacks: list | None = None, extra: dict[str, Any] | None = None) -> ray.train.Result:
+        loader_workers: int = 0, report_every: int = 10, keep: int = 2, max_failures: int = 1,
+        validation: Mapping[str, Any] | None = None, callbacks: list | None = None,
+        extra: dict[str, Any] | None = None) -> ray.train.Result:
     """Train with Ray Train; a re-run with the same ``name`` and ``storage_path`` resumes.
 
     ``validation``: ``{"pairs": HeldOutPairs, "weights": metric encoder weights, "objective": {metric:
@@ -148,16 +150,22 @@ def run(train_config: dict[str, Any], content: ShardLocations, style: ShardLocat
     ``callbacks``: Ray Train callbacks (a sweep passes Tune's ``TuneReportCallback``).
 
     ``batch_size`` is per worker (the global batch is ``num_workers × batch_size``). ``use_gpu=None``
-    uses GPUs when the cluster has ``gpus_per_worker`` for every worker; each CPU worker holds one CPU
-    and runs ``threads_per_worker`` torch threads.
+    decides as ``train.ray.use_gpu: auto`` does (:func:`pipelines.train.decide_scaling`); each CPU worker holds
+    one CPU and runs ``threads_per_worker`` torch threads. ``loader_workers`` background processes per worker
+    decode and augment its batches (:class:`stylecore.data.ShardPairStream`; 0: on the training thread).
     """
     if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= num_workers * gpus_per_worker
+        from pipelines.train import decide_scaling, on_local_ray
+
+        decided = decide_scaling({"workers": num_workers, "use_gpu": "auto", "gpus_per_worker": gpus_per_worker,
+                                  "threads_per_worker": threads_per_worker}, ray.cluster_resources(), local=on_local_ray())
+        num_workers, use_gpu = decided["num_workers"], decided["use_gpu"]
     locations = {"content": [str(p) for p in _as_list(content)], "style": [str(p) for p in _as_list(style)]}
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"train": train_config, **locations, "threads_per_worker": threads_per_worker,
                            "batch_size": batch_size, "crop_size": crop_size, "load_size": load_size,
+                           "loader_workers": loader_workers,
                            "report_every": report_every, "validation": dict(validation) if validation else None,
                            **(extra or {})},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

@@ -223,7 +223,8 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
         result = ray_training.run(
             train, combination.content, combination.style, name=f"{job.key}-{trial_id}",
             storage_path=job.trials_storage, **job.scale, batch_size=data["batch_size"], crop_size=data["crop_size"],
-            load_size=data["load_size"], report_every=data["report_every"], keep=combination.ray["keep_checkpoints"],
+            load_size=data["load_size"], loader_workers=data["loader_workers"], report_every=data["report_every"],
+            keep=combination.ray["keep_checkpoints"],
             max_failures=combination.ray["max_failures"], validation=job.validation,
             callbacks=[TuneReportCallback()], extra={"mlflow": {"tracking_uri": tracking["uri"], "run_id": run_id}})
         if result.error is not None:

@@ -36,7 +36,8 @@ from pipelines.stage import run_stage
 from stylecore.io import atomic_directory, atomic_write_text
 
 #: keys of a combination's settings that the stage uses itself; every other key is a TrainConfig key
-DATA_KEYS = {"batch_size": 4, "crop_size": 256, "load_size": None, "report_every": 100, "weights": None}
+DATA_KEYS = {"batch_size": 4, "crop_size": 256, "load_size": None, "loader_workers": 0, "report_every": 100,
+             "weights": None}
 RAY_KEYS = {"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto",
             "max_failures": 2, "keep_checkpoints": 2}
 
@@ -141,6 +142,9 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
         if not _is_count(data[key], 1):
             raise CatalogueError(f"params.yaml: train.profiles.{profile}.{key} must be a positive integer; "
                                  f"got {data[key]!r}")
+    if not _is_count(data["loader_workers"], 0):
+        raise CatalogueError(f"params.yaml: train.profiles.{profile}.loader_workers must be an integer ≥ 0; "
+                             f"got {data['loader_workers']!r}")
     if data["load_size"] is not None and not _is_count(data["load_size"], 1):
         raise CatalogueError(f"params.yaml: train.profiles.{profile}.load_size must be a positive integer or null; "
                              f"got {data['load_size']!r}")
@@ -424,7 +428,8 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                     combination.train, shards["content"], shards["style"], name=run_key,
                     storage_path=ray_storage, **scale,
                     batch_size=combination.data["batch_size"], crop_size=combination.data["crop_size"],
-                    load_size=combination.data["load_size"], report_every=combination.data["report_every"],
+                    load_size=combination.data["load_size"], loader_workers=combination.data["loader_workers"],
+                    report_every=combination.data["report_every"],
                     keep=combination.ray["keep_checkpoints"], max_failures=combination.ray["max_failures"],
                     extra={**(extra or {}), "mlflow": {"tracking_uri": tracking["uri"], "run_id": run_id}})
                 error = result.error if result.checkpoint is not None else result.error or "no checkpoint was reported"

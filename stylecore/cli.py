@@ -80,7 +80,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
             data = ShardPairStream(args.content, args.style, batch_size=args.batch, crop_size=args.size,
                                    load_size=args.load_size, seed=config.seed, flip=args.flip,
-                                   style_jitter=args.style_jitter)
+                                   style_jitter=args.style_jitter, workers=args.loader_workers)
         else:
             content = image_source(args.content, size=args.load_size or args.size, seed=config.seed)
             style = image_source(args.style, size=args.load_size or args.size, seed=config.seed + 1)
@@ -269,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--flip", action="store_true", help="random horizontal flips")
     train.add_argument("--style-jitter", dest="style_jitter", action="store_true",
                        help="Magenta's style augmentation (colour jitter, flips, random scale) on style images")
+    train.add_argument("--loader-workers", dest="loader_workers", type=int, default=0,
+                       help="background processes that decode and augment shard batches (default 0: on the "
+                            "training thread; 2-4 keep a GPU fed)")
     train.add_argument("--in-memory", dest="in_memory", action="store_true",
                        help="hold shard folders in memory and sample them by index (bitwise-exact resume) "
                             "instead of streaming them")

@@ -129,6 +129,10 @@ class Batch:
     content_keys: list[str]
     style_keys: list[str]
 
+    def pin_memory(self) -> "Batch":
+        """The batch in page-locked memory (DataLoader's pin_memory calls this), for non-blocking copies to a GPU."""
+        return Batch(self.content.pin_memory(), self.style.pin_memory(), self.content_keys, self.style_keys)
+
 
 def resize_short_side(image: Tensor, short: int) -> Tensor:
     """Resize (3, H, W) so the short side is ``short``, keeping the aspect ratio (antialiased)."""
@@ -243,14 +247,21 @@ class ShardPairStream:
 
     def __init__(self, content: ShardLocations, style: ShardLocations, batch_size: int, crop_size: int,
                  load_size: int | None = None, seed: int = 0, flip: bool = False, style_jitter: bool = False,
-                 shuffle_buffer: int = 1000) -> None:
+                 shuffle_buffer: int = 1000, workers: int = 0, pin_memory: bool | None = None) -> None:
         from stylecore.shards import shard_urls
 
         shard_urls(content), shard_urls(style)  # fail now, with the fix, if either is not a shard folder
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
+            raise ValueError(f"loader workers must be an integer ≥ 0; got {workers!r}")
         self.content, self.style = content, style
         self.batch_size = int(batch_size)
         self.augment = Augment(crop_size, load_size, flip, style_jitter)
         self.seed, self.shuffle_buffer = int(seed), int(shuffle_buffer)
+        self.workers = workers
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        from webdataset.utils import pytorch_worker_info
+
+        self.rank = pytorch_worker_info()[0]  # this DDP rank, fixed here: loader processes cannot ask torch.distributed
         self.position = 0
 
     def state_dict(self) -> dict[str, int]:
@@ -259,19 +270,58 @@ class ShardPairStream:
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.position = int(state["position"])
 
-    def __iter__(self) -> Iterator[Batch]:
+    def batches(self, start: int, lane: int = 0) -> Iterator[Batch]:
+        """The endless batches of one reader: seeded by (seed, start position, lane), so the inline stream
+        (lane 0) and each loader worker (its own lane) read their own reproducible sequence."""
         from stylecore.shards import stream_shards
 
-        start = self.position
-        stream_seed = int(seeded_generator(self.seed, start).initial_seed() % (2**31))
-        contents = stream_shards(self.content, stream_seed, self.shuffle_buffer)
-        styles = stream_shards(self.style, stream_seed + 1, self.shuffle_buffer)
-        generator = seeded_generator(self.seed, "augment", start)
+        stream_seed = int(seeded_generator(self.seed, start, *([lane] if lane else [])).initial_seed() % (2**31))
+        contents = stream_shards(self.content, stream_seed, self.shuffle_buffer, rank=self.rank)
+        styles = stream_shards(self.style, stream_seed + 1, self.shuffle_buffer, rank=self.rank)
+        generator = seeded_generator(self.seed, "augment", start, *([lane] if lane else []))
         while True:
             c_items = [next(contents) for _ in range(self.batch_size)]
             s_items = [next(styles) for _ in range(self.batch_size)]
-            batch = Batch(torch.stack([self.augment(image, generator) for _, image, _ in c_items]),
-                          torch.stack([self.augment(image, generator, style=True) for _, image, _ in s_items]),
-                          [key for key, _, _ in c_items], [key for key, _, _ in s_items])
+            yield Batch(torch.stack([self.augment(image, generator) for _, image, _ in c_items]),
+                        torch.stack([self.augment(image, generator, style=True) for _, image, _ in s_items]),
+                        [key for key, _, _ in c_items], [key for key, _, _ in s_items])
+
+    def __iter__(self) -> Iterator[Batch]:
+        if self.workers:
+            yield from self._from_loader()
+            return
+        for batch in self.batches(self.position):
             self.position += 1
             yield batch
+
+    def _from_loader(self) -> Iterator[Batch]:
+        """Decode and augmentation in ``workers`` background processes (torch's DataLoader), off the training
+        thread: worker w yields batches w, w + W, w + 2W… of its own lane, and the loader hands them over in that
+        order, so the sequence is a function of (seed, position, workers). Batches arrive in pinned memory when
+        CUDA is present, ready for a non-blocking copy."""
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_LoaderLanes(self, self.position), batch_size=None, num_workers=self.workers,
+                            pin_memory=self.pin_memory, prefetch_factor=2, collate_fn=_keep_batch,
+                            # spawn: a training process holds threads (Ray's, torch's) that fork would copy broken
+                            multiprocessing_context="spawn", in_order=True)
+        for batch in loader:
+            self.position += 1
+            yield batch
+
+
+def _keep_batch(batch: Batch) -> Batch:
+    return batch
+
+
+class _LoaderLanes(torch.utils.data.IterableDataset):
+    """A :class:`ShardPairStream` read by DataLoader workers, one lane each (see ``_from_loader``)."""
+
+    def __init__(self, stream: "ShardPairStream", start: int) -> None:
+        self.stream, self.start = stream, start
+
+    def __iter__(self) -> Iterator[Batch]:
+        info = torch.utils.data.get_worker_info()
+        lane = info.id + 1 if info is not None else 1
+        torch.set_num_threads(1)  # one core per worker: the resizes must not fight each other
+        return self.stream.batches(self.start, lane)

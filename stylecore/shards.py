@@ -300,7 +300,8 @@ class ShardImages:
         return json.loads(self.samples[index]["json"])
 
 
-def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffle_buffer: int = 1000) -> Iterator[tuple[str, "Tensor", dict]]:
+def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffle_buffer: int = 1000,
+                  rank: int | None = None) -> Iterator[tuple[str, "Tensor", dict]]:
     """An endless, resampled, reproducible stream of decoded samples.
 
     Shards are drawn at random with replacement, so a DDP rank never runs dry before the others; the
@@ -313,7 +314,9 @@ def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffl
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
     pipeline = wds.DataPipeline(
-        wds.ResampledShards(shard_urls(location), seed=seed, deterministic=True),
+        # rank given: the shard draw depends on it and the seed only, not on which loader process reads it
+        wds.ResampledShards(shard_urls(location), seed=seed, deterministic=True,
+                            worker_seed=None if rank is None else (lambda: rank * 1000)),
         _opened, tar_file_expander, group_by_keys,
         wds.shuffle(shuffle_buffer, seed=seed),
     )

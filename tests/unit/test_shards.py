@@ -60,6 +60,28 @@ def test_shard_pair_stream_yields_augmented_batches_and_ranks_read_their_own_sha
     assert len(seen[0]) == len(seen[1]) == 24 and seen[0] != seen[1]
 
 
+def test_loader_workers_hand_over_their_lanes_in_order_reproducibly_and_resume_from_the_position(style_shards):
+    out, _ = style_shards
+    settings = dict(batch_size=3, crop_size=32, load_size=48, seed=0, flip=True, workers=2)
+    stream = ShardPairStream(out, out, **settings)
+    batches = [b for _, b in zip(range(6), stream)]
+    assert stream.state_dict()["position"] == 6 and batches[0].content.shape == (3, 3, 32, 32)
+    # worker w reads lane w + 1: batches 0, 2, 4 are lane 1's first three, batches 1, 3, 5 lane 2's
+    lanes = [[b for _, b in zip(range(3), ShardPairStream(out, out, **settings).batches(0, lane))] for lane in (1, 2)]
+    for index, batch in enumerate(batches):
+        expected = lanes[index % 2][index // 2]
+        assert torch.equal(batch.content, expected.content) and batch.style_keys == expected.style_keys
+    again = [b for _, b in zip(range(6), ShardPairStream(out, out, **settings))]  # the same run again: the same data
+    assert all(torch.equal(a.content, b.content) for a, b in zip(batches, again))
+    resumed = ShardPairStream(out, out, **settings)
+    resumed.load_state_dict({"position": 4, "seed": 0})
+    first = next(iter(resumed))
+    assert torch.equal(first.content, next(ShardPairStream(out, out, **settings).batches(4, 1)).content)
+    assert resumed.state_dict()["position"] == 5
+    with pytest.raises(ValueError, match="loader workers must be an integer"):
+        ShardPairStream(out, out, batch_size=3, crop_size=32, workers=-1)
+
+
 def test_augment_is_deterministic_per_generator_and_style_jitter_changes_colour():
     image = synthetic_artwork(0, "waves", 96)
     augment = Augment(64, 80, flip=True, style_jitter=True)
