@@ -91,11 +91,13 @@ class Validation:
         self.pairs, self.objective = settings["pairs"], dict(settings["objective"])
         self.batch_size, self.device, self.log = int(settings.get("batch_size", 16)), device, log
         self.metrics = StylizationMetrics(settings["weights"]).to(device)
+        self.references: dict = {}  # the fixed pairs' reference features, encoded at the first report only
 
     def __call__(self, trainer: Trainer) -> dict[str, float]:
         from stylecore.heldout import score_pairs
 
-        values, _ = score_pairs(trainer.model, self.pairs, self.metrics, self.batch_size, self.device, keep_outputs=())
+        values, _ = score_pairs(trainer.model, self.pairs, self.metrics, self.batch_size, self.device, keep_outputs=(),
+                                reference_cache=self.references)
         means = {f"val/{name}": float(value.mean()) for name, value in values.items()}
         means["val/objective"] = sum(weight * means[f"val/{name}"] for name, weight in self.objective.items())
         if self.log is not None:

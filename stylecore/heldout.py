@@ -55,7 +55,8 @@ class HeldOutPairs:
 
 def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_size: int,
                  device: torch.device | str, keep_outputs: Sequence[int] | None = None,
-                 progress: Callable[[int, int], None] | None = None
+                 progress: Callable[[int, int], None] | None = None,
+                 reference_cache: dict[tuple[int, int], Any] | None = None
                  ) -> dict[str, tuple[dict[str, Tensor], Tensor]]:
     """Stylize every pair (style-major) with each of ``models`` (name → a
     :class:`stylecore.models.StyleTransferModel`) and score each output with ``metrics`` (a
@@ -67,6 +68,10 @@ def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_
     held, so memory does not grow with the number of pairs. ``progress(pairs done, pairs)`` is called
     after each batch. The models run in eval mode and inference mode, their previous modes restored
     afterwards, so a model can be scored in the middle of training (sweep validation).
+
+    ``reference_cache``: a dict the caller keeps between calls on the same pairs, metrics and device (sweep
+    validation scores the same pairs at every report): the references' features are encoded on the first
+    call only, and looked up by batch on the later ones.
     """
     total = len(pairs)
     wanted = range(total) if keep_outputs is None else [int(i) for i in keep_outputs]
@@ -82,10 +87,15 @@ def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_
         for model in models.values():
             model.eval()
         with torch.inference_mode():
-            for contents, styles, content_index, style_index in pairs.pairs(batch_size):
+            for batch, (contents, styles, content_index, style_index) in enumerate(pairs.pairs(batch_size)):
                 contents, styles = contents.to(device), styles.to(device)
                 content_index, style_index = content_index.to(device), style_index.to(device)
-                references = metrics.encode_references(contents, styles)
+                if reference_cache is not None and (batch_size, batch) in reference_cache:
+                    references = reference_cache[(batch_size, batch)]
+                else:
+                    references = metrics.encode_references(contents, styles)
+                    if reference_cache is not None:
+                        reference_cache[(batch_size, batch)] = references
                 rows = [(position, done + position) for position in range(len(content_index)) if done + position in keep]
                 for name, model in models.items():
                     output = model.stylize_pairs(contents, styles, content_index, style_index).float().clamp(0, 1)
@@ -109,9 +119,11 @@ def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_
 
 
 def score_pairs(model, pairs: HeldOutPairs, metrics, batch_size: int, device: torch.device | str,
-                keep_outputs: Sequence[int] | None = None) -> tuple[dict[str, Tensor], Tensor]:
+                keep_outputs: Sequence[int] | None = None, reference_cache: dict[tuple[int, int], Any] | None = None
+                ) -> tuple[dict[str, Tensor], Tensor]:
     """:func:`score_models` for one model: the per-pair values of each metric and the kept outputs."""
-    return score_models({"model": model}, pairs, metrics, batch_size, device, keep_outputs)["model"]
+    return score_models({"model": model}, pairs, metrics, batch_size, device, keep_outputs,
+                        reference_cache=reference_cache)["model"]
 
 
 def center_square(image: Tensor, size: int) -> Tensor:

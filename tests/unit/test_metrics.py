@@ -131,6 +131,33 @@ def test_scoring_models_together_equals_scoring_each_alone_with_references_encod
         score_models(models, pairs, metrics, 5, "cpu", keep_outputs=[12])
 
 
+def test_a_reference_cache_encodes_the_fixed_pairs_once_across_calls_with_the_same_scores(metrics):
+    """Sweep validation scores the same pairs at every report: their references are encoded at the first only."""
+    from stylecore.heldout import HeldOutPairs, score_pairs
+    from stylecore.models import build
+
+    contents = torch.stack([synthetic_photo(i, 48) for i in range(3)])
+    styles = torch.stack([synthetic_artwork(i, family, 48) for i, family in enumerate(["waves", "dots"])])
+    pairs = HeldOutPairs(contents, ["c0", "c1", "c2"], styles, ["s0", "s1"])
+    torch.manual_seed(0)
+    model = build("adain", encoder_weights="random:0")
+    uncached = score_pairs(model, pairs, metrics, 4, "cpu")[0]
+    cache: dict = {}
+    calls = []
+    hook = metrics.encoder.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    try:
+        first = score_pairs(model, pairs, metrics, 4, "cpu", reference_cache=cache)[0]
+        encoded_first, calls[:] = len(calls), []
+        second = score_pairs(model, pairs, metrics, 4, "cpu", reference_cache=cache)[0]
+    finally:
+        hook.remove()
+    batches = 2  # 6 pairs in batches of 4
+    assert encoded_first == batches * 3 and len(calls) == batches  # then only the outputs go through VGG
+    for metric in METRICS:
+        torch.testing.assert_close(first[metric], uncached[metric], msg=metric)
+        torch.testing.assert_close(second[metric], uncached[metric], msg=metric)
+
+
 def test_the_classic_loss_is_unequal_across_styles_where_the_balanced_loss_is_not(metrics):
     # The same degree of stylization (a 50/50 blend) for styles that differ only in contrast: the
     # classic Gram loss grows with the style's feature magnitude, so it ranks these equally stylized
