@@ -7,7 +7,9 @@ computed in float32 even under bf16 autocast, because their sums overflow or los
 
 from __future__ import annotations
 
-from typing import Literal, Mapping, Sequence
+import contextlib
+import contextvars
+from typing import Iterator, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -77,12 +79,42 @@ def var_mean(x: Tensor, correction: int = 1) -> tuple[Tensor, Tensor]:
     return _VarMean.apply(x, correction)
 
 
+_GRAM_MEMO: contextvars.ContextVar[dict | None] = contextvars.ContextVar("stylecore_gram_memo", default=None)
+
+
+@contextlib.contextmanager
+def shared_grams() -> Iterator[None]:
+    """Within this block, :func:`gram` of the same feature tensor (same object, unmodified, same
+    normalisation and grad mode) is computed once: the ``gram`` and ``balanced_gram`` terms of one objective
+    (training's monitored classic loss, evaluation's Table 5 pair) read the same Grams. The objective's forward
+    opens one block per call, so nothing outlives it."""
+    token = _GRAM_MEMO.set({})
+    try:
+        yield
+    finally:
+        _GRAM_MEMO.reset(token)
+
+
 def gram(x: Tensor, normalize: GramNormalization = "hw") -> Tensor:
     """Gram matrix G = F Fᵀ of (B, C, H, W) features flattened to (B, C, HW).
 
     ``normalize``: ``"none"``; ``"hw"`` divides by H·W (pystiche, Magenta); ``"chw"`` by C·H·W
-    (LinearTransfer, Johnson). Returns (B, C, C) in float32 (float64 for float64 input).
+    (LinearTransfer, Johnson). Returns (B, C, C) in float32 (float64 for float64 input). Inside
+    :func:`shared_grams` a repeated call returns the first result.
     """
+    memo = _GRAM_MEMO.get()
+    if memo is None:
+        return _gram(x, normalize)
+    key = (id(x), normalize, torch.is_grad_enabled())
+    hit = memo.get(key)
+    if hit is not None and hit[0] is x and hit[1] == x._version:
+        return hit[2]
+    result = _gram(x, normalize)
+    memo[key] = (x, x._version, result)  # holding x keeps its id from being reused within the block
+    return result
+
+
+def _gram(x: Tensor, normalize: GramNormalization) -> Tensor:
     _check_feature_map(x)
     b, c, h, w = x.shape
     flat = _at_least_fp32(x.reshape(b, c, h * w))

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
+from stylecore import functional as SF
 from stylecore.encoders import VGGEncoder, check_layer_names
 from stylecore.losses import LOSSES, Loss
 from stylecore.registry import accepted_parameters
@@ -115,6 +116,10 @@ class Objective(nn.Module):
     def forward(self, images: Mapping[str, Tensor] | None = None,
                 features: Mapping[str, Mapping[str, Tensor]] | None = None,
                 values: Mapping[str, Tensor] | None = None) -> ObjectiveOutput:
+        with SF.shared_grams():  # terms that read the same features' Grams compute them once
+            return self._forward(images, features, values)
+
+    def _forward(self, images, features, values) -> ObjectiveOutput:
         images, values = dict(images or {}), dict(values or {})
         encoded = self.encode(images, features)
         terms: dict[str, Tensor] = {}

@@ -105,3 +105,32 @@ def test_config_errors_name_the_key_and_the_fix(encoder):
     objective = build_objective({"content": 1.0}, encoder)
     with pytest.raises(ValueError, match="role 'content' needs features.*pass images\\['content'\\]"):
         objective(images={"pred": torch.rand(1, 3, 32, 32)})
+
+
+def test_terms_that_read_the_same_grams_compute_them_once_with_the_same_values_and_gradients():
+    from stylecore import functional as SF
+
+    torch.manual_seed(0)
+    features = {"pred": {"relu2_2": torch.rand(2, 8, 6, 6, requires_grad=True)}, "style": {"relu2_2": torch.rand(2, 8, 6, 6)}}
+    config = {"classic": {"loss": "gram", "layers": ["relu2_2"], "weight": 0.0},  # monitored: computed without grad
+              "style": {"loss": "balanced_gram", "layers": ["relu2_2"], "weight": 2.0},
+              "again": {"loss": "gram", "layers": ["relu2_2"], "weight": 1.0}}
+    encoder = VGGEncoder("vgg16", layers=["relu2_2"], weights="random:0")  # the features are given: never run
+    objective = build_objective(config, encoder)
+    calls = []
+    original = SF._gram
+    SF._gram = lambda x, normalize: calls.append(normalize) or original(x, normalize)
+    try:
+        shared = objective(features=features)
+        shared.total.backward()
+        grad_shared = features["pred"]["relu2_2"].grad.clone()
+    finally:
+        SF._gram = original
+    # two tensors × (no-grad for the weight-0 term, with grad for the others): 4 Grams, not 6
+    assert len(calls) == 4
+    features["pred"]["relu2_2"].grad = None
+    separate = {name: build_objective({name: settings}, encoder)(features=features) for name, settings in config.items()}
+    sum(out.total for out in separate.values()).backward()
+    for name in config:
+        torch.testing.assert_close(shared.per_sample[name], separate[name].per_sample[name])
+    torch.testing.assert_close(grad_shared, features["pred"]["relu2_2"].grad)
