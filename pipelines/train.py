@@ -253,7 +253,8 @@ def ray_session() -> Iterator[None]:
                                                   LOCAL_RAY)}
     watchdog = None
     if address:
-        print(f"ray: connecting to the cluster at RAY_ADDRESS={address}", flush=True)
+        where = "the shared local Ray" if address == os.environ.get(LOCAL_RAY) else "the cluster"
+        print(f"ray: connecting to {where} at RAY_ADDRESS={address}", flush=True)
         ray.init(address=address)
     else:
         import socket
