@@ -1,5 +1,5 @@
 """The training input pipeline: batches/s of ShardPairStream read inline (decode and augmentation on the
-training thread) against the same stream read by background loader workers.
+training thread) against the same stream read by background loader threads.
 
 Shards of 256-px JPEGs are generated here (nothing is downloaded), the full profile's load and crop sizes
 are used (load 512, crop 256, batch 8: every stored image is decoded, upscaled 2× and cropped), and the
@@ -77,7 +77,7 @@ def main() -> None:
         inline = statistics.median(rates[0])
         for workers, values in rates.items():
             rate = statistics.median(values)
-            rows.append({"loader": "inline (training thread)" if not workers else f"{workers} loader workers",
+            rows.append({"loader": "inline (training thread)" if not workers else f"{workers} loader threads",
                          "batches_per_second": round(rate, 2), "samples_per_second": round(rate * args.batch, 1),
                          "ms_per_batch": round(1000 / rate, 1), "vs_inline": round(rate / inline, 2),
                          "rounds": [round(v, 2) for v in values]})

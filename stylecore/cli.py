@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--style-jitter", dest="style_jitter", action="store_true",
                        help="Magenta's style augmentation (colour jitter, flips, random scale) on style images")
     train.add_argument("--loader-workers", dest="loader_workers", type=int, default=0,
-                       help="background processes that decode and augment shard batches (default 0: on the "
+                       help="background threads that decode and augment shard batches (default 0: on the "
                             "training thread; 2-4 keep a GPU fed)")
     train.add_argument("--in-memory", dest="in_memory", action="store_true",
                        help="hold shard folders in memory and sample them by index (bitwise-exact resume) "

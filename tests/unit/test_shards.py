@@ -80,6 +80,12 @@ def test_loader_workers_hand_over_their_lanes_in_order_reproducibly_and_resume_f
     assert resumed.state_dict()["position"] == 5
     with pytest.raises(ValueError, match="loader workers must be an integer"):
         ShardPairStream(out, out, batch_size=3, crop_size=32, workers=-1)
+    iterator = iter(ShardPairStream(out, out, **settings))
+    next(iterator)
+    iterator.close()  # a trainer that stops ends its loader threads with it
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name.startswith("stylecore-loader")]
 
 
 def test_augment_is_deterministic_per_generator_and_style_jitter_changes_colour():
