@@ -106,11 +106,12 @@ def gram(x: Tensor, normalize: GramNormalization = "hw") -> Tensor:
     if memo is None:
         return _gram(x, normalize)
     key = (id(x), normalize, torch.is_grad_enabled())
+    version = -1 if x.is_inference() else x._version  # inference tensors keep no version counter
     hit = memo.get(key)
-    if hit is not None and hit[0] is x and hit[1] == x._version:
+    if hit is not None and hit[0] is x and hit[1] == version:
         return hit[2]
     result = _gram(x, normalize)
-    memo[key] = (x, x._version, result)  # holding x keeps its id from being reused within the block
+    memo[key] = (x, version, result)  # holding x keeps its id from being reused within the block
     return result
 
 
