@@ -154,10 +154,18 @@ def local_path(location: str | Path) -> Path:
     return Path(text[len("file://"):]) if text.startswith("file://") else Path(text)
 
 
-def _fs(location: str | Path):
-    import fsspec
+#: the entry-point group that lends stylecore a filesystem for URIs: ``fsspec = "module:function"``, called with a
+#: URI and returning (filesystem, path inside it). The pipeline extra registers fsspec's; stylecore imports none.
+FILESYSTEMS = "stylecore.filesystems"
 
-    return fsspec.core.url_to_fs(str(location))
+
+def _fs(location: str | Path):
+    from importlib.metadata import entry_points
+
+    found = [entry for entry in entry_points(group=FILESYSTEMS) if entry.name == "fsspec"]
+    if not found:
+        raise ImportError(f"{location}: reading a URI needs a filesystem; pip install 'stylecore[pipeline]'")
+    return found[0].load()(str(location))
 
 
 def is_shard_location(location: str | Path) -> bool:
@@ -231,9 +239,8 @@ def shard_urls(locations: str | Path | Sequence[str | Path]) -> list[str]:
 def open_shard(url: str):
     """A binary stream of one shard: a local file, or any fsspec URI (streamed, not downloaded first)."""
     if is_remote(url):
-        import fsspec
-
-        return fsspec.open(url, "rb").open()
+        fs, path = _fs(url)
+        return fs.open(path, "rb")
     return open(local_path(url), "rb")
 
 
