@@ -75,11 +75,13 @@ def with_ray(config: dict, content: Path, style: Path, batch: int, size: int, wi
              workers: int, threads: int, use_gpu: bool, storage: Path) -> tuple[float, float, float]:
     """Medians over the windows after the first of (wall-clock samples/s, the steps' own samples/s), and
     the seconds from fit() to the end, of a Ray Train run reporting (with a checkpoint) once per window."""
+    from pipelines.ray_session import Scale
     from pipelines.ray_training import run
+    from stylecore.config import DataConfig
 
     started = time.perf_counter()
-    result = run(config, content, style, name=f"bench-{workers}", storage_path=str(storage), num_workers=workers,
-                 use_gpu=use_gpu, threads_per_worker=threads, batch_size=batch, crop_size=size,
+    result = run(config, DataConfig(batch_size=batch, crop_size=size, flip=True), content, style,
+                 name=f"bench-{workers}", storage_path=str(storage), scale=Scale(workers, use_gpu, 1.0, threads),
                  report_every=window, keep=windows + 1, max_failures=0)
     reports = sorted((metrics for _, metrics in result.best_checkpoints), key=lambda m: m["step"])[1:]
     return (statistics.median(m["throughput"] for m in reports),

@@ -28,7 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.stylize import PARTS, decode_resize, encode_output, stylize_dataset  # noqa: E402
+from pipelines.stylize_commit import PARTS, encode_output  # noqa: E402
+from pipelines.stylize_dataset import stylize_dataset  # noqa: E402
+from pipelines.stylize_inputs import decode_resize  # noqa: E402
 from stylecore.data import save_image  # noqa: E402
 from stylecore.stylize import Stylizer  # noqa: E402
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402

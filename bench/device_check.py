@@ -98,19 +98,20 @@ def training_step(model: str, mode: str, device: torch.device, size: int, batch:
 def decisions(device: torch.device, scratch: Path) -> dict[str, Any]:
     """Issue 25's CPU-tested decisions, on this machine's real resources."""
     import stylecore
-    from pipelines.train import TrainStageError, decide_scaling
+    from pipelines.ray_session import decide_scaling
+    from pipelines.settings import RaySettings, TrainStageError
     from stylecore.devices import best_device
     from stylecore.training import Trainer, load_trainer_state
 
     gpus = torch.cuda.device_count()
     resources = {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
-    auto = decide_scaling({"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto"},
-                          resources, local=True)
-    if auto["use_gpu"] != (gpus > 0):
-        raise AssertionError(f"use_gpu auto chose {auto['use_gpu']} with {gpus} GPU(s)")
+    auto = decide_scaling(RaySettings(workers=2, use_gpu="auto", gpus_per_worker=1, threads_per_worker="auto",
+                                      max_failures=0, keep_checkpoints=1), resources, local=True)
+    if auto.use_gpu != (gpus > 0):
+        raise AssertionError(f"use_gpu auto chose {auto.use_gpu} with {gpus} GPU(s)")
     try:
-        decide_scaling({"workers": 2, "use_gpu": True, "gpus_per_worker": 0.5, "threads_per_worker": 1},
-                       {"CPU": 8.0, "GPU": 1.0}, local=True)
+        decide_scaling(RaySettings(workers=2, use_gpu=True, gpus_per_worker=0.5, threads_per_worker=1,
+                                   max_failures=0, keep_checkpoints=1), {"CPU": 8.0, "GPU": 1.0}, local=True)
         raise AssertionError("two DDP ranks on one GPU were accepted")
     except TrainStageError:
         pass
@@ -125,7 +126,7 @@ def decisions(device: torch.device, scratch: Path) -> dict[str, Any]:
     resumed = Trainer({"model": "adain", "steps": 2, "model_params": OFFLINE["adain"]}, device=device)
     resumed.load_checkpoint(checkpoint)
     loaded = stylecore.load(checkpoint)
-    return {"auto_use_gpu": auto["use_gpu"], "auto_workers": auto["num_workers"], "notice": auto["notice"],
+    return {"auto_use_gpu": auto.use_gpu, "auto_workers": auto.num_workers, "notice": auto.notice,
             "inference_device": str(loaded.device), "rng_keys": sorted(rng)}
 
 
@@ -173,10 +174,15 @@ def ray_train(scratch: Path, smoke: bool) -> dict[str, Any]:
     steps = 4 if smoke else 40
     config = {"model": "adain", "model_params": OFFLINE["adain"], "steps": steps, "precision": "auto", "seed": 0}
     started = time.perf_counter()
-    result = ray_training.run(config, content, style, name="device-check", storage_path=str(scratch / "ray-results"),
-                              num_workers=1, use_gpu=None, threads_per_worker=1 if not smoke else 2,
-                              batch_size=2 if smoke else 8, crop_size=32 if smoke else 256, report_every=steps // 2,
-                              max_failures=0, loader_workers=0 if smoke else 2)
+    from pipelines.ray_session import Scale
+    from stylecore.config import DataConfig
+
+    gpu = torch.cuda.is_available()
+    data = DataConfig(batch_size=2 if smoke else 8, crop_size=32 if smoke else 256, loader_workers=0 if smoke else 2,
+                      flip=True)
+    result = ray_training.run(config, data, content, style, name="device-check", storage_path=str(scratch / "ray-results"),
+                              scale=Scale(1, gpu, 1.0, 1 if not smoke else 2), report_every=steps // 2, keep=2,
+                              max_failures=0)
     if result.error is not None or result.checkpoint is None:
         raise RuntimeError(f"Ray Train ended without a checkpoint: {result.error}")
     return {"gpus_in_cluster": ray.cluster_resources().get("GPU", 0), "steps": steps,
@@ -186,7 +192,7 @@ def ray_train(scratch: Path, smoke: bool) -> dict[str, Any]:
 
 
 def ray_data(scratch: Path, smoke: bool, device: torch.device) -> dict[str, Any]:
-    from pipelines.stylize import stylize_dataset
+    from pipelines.stylize_dataset import stylize_dataset
     from stylecore.data import save_image
     from stylecore.synthetic import synthetic_artwork, synthetic_photo
     from stylecore.training import Trainer

@@ -32,13 +32,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipelines.sources import CatalogueError, active_profile, load_params, profile_shards
+from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
 from stylecore.io import atomic_write_bytes, atomic_write_text
-
-SETTINGS = {"contents": 8, "styles_per_label": 2, "style_label": "style", "size": 64, "seed": 0,
-            "batch_size": 16, "weights": None, "spread_percentiles": [90, 10], "grid_pairs": 4}
-
 
 class EvaluateStageError(RuntimeError):
     """Missing checkpoints or held-out data; the message names the stage or setting to fix."""
@@ -57,24 +53,13 @@ class Candidate:
 
 
 def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
-    values = {**SETTINGS, **(params.get("evaluate") or {})}
-    unknown = sorted(set(values) - set(SETTINGS))
-    if unknown:
-        raise CatalogueError(f"params.yaml: evaluate has unknown key(s) {unknown}; keys: {', '.join(SETTINGS)}")
-    for key in ("contents", "styles_per_label", "size", "batch_size", "grid_pairs"):
-        if not isinstance(values[key], int) or values[key] < 1:
-            raise CatalogueError(f"params.yaml: evaluate.{key} must be a positive integer; got {values[key]!r}")
-    if values["size"] < 16:
-        raise CatalogueError(f"params.yaml: evaluate.size={values['size']} is too small for SSIM's 11-pixel window "
-                             "and the encoders; use at least 16 (the papers use 256 or 512)")
-    high, low = values["spread_percentiles"]
-    if not 0 <= low < high <= 100:
-        raise CatalogueError(f"params.yaml: evaluate.spread_percentiles must be [high, low] with 0 ≤ low < high ≤ 100; "
-                             f"got {values['spread_percentiles']!r}")
-    if values["weights"] is None:  # the metric encoder follows the profile's pretrained-weights choice
-        profile = active_profile(params)
-        values["weights"] = ((params.get("train") or {}).get("profiles") or {}).get(profile, {}).get("weights") or "imagenet"
-    return values
+    """params.yaml's ``evaluate`` section, checked (:class:`pipelines.settings.EvaluateSettings`), with the metric
+    encoder's weights resolved (:func:`pipelines.settings.metric_weights`); the record the summary keeps."""
+    from pipelines.settings import metric_weights, read
+    from stylecore.config import to_dict
+
+    evaluate = read(params, "evaluate")
+    return {**to_dict(evaluate), "weights": metric_weights(params, evaluate)}
 
 
 def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candidate]:
@@ -211,7 +196,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     import torch
 
     import stylecore
-    from pipelines.train import git_state
+    from pipelines.provenance import source_tags
     from stylecore.heldout import score_models, select_heldout
     from stylecore.metrics import StylizationMetrics
 
@@ -272,7 +257,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                "candidates": [{**asdict(c), "metrics": table[c.name]} for c in candidates]}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     atomic_write_text(reports / "metrics.json", json.dumps(table, indent=2) + "\n")
-    log_to_mlflow(params, root, table, candidates, reports, settings, image, git_state(root))
+    log_to_mlflow(params, root, table, candidates, reports, settings, image, source_tags(root, "evaluate"))
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/metrics.json, reports/summary.md, "
           f"reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
@@ -285,11 +270,11 @@ def log_to_mlflow(params, root: Path, table, candidates: list[Candidate], report
     from mlflow.tracking import MlflowClient
 
     from pipelines.tracking import flatten, start_run
-    from pipelines.train import tracking_settings
+    from pipelines.tracking import tracking_settings
 
     tracking = tracking_settings(params, root)
-    client = MlflowClient(tracking["uri"])
-    run_id = start_run(tracking["uri"], tracking["experiment"], tracking["artifacts"], "evaluate",
+    client = MlflowClient(tracking.uri)
+    run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts, "evaluate",
                        {"evaluate": settings}, {"stage": "evaluate", "profile": str(params.get("profile")), **git})
     now = int(time.time() * 1000)
     metrics = [Metric(f"{name}/{key}", value, now, 0) for name, row in table.items() for key, value in row.items()]
@@ -302,10 +287,10 @@ def log_to_mlflow(params, root: Path, table, candidates: list[Candidate], report
     client.set_terminated(run_id, "FINISHED")
     for candidate in candidates:
         run = candidate.mlflow.get("run_id")
-        if not run or candidate.mlflow.get("tracking_uri") != tracking["uri"]:
+        if not run or candidate.mlflow.get("tracking_uri") != tracking.uri:
             continue  # trained against another store (or untracked): nothing to annotate there
         client.log_batch(run, metrics=[Metric(f"eval/{k}", float(v), now, 0) for k, v in flatten(table[candidate.name]).items()])
-    print(f"evaluate: MLflow run {run_id} in {tracking['experiment']!r}; eval/* metrics on each candidate's run", flush=True)
+    print(f"evaluate: MLflow run {run_id} in {tracking.experiment!r}; eval/* metrics on each candidate's run", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

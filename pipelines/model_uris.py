@@ -1,7 +1,8 @@
-"""Loading stylecore models from MLflow URIs without unpickling anything: the ``stylecore.resolvers`` entry
-point behind ``stylecore.load("models:/…")`` (and ``runs:/…``, ``mlflow-artifacts:/…``).
+"""stylecore models in MLflow: logged with their checkpoint (:func:`log_final_model`), and loaded from MLflow URIs
+without unpickling anything: the ``stylecore.resolvers`` entry point behind ``stylecore.load("models:/…")``
+(and ``runs:/…``, ``mlflow-artifacts:/…``).
 
-Every model the pipeline logs (:func:`pipelines.train.log_final_model`) carries its stylecore checkpoint
+Every model the pipeline logs (:func:`log_final_model`) carries its stylecore checkpoint
 beside MLflow's pickled module: ``extra_files/config.json`` and ``extra_files/model.safetensors``. Loading
 downloads those two files and rebuilds the model from them exactly as from a checkpoint directory, so a
 tampered artifact store can change weights but never run code in the CLI, ``stylize-dataset`` or the
@@ -11,6 +12,7 @@ in with ``allow_pickle=True``, for models logged without the checkpoint.
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import tempfile
 from pathlib import Path
@@ -68,3 +70,41 @@ def load(uri: str, device="cpu", allow_pickle: bool = False):
         return unwrap(mlflow.pytorch.load_model(uri, map_location=device)).to(device).eval()
     finally:
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def log_final_model(checkpoint: Path, crop_size: int) -> str:
+    """Log the trained model to the active MLflow run (pickle, with the stylecore code, for pyfunc and
+    ``mlflow models serve``; and its safetensors checkpoint, which ``stylecore.load`` reads); returns its URI.
+
+    It is the inference model rebuilt from the checkpoint (no optimizer, no loss network), behind the
+    single-tensor interface of :class:`stylecore.export.PackedPairStylizer` so pyfunc and
+    ``mlflow models serve`` can run it; the input example is one content|style pair.
+    """
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    import stylecore
+    from stylecore.export import PackedPairStylizer, pack_pair
+
+    model = stylecore.load(checkpoint).eval()
+    size = min(crop_size, 64)  # the input example: small, and no larger than the model trained on
+    generator = torch.Generator().manual_seed(0)
+    example = pack_pair(torch.rand(1, 3, size, size, generator=generator),
+                        torch.rand(1, 3, size, size, generator=generator)).numpy()
+    # Any batch and image size (MLflow would infer the example's fixed shape); alpha is a parameter.
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, 6, -1, -1))]),
+                               outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 3, -1, -1))]),
+                               params=ParamSchema([ParamSpec("alpha", "double", 1.0)]))
+    info = mlflow.pytorch.log_model(
+        PackedPairStylizer(model), name="model", signature=signature, input_example=(example, {"alpha": 1.0}),
+        serialization_format="pickle", code_paths=[str(Path(stylecore.__file__).parent)],
+        # the checkpoint beside it: stylecore.load("models:/…") rebuilds the model from these, unpickling nothing
+        extra_files=checkpoint_files(checkpoint),
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                          # the installed version, without importing torchvision (1–3 s) only to read it
+                          f"torchvision=={importlib.metadata.version('torchvision').split('+')[0]}",
+                          "safetensors", "pillow", "pyyaml"])
+    return info.model_uri

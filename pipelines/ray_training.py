@@ -27,7 +27,9 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from stylecore.data import ShardLocations, ShardPairStream
+from pipelines.ray_session import Scale
+from stylecore.config import DataConfig, TrainConfig
+from stylecore.data import ShardLocations
 from stylecore.training import Trainer, TrainingHooks
 
 
@@ -89,7 +91,7 @@ class Validation:
         from stylecore.metrics import StylizationMetrics
 
         self.pairs, self.objective = settings["pairs"], dict(settings["objective"])
-        self.batch_size, self.device, self.log = int(settings.get("batch_size", 16)), device, log
+        self.batch_size, self.device, self.log = int(settings["batch_size"]), device, log
         self.metrics = StylizationMetrics(settings["weights"]).to(device)
         self.references: dict = {}  # the fixed pairs' reference features, encoded at the first report only
 
@@ -106,14 +108,13 @@ class Validation:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """The Ray Train worker: the same Trainer as `stylecore train`, resumed from Ray's checkpoint."""
-    torch.set_num_threads(max(1, int(config.get("threads_per_worker", 1))))
+    """The Ray Train worker: the same Trainer and data stream as `stylecore train` (the same TrainConfig and
+    DataConfig objects), resumed from Ray's checkpoint."""
+    train: TrainConfig = config["train"]
+    torch.set_num_threads(config["threads_per_worker"])
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
-    data = ShardPairStream(config["content"], config["style"], batch_size=config["batch_size"],
-                           crop_size=config["crop_size"], load_size=config.get("load_size"),
-                           seed=config["train"].get("seed", 0) + context.get_world_rank(), flip=True,
-                           workers=config.get("loader_workers", 0))
+    data = config["data"].stream(config["content"], config["style"], seed=train.seed + context.get_world_rank())
     rank_zero = context.get_world_rank() == 0
     tracking = None
     if config.get("mlflow") and rank_zero:
@@ -123,11 +124,11 @@ def train_worker(config: dict[str, Any]) -> None:
     validate = None
     if config.get("validation") and rank_zero:
         validate = Validation(config["validation"], device, tracking.log_values if tracking else None)
-    hooks: list[TrainingHooks] = [_ReportEvery(config["report_every"], config["train"]["steps"], data,
+    hooks: list[TrainingHooks] = [_ReportEvery(config["report_every"], train.steps, data,
                                                config.get("fail_at_step"), config.get("fail_marker"), validate)]
     if tracking is not None:
         hooks.append(tracking)
-    trainer = Trainer(config["train"], device=device, hooks=hooks)
+    trainer = Trainer(train, device=device, hooks=hooks)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -139,40 +140,33 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer.fit(data)
 
 
-def run(train_config: dict[str, Any], content: ShardLocations, style: ShardLocations, *, name: str,
-        storage_path: str, num_workers: int = 2, use_gpu: bool | None = None, gpus_per_worker: float = 1,
-        threads_per_worker: int = 1, batch_size: int = 4, crop_size: int = 64, load_size: int | None = None,
-        loader_workers: int = 0, report_every: int = 10, keep: int = 2, max_failures: int = 1,
+def run(train: TrainConfig | Mapping[str, Any], data: DataConfig, content: ShardLocations, style: ShardLocations, *,
+        name: str, storage_path: str, scale: Scale, report_every: int, keep: int, max_failures: int,
         validation: Mapping[str, Any] | None = None, callbacks: list | None = None,
         extra: dict[str, Any] | None = None) -> ray.train.Result:
     """Train with Ray Train; a re-run with the same ``name`` and ``storage_path`` resumes.
 
-    ``validation``: ``{"pairs": HeldOutPairs, "weights": metric encoder weights, "objective": {metric:
+    ``train`` and ``data`` are the typed configs ``stylecore train`` uses (a mapping is read as a TrainConfig);
+    the workers receive them as they are. ``scale`` (:func:`pipelines.ray_session.decide_scaling`) lays out the
+    workers: ``data.batch_size`` is per worker (the global batch is ``num_workers × batch_size``), and each CPU
+    worker holds one CPU and runs ``threads_per_worker`` torch threads. Every ``report_every`` steps the ranks
+    report and rank 0 checkpoints; Ray keeps ``keep`` checkpoints and restarts failed workers ``max_failures``
+    times. ``validation``: ``{"pairs": HeldOutPairs, "weights": metric encoder weights, "objective": {metric:
     weight}, "batch_size": n}`` makes rank 0 report validation scores (see :class:`Validation`).
     ``callbacks``: Ray Train callbacks (a sweep passes Tune's ``TuneReportCallback``).
-
-    ``batch_size`` is per worker (the global batch is ``num_workers × batch_size``). ``use_gpu=None``
-    decides as ``train.ray.use_gpu: auto`` does (:func:`pipelines.train.decide_scaling`); each CPU worker holds
-    one CPU and runs ``threads_per_worker`` torch threads. ``loader_workers`` background processes per worker
-    decode and augment its batches (:class:`stylecore.data.ShardPairStream`; 0: on the training thread).
     """
-    if use_gpu is None:
-        from pipelines.train import decide_scaling, on_local_ray
-
-        decided = decide_scaling({"workers": num_workers, "use_gpu": "auto", "gpus_per_worker": gpus_per_worker,
-                                  "threads_per_worker": threads_per_worker}, ray.cluster_resources(), local=on_local_ray())
-        num_workers, use_gpu = decided["num_workers"], decided["use_gpu"]
+    if not isinstance(train, TrainConfig):
+        train = TrainConfig.from_dict(train)
     locations = {"content": [str(p) for p in _as_list(content)], "style": [str(p) for p in _as_list(style)]}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"train": train_config, **locations, "threads_per_worker": threads_per_worker,
-                           "batch_size": batch_size, "crop_size": crop_size, "load_size": load_size,
-                           "loader_workers": loader_workers,
+        train_loop_config={"train": train, "data": data, **locations, "threads_per_worker": scale.threads_per_worker,
                            "report_every": report_every, "validation": dict(validation) if validation else None,
                            **(extra or {})},
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": 1, "GPU": gpus_per_worker} if use_gpu else {"CPU": 1}),
+        torch_config=TorchConfig(backend="nccl" if scale.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
+                                     resources_per_worker={"CPU": 1, "GPU": scale.gpus_per_worker} if scale.use_gpu
+                                     else {"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep)),

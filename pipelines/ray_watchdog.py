@@ -1,6 +1,6 @@
 """Stops what a killed driver's local Ray leaves running.
 
-``pipelines.train.ray_session`` starts one of these beside every local Ray instance, in its own session, with
+``pipelines.ray_session.ray_session`` starts one of these beside every local Ray instance, in its own session, with
 a pipe from the driver on its standard input. The pipe closes when the driver exits, however it exits
 (``kill -9`` included). The watchdog then waits a few seconds for Ray's own clean-up, and ends every Ray process
 of that instance that is still running: Ray's reaper stops the raylet and the GCS with the driver, but their

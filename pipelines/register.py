@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipelines.provenance import GIT_COMMIT, GIT_DIRTY
 from pipelines.sources import CatalogueError, load_params
 from pipelines.stage import run_stage
 from stylecore.io import atomic_write_text
 
-SETTINGS = {"metric": "style_balanced", "mode": "min", "name": "stylecore-{model}-{loss}"}
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -38,18 +38,11 @@ class RegisterStageError(RuntimeError):
 
 
 def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
-    from stylecore.metrics import METRICS
+    """params.yaml's ``register`` section, checked (:class:`pipelines.settings.RegisterSettings`)."""
+    from pipelines.settings import read
+    from stylecore.config import to_dict
 
-    values = {**SETTINGS, **(params.get("register") or {})}
-    unknown = sorted(set(values) - set(SETTINGS))
-    if unknown:
-        raise CatalogueError(f"params.yaml: register has unknown key(s) {unknown}; keys: {', '.join(SETTINGS)}")
-    if values["metric"] not in (*METRICS, "style_spread"):
-        raise CatalogueError(f"params.yaml: register.metric={values['metric']!r} is not an evaluation metric; "
-                             f"choose one of {', '.join((*METRICS, 'style_spread'))}")
-    if values["mode"] not in ("min", "max"):
-        raise CatalogueError(f"params.yaml: register.mode must be min or max; got {values['mode']!r}")
-    return values
+    return to_dict(read(params, "register"))
 
 
 def protocol_digest(evaluation: Mapping[str, Any]) -> str:
@@ -102,13 +95,17 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
     else:
         import mlflow
 
-        mlflow.set_tracking_uri(client.tracking_uri)
+        from pipelines.tracking import fluent_store
+
         # our own run tag: a version registered from a models:/m-… URI need not report its run on every store
-        version = mlflow.register_model(model_uri, name, tags={"stylecore.run_id": run_id})
+        with fluent_store(client.tracking_uri):
+            version = mlflow.register_model(model_uri, name, tags={"stylecore.run_id": run_id})
     tags = run.data.tags
     version_tags = {
         "source": candidate["source"], "candidate": candidate["name"], "run_id": run_id,
-        "git_commit": tags.get("git_commit", "unknown"), "git_dirty": tags.get("git_dirty", "unknown"),
+        # MLflow's source tags (runs logged before they were used carry git_commit / git_dirty)
+        "git_commit": tags.get(GIT_COMMIT, tags.get("git_commit", "unknown")),
+        "git_dirty": tags.get(GIT_DIRTY, tags.get("git_dirty", "unknown")),
         "eval.protocol": protocol, "eval.metric": metric,
         **{f"eval.{k}": f"{v:.6g}" for k, v in candidate["metrics"].items()},
         **{k: v for k, v in tags.items() if k.startswith("data.") or k.endswith("_weights")},
@@ -121,7 +118,7 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
         f"{candidate['model']} × {candidate['loss']}, from the {candidate['source']} stage "
         f"({tags.get('dvc_stage', 'unknown stage')}; profile {tags.get('profile', '?')}, {steps} steps on "
         f"{tags.get('workers', '?')} workers, weights {tags.get('encoder_weights', '?')}), commit "
-        f"{tags.get('git_commit', 'unknown')[:12]}. Evaluation: {metric} = {candidate['metrics'][metric]:.6g} "
+        f"{version_tags['git_commit'][:12]}. Evaluation: {metric} = {candidate['metrics'][metric]:.6g} "
         f"({mode} is better) on protocol {protocol}."))
 
     value = candidate["metrics"][metric]
@@ -156,7 +153,7 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
 def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("reports")) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
-    from pipelines.train import tracking_settings
+    from pipelines.tracking import tracking_settings
 
     params = load_params(params_path)
     settings = settings_of(params)
@@ -165,14 +162,14 @@ def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("report
         raise RegisterStageError(f"{source} not found; run `dvc repro evaluate` first (candidates are ranked by it)")
     evaluation = json.loads(source.read_text())
     tracking = tracking_settings(params, params_path.resolve().parent)
-    client = MlflowClient(tracking["uri"], registry_uri=tracking["uri"])
+    client = MlflowClient(tracking.uri, registry_uri=tracking.uri)
     protocol = protocol_digest(evaluation)
     registry = {}
     for (model, loss), candidate in sorted(best_candidates(evaluation, settings["metric"], settings["mode"]).items()):
         name = settings["name"].format(model=model, loss=loss)
         registry[name] = register_candidate(client, name, candidate, settings, protocol)
     atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
-    print(f"register: {len(registry)} registered models at {tracking['uri']}; reports/registry.json", flush=True)
+    print(f"register: {len(registry)} registered models at {tracking.uri}; reports/registry.json", flush=True)
     return registry
 
 

@@ -2,7 +2,7 @@
 
 Each Ray stage (train, sweep, stylize) run on its own starts a local Ray and stops it again, which on a
 small machine costs more than the demo's training steps. This command starts one local Ray sized to the
-machine (``pipelines.train.ray_session``), runs ``dvc repro`` with ``RAY_ADDRESS`` naming it, so every
+machine (``pipelines.ray_session.ray_session``), runs ``dvc repro`` with ``RAY_ADDRESS`` naming it, so every
 stage connects instead of starting its own, and shuts it down when DVC is done, also after a failure or
 Ctrl-C. With ``RAY_ADDRESS`` already set (a cluster), it only runs ``dvc repro``: the stages connect to
 that cluster as they always do. The stages' outputs and DVC's bookkeeping are exactly those of a plain
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro: the stages connect to RAY_ADDRESS={os.environ['RAY_ADDRESS']}", flush=True)
         return run_dvc(arguments)
 
-    from pipelines.train import ray_session
+    from pipelines.ray_session import ray_session
 
     started = time.monotonic()
     with ray_session():  # sets RAY_ADDRESS for the life of the session; the stages inherit it

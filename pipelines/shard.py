@@ -29,21 +29,12 @@ from pipelines.stage import run_stage
 from stylecore.io import atomic_write_text
 from stylecore.shards import MANIFEST, Prepared, Rejected, SourceItem, prepare_image, write_shards
 
-SHARD_KEYS = {"store_size", "jpeg_quality", "min_side", "max_pixels", "maxcount", "min_shards", "workers"}
-
-
 def shard_settings(params: dict) -> dict[str, int]:
-    settings = dict(params.get("shard") or {})
-    unknown, missing = sorted(set(settings) - SHARD_KEYS), sorted(SHARD_KEYS - set(settings))
-    if unknown or missing:
-        raise CatalogueError(f"params.yaml: shard has unknown key(s) {unknown} or lacks {missing}; "
-                             f"keys: {', '.join(sorted(SHARD_KEYS))}")
-    for key, value in settings.items():
-        if not isinstance(value, int) or value < 1:
-            raise CatalogueError(f"params.yaml: shard.{key} must be a positive integer; got {value!r}")
-    if not 1 <= settings["jpeg_quality"] <= 100:
-        raise CatalogueError(f"params.yaml: shard.jpeg_quality must lie in 1..100; got {settings['jpeg_quality']}")
-    return settings
+    """params.yaml's ``shard`` section, checked (:class:`pipelines.settings.ShardSettings`)."""
+    from pipelines.settings import read
+    from stylecore.config import to_dict
+
+    return to_dict(read(params, "shard"))
 
 
 def _prepare(item: SourceItem, root: Path, source: str, split: str, settings: dict[str, int]) -> Prepared | Rejected:

@@ -100,7 +100,10 @@ def parse_sources(params: Mapping[str, Any]) -> dict[str, Source]:
 
 
 def active_profile(params: Mapping[str, Any]) -> str:
-    profile = params.get("profile", "demo")
+    profile = params.get("profile")
+    if profile is None:
+        raise CatalogueError("params.yaml: profile is missing; set it to one of "
+                             f"{', '.join(params.get('profiles') or {}) or 'the profiles it defines'}")
     if profile not in (params.get("profiles") or {}):
         raise CatalogueError(f"params.yaml: profile={profile!r} is not one of {', '.join(params.get('profiles') or {})}")
     return profile

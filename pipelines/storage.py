@@ -16,18 +16,12 @@ from typing import Any, Mapping
 from pipelines.sources import CatalogueError
 from stylecore.shards import MANIFEST, is_remote, read_manifest
 
-STORAGE_KEYS = {"shards": None, "checkpoints": None}
-
-
 def settings(params: Mapping[str, Any]) -> dict[str, str | None]:
-    values = {**STORAGE_KEYS, **(params.get("storage") or {})}
-    unknown = sorted(set(values) - set(STORAGE_KEYS))
-    if unknown:
-        raise CatalogueError(f"params.yaml: storage has unknown key(s) {unknown}; keys: {', '.join(STORAGE_KEYS)}")
-    for key, value in values.items():
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise CatalogueError(f"params.yaml: storage.{key} must be null or a URI / path; got {value!r}")
-    return values
+    """params.yaml's ``storage`` section, checked (:class:`pipelines.settings.StorageSettings`)."""
+    from pipelines.settings import read
+    from stylecore.config import to_dict
+
+    return to_dict(read(params, "storage"))
 
 
 def filesystem(location: str):

@@ -12,11 +12,8 @@ by ``val/objective`` = Σ weight × metric (``sweep.objective``; lower is better
 ones early. Concurrency is bounded by the cluster's CPUs (GPUs): a trial itself holds no CPU (it
 only drives its Train workers), so trials can never starve their own workers.
 
-The search space is ``sweep.combinations.<model>-<loss>``: dotted keys of the training settings
-(``lr``, ``style_params.weight``, ``objective.content``, ``style_params.layers.relu1_1``, ``batch_size``
-…), each ``{loguniform: [low, high]}``, ``{uniform: [low, high]}``, ``{randint: [low, high]}``
-(high exclusive), ``{choice: [...]}`` (sampled), ``{grid: [...]}`` (every value, multiplying
-``samples``) or a plain value. Every bound and choice is validated before anything starts.
+The search space is ``sweep.combinations.<model>-<loss>`` (:mod:`pipelines.search_space`); every bound and
+choice is validated before anything starts.
 
 Re-running the stage after an interruption or a crash restores the sweep (``Tuner.restore``):
 finished trials are kept, unfinished ones resume from their last Train checkpoint, and their MLflow
@@ -25,11 +22,10 @@ child runs are reopened. When the sweep completes, the best finished trial's mod
 is logged on its child run; ``reports/sweeps/<model>-<loss>.json`` lists every trial's config,
 outcome (finished, stopped early by ASHA, failed) and scores, and the best config.
 """
-
 from __future__ import annotations
 
 import argparse
-import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -40,20 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipelines.model_uris import log_final_model
+from pipelines.provenance import source_tags
+from pipelines.ray_session import Scale, ray_session, scaling
+from pipelines.search_space import check_space, search_space, with_values
+from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
+                                resolve_combination)
 from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
-from pipelines.train import (Combination, TrainStageError, deep_merge, git_state, resolve_combination,
-                             tracking_settings)
+from pipelines.tracking import Tracking, fluent_store, tracking_settings
+from stylecore.config import to_dict
 from stylecore.io import atomic_directory, atomic_write_text
 
-SETTINGS = {"samples": 4, "workers": 1, "max_concurrent": "auto", "max_failures": 1,
-            "objective": {"content": 1.0, "style_balanced": 1.0},
-            "validation": {"contents": 4, "styles_per_label": 1, "size": 64, "seed": 0, "batch_size": 16},
-            "asha": {"grace_period": 1, "reduction_factor": 2},
-            "profiles": {}, "combinations": {}}
-DOMAINS = ("loguniform", "uniform", "randint", "choice", "grid")
-#: trial keys that set the data stream rather than the TrainConfig
-DATA_OVERRIDES = ("batch_size", "crop_size", "load_size")
 METRIC = "val/objective"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 RUN_STATUS = {"finished": "FINISHED", "stopped_early": "KILLED", "failed": "FAILED"}  # trial outcome → MLflow run status
@@ -61,126 +55,6 @@ RUN_STATUS = {"finished": "FINISHED", "stopped_early": "KILLED", "failed": "FAIL
 
 class SweepStageError(RuntimeError):
     """Bad settings, missing data, an interrupted or failed sweep; the message says what to do."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Settings and the search space
-
-
-def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
-    values = deep_merge(SETTINGS, params.get("sweep") or {})
-    unknown = sorted(set(values) - set(SETTINGS))
-    if unknown:
-        raise CatalogueError(f"params.yaml: sweep has unknown key(s) {unknown}; keys: {', '.join(SETTINGS)}")
-    for key in ("samples", "workers"):
-        if not isinstance(values[key], int) or values[key] < 1:
-            raise CatalogueError(f"params.yaml: sweep.{key} must be a positive integer; got {values[key]!r}")
-    failures = values["max_failures"]
-    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 0:
-        raise CatalogueError(f"params.yaml: sweep.max_failures={failures!r} is invalid; it must be an integer ≥ 0 "
-                             "(-1, retry forever, is refused: a broken trial must stop)")
-    if values["max_concurrent"] != "auto" and (not isinstance(values["max_concurrent"], int) or values["max_concurrent"] < 1):
-        raise CatalogueError(f"params.yaml: sweep.max_concurrent must be auto or a positive integer; "
-                             f"got {values['max_concurrent']!r}")
-    from stylecore.metrics import METRICS
-
-    objective = values["objective"]
-    if not objective or not all(name in METRICS and isinstance(w, (int, float)) for name, w in objective.items()):
-        raise CatalogueError(f"params.yaml: sweep.objective must map evaluation metrics ({', '.join(METRICS)}) to "
-                             f"weights (lower val/objective is better: give ssim a negative weight); got {objective!r}")
-    asha = values["asha"]
-    if set(asha) != {"grace_period", "reduction_factor"} or asha["grace_period"] < 1 or asha["reduction_factor"] < 2:
-        raise CatalogueError("params.yaml: sweep.asha needs grace_period ≥ 1 and reduction_factor ≥ 2 (reports, "
-                             f"not steps); got {asha!r}")
-    return values
-
-
-def search_space(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    """params.yaml's space of one combination → Tune's ``param_space``; errors name the key and the fix."""
-    from ray import tune
-
-    if not isinstance(spec, Mapping) or not spec:
-        raise CatalogueError(f"params.yaml: sweep.combinations.{name} must be a non-empty mapping of settings to "
-                             f"search domains, e.g. lr: {{loguniform: [1.0e-5, 1.0e-3]}}")
-    space: dict[str, Any] = {}
-    for key, domain in spec.items():
-        where = f"params.yaml: sweep.combinations.{name}.{key}"
-        if not isinstance(domain, Mapping):
-            space[key] = domain  # a constant for this sweep
-            continue
-        if len(domain) != 1 or next(iter(domain)) not in DOMAINS:
-            raise CatalogueError(f"{where} must be one of {{{'|'.join(DOMAINS)}: ...}} or a plain value; got {domain!r}")
-        kind, values = next(iter(domain.items()))
-        if kind in ("choice", "grid"):
-            if not isinstance(values, list) or not values:
-                raise CatalogueError(f"{where}: {kind} needs a non-empty list of values; got {values!r}")
-            space[key] = tune.choice(values) if kind == "choice" else tune.grid_search(values)
-            continue
-        if not (isinstance(values, list) and len(values) == 2 and all(isinstance(v, (int, float)) for v in values)
-                and values[0] < values[1]):
-            raise CatalogueError(f"{where}: {kind} needs [low, high] numbers with low < high; got {values!r}")
-        low, high = values
-        if kind == "loguniform":
-            if low <= 0:
-                raise CatalogueError(f"{where}: loguniform needs low > 0; got {low!r}")
-            space[key] = tune.loguniform(low, high)
-        elif kind == "uniform":
-            space[key] = tune.uniform(low, high)
-        else:
-            if not (isinstance(low, int) and isinstance(high, int)):
-                raise CatalogueError(f"{where}: randint needs integer bounds; got {values!r}")
-            space[key] = tune.randint(low, high)
-    return space
-
-
-def extreme_values(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Trial configs that together cover every bound and every listed value, to validate before starting."""
-    options = {}
-    for key, domain in spec.items():
-        if not isinstance(domain, Mapping):
-            options[key] = [domain]
-            continue
-        kind, values = next(iter(domain.items()))
-        options[key] = list(values) if kind in ("choice", "grid") else \
-            [values[0], values[1] - 1] if kind == "randint" else list(values)
-    longest = max(len(v) for v in options.values())
-    return [{key: values[min(i, len(values) - 1)] for key, values in options.items()} for i in range(longest)]
-
-
-def set_dotted(settings: dict[str, Any], key: str, value: Any) -> None:
-    node = settings
-    *parents, leaf = key.split(".")
-    for part in parents:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[leaf] = value
-
-
-def trial_settings(combination: Combination, config: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The TrainConfig dict and data settings of one trial: the combination's, with the trial's values."""
-    train, data = copy.deepcopy(combination.train), dict(combination.data)
-    for key, value in config.items():
-        if key in DATA_OVERRIDES:
-            data[key] = value
-        else:
-            set_dotted(train, key, value)
-    return train, data
-
-
-def check_space(name: str, combination: Combination, spec: Mapping[str, Any]) -> None:
-    from stylecore.training import TrainConfig
-
-    for config in extreme_values(spec):
-        train, data = trial_settings(combination, config)
-        try:
-            TrainConfig.from_dict(train).check_buildable()  # a misspelt style_params key fails here, not in 24 trials
-            for key in DATA_OVERRIDES:
-                if data[key] is not None and (not isinstance(data[key], int) or data[key] < 1):
-                    raise ValueError(f"{key} must be a positive integer; got {data[key]!r}")
-        except ValueError as error:
-            raise CatalogueError(f"params.yaml: sweep.combinations.{name}: a trial with {config} is invalid: "
-                                 f"{error}") from None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -194,9 +68,9 @@ class SweepJob:
     key: str  # <model>-<loss>-<digest>: names the Tune experiment, the Train runs, the MLflow runs
     combination: Combination
     validation: dict[str, Any]  # pairs, weights, objective, batch_size
-    scale: dict[str, Any]
+    scale: Scale
     trials_storage: str
-    tracking: dict[str, Any]
+    tracking: Tracking
     parent_run_id: str
     tags: dict[str, str]
 
@@ -211,22 +85,20 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
     from pipelines.tracking import start_run
 
     trial_id = tune.get_context().get_trial_id()
-    combination = job.combination
-    train, data = trial_settings(combination, config)
+    trial = with_values(job.combination, config)
     tracking = job.tracking
-    run_id = start_run(tracking["uri"], tracking["experiment"], tracking["artifacts"],
-                       f"{combination.name} trial {trial_id}", {"trial": config, "train": train, "data": data},
+    run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts,
+                       f"{trial.name} trial {trial_id}", {"trial": config, "train": trial.train.to_dict(),
+                                                          "data": to_dict(trial.data), "report_every": trial.report_every},
                        {**job.tags, PARENT_TAG: job.parent_run_id, "sweep.trial_id": trial_id},
                        resume_key=f"{job.key}/{trial_id}")
-    client = MlflowClient(tracking["uri"])
+    client = MlflowClient(tracking.uri)
     try:
         result = ray_training.run(
-            train, combination.content, combination.style, name=f"{job.key}-{trial_id}",
-            storage_path=job.trials_storage, **job.scale, batch_size=data["batch_size"], crop_size=data["crop_size"],
-            load_size=data["load_size"], loader_workers=data["loader_workers"], report_every=data["report_every"],
-            keep=combination.ray["keep_checkpoints"],
-            max_failures=combination.ray["max_failures"], validation=job.validation,
-            callbacks=[TuneReportCallback()], extra={"mlflow": {"tracking_uri": tracking["uri"], "run_id": run_id}})
+            trial.train, trial.data, trial.content, trial.style, name=f"{job.key}-{trial_id}",
+            storage_path=job.trials_storage, scale=job.scale, report_every=trial.report_every,
+            keep=trial.ray.keep_checkpoints, max_failures=trial.ray.max_failures, validation=job.validation,
+            callbacks=[TuneReportCallback()], extra={"mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}})
         if result.error is not None:
             raise result.error
     except BaseException:
@@ -236,21 +108,17 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# The stage
+# The stage, step by step
 
 
-def _concurrency(settings: Mapping[str, Any], scale: Mapping[str, Any]) -> int:
+def _concurrency(settings: SweepSettings, scale: Scale, resources: Mapping[str, float]) -> int:
     """Trials at once: as many as the cluster's CPUs (GPUs) hold, never more than requested."""
-    import ray
-
-    if settings["max_concurrent"] != "auto":
-        return int(settings["max_concurrent"])
-    resources = ray.cluster_resources()
-    workers = scale["num_workers"]
-    if scale["use_gpu"]:
-        fits = resources.get("GPU", 0) // (workers * scale["gpus_per_worker"])
+    if settings.max_concurrent != "auto":
+        return int(settings.max_concurrent)
+    if scale.use_gpu:
+        fits = resources.get("GPU", 0) // (scale.num_workers * scale.gpus_per_worker)
     else:
-        fits = resources.get("CPU", 0) // workers
+        fits = resources.get("CPU", 0) // scale.num_workers
     return max(1, int(fits))
 
 
@@ -281,6 +149,173 @@ def _trial_record(result, total_steps: int, child_runs: Mapping[str, str], clien
             "error": None if result.error is None else str(result.error).splitlines()[0][:500]}
 
 
+@dataclass
+class SweepPlan:
+    """Everything the sweep is, resolved and checked before Ray starts."""
+
+    name: str
+    settings: SweepSettings
+    combination: Combination  # the sweep profile's settings, the workers' shard locations
+    spec: dict[str, Any]  # params.yaml's search space
+    space: dict[str, Any]  # Tune's
+    pairs: Any  # stylecore.heldout.HeldOutPairs: the validation pairs
+    weights: str  # of the validation's metric encoder
+    key: str  # <name>-<digest of everything above>
+
+    @property
+    def reports_per_trial(self) -> int:
+        return math.ceil(self.combination.train.steps / self.combination.report_every)
+
+
+def plan_sweep(name: str, params: Mapping[str, Any], shards_root: Path) -> SweepPlan:
+    """The sweep's settings, combination, search space and validation pairs, each checked (no Ray yet)."""
+    from stylecore.heldout import select_heldout
+
+    settings: SweepSettings = read(params, "sweep")
+    if name not in settings.combinations:
+        raise CatalogueError(f"params.yaml: sweep.combinations has no {name!r}; defined: "
+                             f"{', '.join(settings.combinations) or 'none'}")
+    model, _, loss = name.partition("-")
+    combination = resolve_combination(params, model, loss, shards_root)
+    from pipelines import storage
+
+    combination = dataclasses.replace(combination, **storage.worker_shards(  # what the trials' workers read
+        params, {"content": combination.content, "style": combination.style}))
+    overrides = (settings.profiles or {}).get(combination.profile) or {}
+    try:  # the sweep profile: fewer steps, more frequent reports
+        combination = with_values(combination, overrides)
+    except ValueError as error:
+        raise CatalogueError(f"params.yaml: sweep.profiles.{combination.profile}: {error}") from None
+    combination = dataclasses.replace(combination, ray=dataclasses.replace(combination.ray, workers=settings.workers))
+    spec = settings.combinations[name]
+    space = search_space(name, spec)
+    check_space(name, combination, spec)
+    steps, every = combination.train.steps, combination.report_every
+    if math.ceil(steps / every) <= settings.asha.grace_period:
+        raise CatalogueError(f"params.yaml: a trial reports {math.ceil(steps / every)} time(s) ({steps} steps, "
+                             f"report_every {every}) but sweep.asha.grace_period is {settings.asha.grace_period}: ASHA "
+                             f"could never stop a trial early; lower report_every in sweep.profiles.{combination.profile}")
+    val, evaluate = settings.validation, read(params, "evaluate")
+    try:
+        pairs = select_heldout(*profile_shards(params, shards_root, "val").values(), contents=val.contents,
+                               styles_per_label=val.styles_per_label, size=val.size, seed=val.seed,
+                               style_label=evaluate.style_label, part="validation")
+    except (FileNotFoundError, ValueError) as error:
+        raise SweepStageError(f"validation pairs (sweep.validation) from the validation shards: {error}") from None
+    digest = hashlib.sha256(json.dumps([combination.digest(), spec, settings.samples, settings.objective, to_dict(val),
+                                        to_dict(settings.asha), pairs.content_keys, pairs.style_keys],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return SweepPlan(name, settings, combination, spec, space, pairs, metric_weights(params, evaluate),
+                     f"{name}-{digest}")
+
+
+def tune_trials(plan: SweepPlan, job: SweepJob, experiment: str, storage: str, concurrent: int, stage: str):
+    """Run (or restore) the Tune experiment; returns its ResultGrid."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    # A trial only drives its Train workers: it holds no CPU, or trials would starve their own workers.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0, "memory": 1})
+    if tune.Tuner.can_restore(experiment):
+        print(f"{stage}: restoring the interrupted sweep in {experiment}", flush=True)
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True).fit()
+    settings = plan.settings
+    return tune.Tuner(
+        trainable, param_space=plan.space,
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="min", num_samples=settings.samples, max_concurrent_trials=concurrent,
+            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=plan.reports_per_trial,
+                                    grace_period=settings.asha.grace_period,
+                                    reduction_factor=settings.asha.reduction_factor),
+            # A new actor per trial: stopping a trial ends its actor, and with it the Train run it owns.
+            reuse_actors=False),
+        run_config=tune.RunConfig(name=plan.key, storage_path=storage, verbose=1,
+                                  failure_config=tune.FailureConfig(max_failures=settings.max_failures))).fit()
+
+
+def record_trials(results, plan: SweepPlan, parent: str, experiment: str, client, tracking: Tracking,
+                  stage: str) -> list[dict[str, Any]]:
+    """Every trial's record (config, outcome, curve), its child run closed with its outcome; an interrupted or
+    fruitless sweep is an error saying what to do."""
+    from mlflow.entities import RunTag
+    from ray import tune
+
+    # Ctrl+C makes fit() return after saving the experiment state, and the in-memory trials then read as
+    # terminated: the saved state says which trials really were still pending or running.
+    unfinished = [t for t in tune.ExperimentAnalysis(experiment).trials if t.status not in ("TERMINATED", "ERROR")]
+    if unfinished:
+        client.set_terminated(parent, "KILLED")
+        raise SweepStageError(f"the sweep was interrupted with {len(unfinished)} trial(s) unfinished; re-run the "
+                              f"stage (`dvc repro {stage}`) to resume it from {experiment}")
+    experiment_id = client.get_experiment_by_name(tracking.experiment).experiment_id
+    child_runs = {run.data.tags.get("sweep.trial_id"): run.info.run_id for run in client.search_runs(
+        [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=10_000)}
+    trials = sorted((_trial_record(r, plan.combination.train.steps, child_runs, client) for r in results),
+                    key=lambda t: t["trial_id"])
+    # Tune's record decides each child run's end state: a trial stopped at its last report (ASHA's max_t) may
+    # be torn down before its own `set_terminated(FINISHED)`, and is then left FAILED by its exception path.
+    # A trial keeps training while Tune weighs its report, so a stopped trial's run can hold a report or more
+    # past the step ASHA stopped it at: `sweep.step` is the last step Tune weighed, as in the report.
+    for trial in trials:
+        if trial["mlflow_run_id"]:
+            client.log_batch(trial["mlflow_run_id"], tags=[RunTag("sweep.outcome", trial["outcome"]),
+                                                            RunTag("sweep.step", str(trial["step"]))])
+            client.set_terminated(trial["mlflow_run_id"], RUN_STATUS[trial["outcome"]])
+    if not any(t["outcome"] == "finished" and METRIC in t["metrics"] for t in trials):
+        client.set_terminated(parent, "FAILED")
+        errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"])
+        raise SweepStageError(f"no trial of the sweep finished ({errors or 'all were stopped'}); fix the cause and "
+                              f"re-run the stage")
+    return trials
+
+
+def publish_best(plan: SweepPlan, trials: list[dict[str, Any]], parent: str, client, tracking: Tracking,
+                 storage: str, models_root: Path, reports: Path, started: float) -> dict[str, Any]:
+    """The best finished trial's checkpoint into models/sweeps/, its model logged on its run, the report written
+    and summarised on the parent run; returns the report."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    from pipelines import storage as locations
+    from pipelines.tracking import flatten
+
+    settings, steps = plan.settings, plan.combination.train.steps
+    best = min((t for t in trials if t["outcome"] == "finished" and METRIC in t["metrics"]),
+               key=lambda t: t["metrics"][METRIC])
+    out = models_root / "sweeps" / plan.name / "checkpoint"
+    with atomic_directory(out) as building:
+        locations.download_tree(best["checkpoint"], building, like=storage)
+        atomic_write_text(building / "mlflow.json", json.dumps(
+            {"tracking_uri": tracking.uri, "experiment": tracking.experiment, "run_id": best["mlflow_run_id"],
+             "sweep": plan.key, "trial_id": best["trial_id"]}, indent=2))
+    trained = with_values(plan.combination, best["config"])
+    with fluent_store(tracking.uri), mlflow.start_run(run_id=best["mlflow_run_id"]):
+        model_uri = log_final_model(out, trained.data.crop_size)
+        mlflow.set_tag("model_uri", model_uri)
+    report = {"combination": plan.name, "sweep": plan.key, "metric": METRIC, "mode": "min",
+              "objective": settings.objective,
+              "validation": {"contents": plan.pairs.content_keys, "styles": plan.pairs.style_keys},
+              "space": plan.spec, "samples": settings.samples, "steps": steps,
+              "report_every": plan.combination.report_every,
+              "best": {"trial_id": best["trial_id"], "config": best["config"], "metrics": best["metrics"],
+                       "checkpoint": str(out), "model_uri": model_uri, "mlflow_run_id": best["mlflow_run_id"]},
+              "counts": {outcome: sum(t["outcome"] == outcome for t in trials)
+                         for outcome in ("finished", "stopped_early", "failed")},
+              "trials": [{k: v for k, v in t.items() if k != "checkpoint"} for t in trials],  # deleted later
+              "mlflow_parent_run_id": parent,
+              "wall_seconds": round(time.perf_counter() - started, 1)}
+    atomic_write_text(reports / "sweeps" / f"{plan.name}.json", json.dumps(report, indent=2) + "\n")
+    now = int(time.time() * 1000)
+    client.log_batch(parent, metrics=[Metric(f"best/{k}", v, now, steps) for k, v in best["metrics"].items()]
+                     + [Metric(f"trials/{k}", float(v), now, 0) for k, v in report["counts"].items()],
+                     params=[Param(k, v) for k, v in flatten({"best": best["config"]}).items()])
+    client.set_tag(parent, "best_trial", best["trial_id"])
+    client.set_tag(parent, "model_uri", model_uri)
+    client.log_artifact(parent, str(reports / "sweeps" / f"{plan.name}.json"))
+    client.set_terminated(parent, "FINISHED")
+    return report
+
+
 def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
         models_root: Path = Path("models"), reports: Path = Path("reports"),
         ray_storage: str | Path | None = None) -> dict[str, Any]:
@@ -288,167 +323,60 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
 
     ``ray_storage`` (a folder or URI) holds the Tune experiment and the trials' checkpoints until the sweep
     completes; default ``<storage.checkpoints>/sweeps``."""
-    import mlflow
-    from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from pipelines import storage as locations
-    from pipelines.train import log_final_model, ray_session, scaling
-    from pipelines.tracking import flatten, start_run
-    from stylecore.heldout import select_heldout
+    from pipelines.tracking import start_run
 
     root = params_path.resolve().parent
     params = load_params(params_path)
-    settings = settings_of(params)
-    if name not in settings["combinations"]:
-        raise CatalogueError(f"params.yaml: sweep.combinations has no {name!r}; defined: "
-                             f"{', '.join(settings['combinations']) or 'none'}")
-    model, _, loss = name.partition("-")
-    combination = resolve_combination(params, model, loss, shards_root)
-    local_val = profile_shards(params, shards_root, "val")
-    for role, folders in locations.worker_shards(params, {"content": combination.content,
-                                                          "style": combination.style}).items():
-        setattr(combination, role, folders)  # what the trials' workers read
-    overrides = (settings["profiles"] or {}).get(combination.profile) or {}
-    for key, value in overrides.items():  # the sweep profile: fewer steps, more frequent reports
-        (combination.data if key in combination.data else combination.train)[key] = value
-    combination.ray = {**combination.ray, "workers": settings["workers"]}
-    spec = settings["combinations"][name]
-    space = search_space(name, spec)
-    check_space(name, combination, spec)
-    steps, every = int(combination.train["steps"]), int(combination.data["report_every"])
-    reports_per_trial = math.ceil(steps / every)
-    if reports_per_trial <= settings["asha"]["grace_period"]:
-        raise CatalogueError(f"params.yaml: a trial reports {reports_per_trial} time(s) ({steps} steps, report_every "
-                             f"{every}) but sweep.asha.grace_period is {settings['asha']['grace_period']}: ASHA could "
-                             f"never stop a trial early; lower report_every in sweep.profiles.{combination.profile}")
-    val = settings["validation"]
-    try:
-        pairs = select_heldout(*local_val.values(), contents=val["contents"],
-                               styles_per_label=val["styles_per_label"], size=val["size"], seed=val["seed"],
-                               style_label=(params.get("evaluate") or {}).get("style_label", "style"), part="validation")
-    except (FileNotFoundError, ValueError) as error:
-        raise SweepStageError(f"validation pairs (sweep.validation) from the validation shards: {error}") from None
-    weights = str(combination.data["weights"] or "imagenet")
-    digest = hashlib.sha256(json.dumps([combination.digest(), spec, settings["samples"], settings["objective"], val,
-                                        settings["asha"], pairs.content_keys, pairs.style_keys],
-                                       sort_keys=True, default=str).encode()).hexdigest()[:12]
-    key = f"{name}-{digest}"
+    plan = plan_sweep(name, params, shards_root)
+    combination, settings = plan.combination, plan.settings
     storage = locations.ray_storage(params, root, "sweeps", ray_storage)
     tracking = tracking_settings(params, root)
     stage = os.environ.get("DVC_STAGE", f"sweep@{name}")
-    print(f"{stage}: {settings['samples']} sample(s) of {spec} on {model} × {loss}, {steps} steps per trial, ASHA on "
-          f"{METRIC} = " + " + ".join(f"{w:g}·{m}" for m, w in settings["objective"].items())
-          + f" over {len(pairs)} validation pairs, reported every {every} steps", flush=True)
-
-    tags = {"model": model, "loss": loss, "profile": combination.profile, "dvc_stage": stage, "sweep": key,
-            **git_state(root), **combination.weights()}
+    print(f"{stage}: {settings.samples} sample(s) of {plan.spec} on {combination.model} × {combination.loss}, "
+          f"{combination.train.steps} steps per trial, ASHA on {METRIC} = "
+          + " + ".join(f"{w:g}·{m}" for m, w in settings.objective.items())
+          + f" over {len(plan.pairs)} validation pairs, reported every {combination.report_every} steps", flush=True)
+    tags = {"model": combination.model, "loss": combination.loss, "profile": combination.profile, "dvc_stage": stage,
+            "sweep": plan.key, **source_tags(root, "sweep"), **combination.model_weights()}
     started = time.perf_counter()
     with ray_session():
-        scale = scaling(combination, where="sweep")
-        concurrent = _concurrency(settings, scale)
-        if combination.ray["threads_per_worker"] == "auto":
+        import ray
+
+        scale = scaling(combination.ray, where="sweep")
+        concurrent = _concurrency(settings, scale, ray.cluster_resources())
+        if combination.ray.threads_per_worker == "auto":
             # the CPUs are shared by the trials that run at once, on GPU too (each GPU trial took every CPU before)
-            import ray
-
             cpus = ray.cluster_resources().get("CPU", 1)
-            scale["threads_per_worker"] = max(1, int(cpus // (concurrent * scale["num_workers"])))
-        parent = start_run(tracking["uri"], tracking["experiment"], tracking["artifacts"], f"sweep {name}",
-                           {"sweep": {**{k: settings[k] for k in ("samples", "workers", "objective", "validation", "asha")},
-                                      "space": spec}, "train": combination.train, "data": combination.data},
-                           {**tags, "stage": "sweep"}, resume_key=key)
+            scale = dataclasses.replace(scale, threads_per_worker=max(1, int(cpus // (concurrent * scale.num_workers))))
+        parent = start_run(tracking.uri, tracking.experiment, tracking.artifacts, f"sweep {name}",
+                           {"sweep": {**{k: v for k, v in to_dict(settings).items()
+                                         if k in ("samples", "workers", "objective", "validation", "asha")},
+                                      "space": plan.spec},
+                            "train": combination.train.to_dict(), "data": to_dict(combination.data)},
+                           {**tags, "stage": "sweep"}, resume_key=plan.key)
         print(f"{stage}: MLflow parent run {parent}; up to {concurrent} trial(s) at once, each "
-              f"{scale['num_workers']} × {'GPU' if scale['use_gpu'] else 'CPU'} worker(s)", flush=True)
-        job = SweepJob(key, combination, {"pairs": pairs, "weights": weights, "objective": settings["objective"],
-                                          "batch_size": val["batch_size"]},
+              f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'} worker(s)", flush=True)
+        job = SweepJob(plan.key, combination, {"pairs": plan.pairs, "weights": plan.weights,
+                                               "objective": settings.objective,
+                                               "batch_size": settings.validation.batch_size},
                        scale, locations.join(storage, "trials"), tracking, parent, tags)
-        # A trial only drives its Train workers: it holds no CPU, or trials would starve their own workers.
-        trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0, "memory": 1})
-        experiment = locations.join(storage, key)
-        if tune.Tuner.can_restore(experiment):
-            print(f"{stage}: restoring the interrupted sweep in {experiment}", flush=True)
-            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-        else:
-            tuner = tune.Tuner(
-                trainable, param_space=space,
-                tune_config=tune.TuneConfig(
-                    metric=METRIC, mode="min", num_samples=settings["samples"], max_concurrent_trials=concurrent,
-                    scheduler=ASHAScheduler(time_attr="training_iteration", max_t=reports_per_trial,
-                                            grace_period=settings["asha"]["grace_period"],
-                                            reduction_factor=settings["asha"]["reduction_factor"]),
-                    # A new actor per trial: stopping a trial ends its actor, and with it the Train run it owns.
-                    reuse_actors=False),
-                run_config=tune.RunConfig(name=key, storage_path=storage, verbose=1,
-                                          failure_config=tune.FailureConfig(max_failures=settings["max_failures"])))
-        results = tuner.fit()
-        client = MlflowClient(tracking["uri"])
-        # Ctrl+C makes fit() return after saving the experiment state, and the in-memory trials then read as
-        # terminated: the saved state says which trials really were still pending or running.
-        unfinished = [t for t in tune.ExperimentAnalysis(experiment).trials if t.status not in ("TERMINATED", "ERROR")]
-        if unfinished:
-            client.set_terminated(parent, "KILLED")
-            raise SweepStageError(f"the sweep was interrupted with {len(unfinished)} trial(s) unfinished; re-run the "
-                                  f"stage (`dvc repro {stage}`) to resume it from {experiment}")
-        experiment_id = client.get_experiment_by_name(tracking["experiment"]).experiment_id
-        child_runs = {run.data.tags.get("sweep.trial_id"): run.info.run_id for run in client.search_runs(
-            [experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent}'", max_results=10_000)}
-        trials = sorted((_trial_record(r, steps, child_runs, client) for r in results), key=lambda t: t["trial_id"])
-        # Tune's record decides each child run's end state: a trial stopped at its last report (ASHA's max_t) may
-        # be torn down before its own `set_terminated(FINISHED)`, and is then left FAILED by its exception path.
-        # A trial keeps training while Tune weighs its report, so a stopped trial's run can hold a report or more
-        # past the step ASHA stopped it at: `sweep.step` is the last step Tune weighed, as in the report.
-        for trial in trials:
-            if trial["mlflow_run_id"]:
-                client.log_batch(trial["mlflow_run_id"], tags=[RunTag("sweep.outcome", trial["outcome"]),
-                                                                RunTag("sweep.step", str(trial["step"]))])
-                client.set_terminated(trial["mlflow_run_id"], RUN_STATUS[trial["outcome"]])
-        finished = [t for t in trials if t["outcome"] == "finished" and METRIC in t["metrics"]]
-        if not finished:
-            client.set_terminated(parent, "FAILED")
-            errors = "; ".join(f"{t['trial_id']}: {t['error']}" for t in trials if t["error"])
-            raise SweepStageError(f"no trial of the sweep finished ({errors or 'all were stopped'}); fix the cause and "
-                                  f"re-run the stage")
-        best = min(finished, key=lambda t: t["metrics"][METRIC])
-
-        out = models_root / "sweeps" / name / "checkpoint"
-        with atomic_directory(out) as building:
-            locations.download_tree(best["checkpoint"], building, like=storage)
-            atomic_write_text(building / "mlflow.json", json.dumps(
-                {"tracking_uri": tracking["uri"], "experiment": tracking["experiment"], "run_id": best["mlflow_run_id"],
-                 "sweep": key, "trial_id": best["trial_id"]}, indent=2))
-        mlflow.set_tracking_uri(tracking["uri"])
-        with mlflow.start_run(run_id=best["mlflow_run_id"]):
-            model_uri = log_final_model(out, combination)
-            mlflow.set_tag("model_uri", model_uri)
-        report = {"combination": name, "sweep": key, "metric": METRIC, "mode": "min", "objective": settings["objective"],
-                  "validation": {"contents": pairs.content_keys, "styles": pairs.style_keys},
-                  "space": spec, "samples": settings["samples"], "steps": steps, "report_every": every,
-                  "best": {"trial_id": best["trial_id"], "config": best["config"], "metrics": best["metrics"],
-                           "checkpoint": str(out), "model_uri": model_uri, "mlflow_run_id": best["mlflow_run_id"]},
-                  "counts": {outcome: sum(t["outcome"] == outcome for t in trials)
-                             for outcome in ("finished", "stopped_early", "failed")},
-                  "trials": [{k: v for k, v in t.items() if k != "checkpoint"} for t in trials],  # deleted below
-                  "mlflow_parent_run_id": parent,
-                  "wall_seconds": round(time.perf_counter() - started, 1)}
-        atomic_write_text(reports / "sweeps" / f"{name}.json", json.dumps(report, indent=2) + "\n")
-        now = int(time.time() * 1000)
-        client.log_batch(parent, metrics=[Metric(f"best/{k}", v, now, steps) for k, v in best["metrics"].items()]
-                         + [Metric(f"trials/{k}", float(v), now, 0) for k, v in report["counts"].items()],
-                         params=[Param(k, v) for k, v in flatten({"best": best["config"]}).items()])
-        client.set_tag(parent, "best_trial", best["trial_id"])
-        client.set_tag(parent, "model_uri", model_uri)
-        client.log_artifact(parent, str(reports / "sweeps" / f"{name}.json"))
-        client.set_terminated(parent, "FINISHED")
+        experiment = locations.join(storage, plan.key)
+        results = tune_trials(plan, job, experiment, storage, concurrent, stage)
+        client = MlflowClient(tracking.uri)
+        trials = record_trials(results, plan, parent, experiment, client, tracking, stage)
+        report = publish_best(plan, trials, parent, client, tracking, storage, models_root, reports, started)
     # Complete: the outputs hold what matters; a later sweep (new settings or code) starts afresh.
     locations.remove_tree(experiment)
     for trial in trials:
-        locations.remove_tree(locations.join(storage, "trials", f"{key}-{trial['trial_id']}"))
+        locations.remove_tree(locations.join(storage, "trials", f"{plan.key}-{trial['trial_id']}"))
+    best = report["best"]
     print(f"{stage}: {len(trials)} trials ({report['counts']['finished']} finished, {report['counts']['stopped_early']} "
           f"stopped early by ASHA, {report['counts']['failed']} failed) in {report['wall_seconds']} s; best "
-          f"{best['trial_id']} {best['config']} {METRIC} {best['metrics'][METRIC]:.4g}; checkpoint {out}, "
-          f"model {model_uri}", flush=True)
+          f"{best['trial_id']} {best['config']} {METRIC} {best['metrics'][METRIC]:.4g}; checkpoint "
+          f"{best['checkpoint']}, model {best['model_uri']}", flush=True)
     return report
 
 

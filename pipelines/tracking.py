@@ -11,18 +11,76 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from stylecore.shards import is_remote
 from stylecore.training import StepResult, Trainer, TrainingHooks
 
 RESUME_TAG = "stylecore.resume_key"
+#: the experiment kind the MLflow UI opens model-development experiments with (runs and charts, not GenAI traces)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+#: a run's description in the MLflow UI
+DESCRIPTION = "mlflow.note.content"
 
 
 def default_tracking_uri(root: Path | str = ".") -> str:
     """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:////<abs>/mlflow.db`` in ``root``."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where runs go: params.yaml's ``mlflow`` section, resolved for this repository."""
+
+    uri: str
+    experiment: str
+    artifacts: str  # a folder of the repository, or a URI (s3://…) every node can write to
+    interval: float  # seconds between system-metrics samples
+
+
+def tracking_settings(params: Mapping[str, Any], root: Path) -> Tracking:
+    from pipelines.settings import read
+    from pipelines.storage import location
+
+    settings = read(params, "mlflow")
+    return Tracking(settings.tracking_uri or default_tracking_uri(root),
+                    settings.experiment.format(profile=params.get("profile")),
+                    location(settings.artifacts, root), float(settings.system_metrics_interval))
+
+
+#: the fluent API's process-wide settings that :func:`fluent_store` sets and puts back
+_FLUENT_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
+
+
+@contextmanager
+def fluent_store(uri: str, system_metrics_interval: float | None = None) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.start_run``, ``log_model``, system metrics) on ``uri`` for the block only.
+
+    The fluent API reads a process-wide tracking URI (and exports it as ``MLFLOW_TRACKING_URI``); everything
+    else here passes the URI to an ``MlflowClient``. The caller's URI, variables and sampling interval are
+    put back afterwards, so a stage function called from a notebook or a test leaves its MLflow state as
+    it was.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    saved_uri = utils._tracking_uri  # what set_tracking_uri set (None: the default), not the resolved default
+    saved = {key: os.environ.get(key) for key in _FLUENT_VARIABLES}
+    mlflow.set_tracking_uri(uri)
+    if system_metrics_interval is not None:
+        mlflow.set_system_metrics_sampling_interval(system_metrics_interval)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -51,9 +109,12 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run
     found = client.get_experiment_by_name(experiment)
     if found is None:
         experiment_id = client.create_experiment(experiment, artifact_location=str(artifact_root) if is_remote(
-            artifact_root) else Path(artifact_root).resolve().as_uri())
+            artifact_root) else Path(artifact_root).resolve().as_uri(), tags=EXPERIMENT_TAGS)
     else:
         experiment_id = found.experiment_id
+        for key, value in EXPERIMENT_TAGS.items():
+            if found.tags.get(key) != value:
+                client.set_experiment_tag(experiment_id, key, value)
     run_id = None
     if resume_key is not None:
         unfinished = client.search_runs(

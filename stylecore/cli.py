@@ -40,17 +40,33 @@ def _parse_assignments(items: Sequence[str], option: str) -> dict:
     return out
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+#: flags of `stylecore train` that set DataConfig fields (flag dest → field)
+DATA_FLAGS = {"batch": "batch_size", "size": "crop_size", "load_size": "load_size", "loader_workers": "loader_workers",
+              "flip": "flip", "style_jitter": "style_jitter"}
+
+
+def training_configs(args: argparse.Namespace):
+    """The TrainConfig and DataConfig of a `stylecore train` call: ``--params`` (a params.yaml: the model × loss
+    settings of its profile, read as the pipeline reads them) ← ``--config`` ← the flags. Without ``--params``
+    the typed configs' own defaults fill what is not given."""
+    import dataclasses
+
     import yaml
 
-    import stylecore.models as models
-    from stylecore.data import PairStream, ShardPairStream, image_source, save_image
-    from stylecore.shards import is_shard_location
-    from stylecore.encoders import EncoderWeightsUnavailable
-    from stylecore.registry import accepted_parameters
-    from stylecore.training import CheckpointError, NonFiniteLossError, Trainer, TrainConfig, TrainingHooks
+    from stylecore.config import (WEIGHT_PARAMETERS, ConfigError, DataConfig, TrainConfig, apply_weights,
+                                  from_mapping, training_settings)
 
     values: dict = {}
+    data = DataConfig()
+    if args.params:
+        params = yaml.safe_load(Path(args.params).read_text()) or {}
+        profile = args.profile or params.get("profile")
+        if not profile:
+            raise ConfigError(f"--params {args.params} names no profile; pass --profile")
+        model = args.model or TrainConfig.model
+        settings = training_settings(params.get("train") or {}, model, args.style_loss, str(profile),
+                                     extra_keys=("report_every",), where=f"{args.params}: train")
+        values, data = settings.train.to_dict(), settings.data
     if args.config:
         values.update(yaml.safe_load(Path(args.config).read_text()) or {})
     for key in ("model", "style_loss", "steps", "lr", "precision", "seed", "checkpoint_every", "sample_every"):
@@ -58,35 +74,35 @@ def _cmd_train(args: argparse.Namespace) -> int:
             values[key] = getattr(args, key)
     if args.compile:
         values["compile"] = True
-    values.setdefault("model", "adain")
-    if values["model"] not in models.names():
-        print(f"error: unknown model {values['model']!r}; choose one of {', '.join(models.names())}", file=sys.stderr)
-        return 2
+    values.setdefault("model", TrainConfig.model)
     params = dict(values.get("model_params") or {})
-    if args.weights:
-        for key in ("encoder_weights", "predictor_weights"):
-            if key in accepted_parameters(models.MODELS.get(values["model"])):
-                params.setdefault(key, args.weights)
+    if args.weights:  # the flag wins over any weights the settings named
+        params = apply_weights(values["model"], {k: v for k, v in params.items() if k not in WEIGHT_PARAMETERS},
+                               args.weights)
     params.update(_parse_assignments(args.model_param, "--model-param"))
     values["model_params"] = params
     objective = dict(values.get("objective") or {})
     objective.update(_parse_assignments(args.objective, "--objective"))
     values["objective"] = objective
-    streaming = is_shard_location(args.content) and is_shard_location(args.style) and not args.in_memory
+    flags = {field: getattr(args, flag) for flag, field in DATA_FLAGS.items() if getattr(args, flag) is not None}
+    data = from_mapping(DataConfig, {**dataclasses.asdict(data), **flags}, "data config")
+    return TrainConfig.from_dict(values), data
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import stylecore.models as models
+    from stylecore.data import save_image
+    from stylecore.encoders import EncoderWeightsUnavailable
+    from stylecore.training import CheckpointError, NonFiniteLossError, Trainer, TrainingHooks
+
+    if args.model is not None and args.model not in models.names():
+        print(f"error: unknown model {args.model!r}; choose one of {', '.join(models.names())}", file=sys.stderr)
+        return 2
     try:
-        config = TrainConfig.from_dict(values)
+        config, data_config = training_configs(args)
         config.check_buildable()  # a bad loss, parameter or weights file fails before any data is read
-        if streaming:
-            # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
-            data = ShardPairStream(args.content, args.style, batch_size=args.batch, crop_size=args.size,
-                                   load_size=args.load_size, seed=config.seed, flip=args.flip,
-                                   style_jitter=args.style_jitter, workers=args.loader_workers)
-        else:
-            content = image_source(args.content, size=args.load_size or args.size, seed=config.seed)
-            style = image_source(args.style, size=args.load_size or args.size, seed=config.seed + 1)
-            data = PairStream(content, style, batch_size=args.batch, crop_size=args.size,
-                              load_size=args.load_size, seed=config.seed, flip=args.flip,
-                              style_jitter=args.style_jitter)
+        # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
+        data = data_config.stream(args.content, args.style, seed=config.seed, in_memory=args.in_memory)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -106,6 +122,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
           f"objective terms {', '.join(trainer.step_module.objectives[trainer.phases[-1].name].terms)}, "
           f"precision {trainer.precision}, device {trainer.device}")
     print(f"encoder weights: {encoder['weights']} (pretrained: {encoder['pretrained']})")
+    print(f"data: batch {data_config.batch_size}, crop {data_config.crop_size}, load "
+          f"{data_config.load_size or data_config.crop_size}, flip {'on' if data_config.flip else 'off'}, style jitter "
+          f"{'on' if data_config.style_jitter else 'off'}, {data_config.loader_workers} loader thread(s)"
+          + (f"; settings from {args.params}" if args.params else ""))
     try:
         results = trainer.fit(data, checkpoint_dir=output, progress=not args.quiet)
     except NonFiniteLossError as error:
@@ -245,33 +265,47 @@ def _cmd_check_losses(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("stylecore")
+    except PackageNotFoundError:  # run from a source tree without installing it
+        installed = "unknown (not installed)"
     parser = argparse.ArgumentParser(prog="stylecore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stylecore {installed}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("list", help="list the models and losses with one-line descriptions").set_defaults(func=_cmd_list)
 
+    from stylecore.config import DataConfig, TrainConfig
+
+    data_default = DataConfig()
     train = sub.add_parser("train", help="train a model in this process (no Ray); resumes from --output")
-    train.add_argument("--config", help="YAML file of training settings (stylecore.training.TrainConfig keys)")
-    train.add_argument("--model", help="model name (see `stylecore list`; default adain)")
+    train.add_argument("--params", help="a params.yaml: start from its train settings of --model × --style-loss in "
+                                        "--profile, exactly as the pipeline's Ray path reads them (the flags win)")
+    train.add_argument("--profile", help="the params.yaml profile (default: its `profile` key)")
+    train.add_argument("--config", help="YAML file of training settings (stylecore.config.TrainConfig keys)")
+    train.add_argument("--model", help=f"model name (see `stylecore list`; default {TrainConfig.model})")
     train.add_argument("--style-loss", dest="style_loss", help="replace the model's style loss, e.g. balanced_gram")
     train.add_argument("--content", required=True,
                        help="content shard folder (data/shards/…), image folder, or synthetic:photos[:N]")
     train.add_argument("--style", required=True,
                        help="style shard folder (data/shards/…), image folder, or synthetic:artworks[:N]")
     train.add_argument("--output", required=True, help="checkpoint directory (step-N subfolders, samples/)")
-    train.add_argument("--steps", type=int)
-    train.add_argument("--batch", type=int, default=8)
-    train.add_argument("--size", type=int, default=256, help="training crop side (default 256)")
+    train.add_argument("--steps", type=int, help=f"default {TrainConfig.steps}")
+    train.add_argument("--batch", type=int, help=f"images per batch (default {data_default.batch_size})")
+    train.add_argument("--size", type=int, help=f"training crop side (default {data_default.crop_size})")
     train.add_argument("--load-size", type=int, dest="load_size",
                        help="resize the short side to this before cropping (default: --size)")
-    train.add_argument("--lr", type=float)
-    train.add_argument("--flip", action="store_true", help="random horizontal flips")
-    train.add_argument("--style-jitter", dest="style_jitter", action="store_true",
+    train.add_argument("--lr", type=float, help=f"default {TrainConfig.lr:g}")
+    train.add_argument("--flip", action=argparse.BooleanOptionalAction,
+                       help=f"random horizontal flips (default {str(data_default.flip).lower()})")
+    train.add_argument("--style-jitter", dest="style_jitter", action=argparse.BooleanOptionalAction,
                        help="Magenta's style augmentation (colour jitter, flips, random scale) on style images")
-    train.add_argument("--loader-workers", dest="loader_workers", type=int, default=0,
-                       help="background threads that decode and augment shard batches (default 0: on the "
-                            "training thread; 2-4 keep a GPU fed)")
+    train.add_argument("--loader-workers", dest="loader_workers", type=int,
+                       help=f"background threads that decode and augment shard batches (default "
+                            f"{data_default.loader_workers}: on the training thread; 2-4 keep a GPU fed)")
     train.add_argument("--in-memory", dest="in_memory", action="store_true",
                        help="hold shard folders in memory and sample them by index (bitwise-exact resume) "
                             "instead of streaming them")
@@ -338,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError as error:  # the pipeline extra is not installed: say how to get the command
             why = f"{entry.name} is unavailable ({error}); pip install 'stylecore[pipeline]'"
             sub.add_parser(entry.name, help=why).set_defaults(func=lambda _args, why=why: print(f"error: {why}") or 2)
+    for command in sub.choices.values():  # `stylecore <command> --help` opens with what the command does
+        command.description = command.description or next(
+            (action.help for action in sub._choices_actions if action.dest == command.prog.split()[-1]), None)
+
     return parser
 
 

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from stylecore.imaging import (  # noqa: F401  (to_rgb re-exported: stylecore.data.to_rgb)
-    DECODE_FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, ImageDecodeError, decode_rgb, encode_image, to_rgb)
+from stylecore.imaging import (DECODE_FORMATS, IMAGE_SUFFIXES, MAX_PIXELS, ImageDecodeError, decode_rgb,
+                               encode_image)
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo
 
 # One shard folder, or several read as one set (e.g. Places365 and COCO as the content side).

@@ -20,6 +20,7 @@ all terms need, and reuses given features where they cover it.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -177,3 +178,24 @@ def build_objective(config: Mapping[str, Any], encoder: VGGEncoder | None = None
             raise ValueError(f"objective term {term_name!r}: {error}") from None
         routes[term_name] = route
     return Objective(terms, routes, encoder, warmups)
+
+
+def merge_objective(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Apply ``{term: weight | settings | None}`` overrides to an objective config."""
+    merged = copy.deepcopy(dict(base))
+    for term, value in overrides.items():
+        if value is None:
+            merged.pop(term, None)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            settings = merged.get(term, {})
+            settings = dict(settings) if isinstance(settings, Mapping) else {"weight": settings}
+            settings["weight"] = float(value)
+            merged[term] = settings
+        elif isinstance(value, Mapping):
+            settings = merged.get(term, {})
+            settings = dict(settings) if isinstance(settings, Mapping) else {"weight": settings}
+            settings.update(value)
+            merged[term] = settings
+        else:
+            raise ValueError(f"objective override for term {term!r} must be a weight, a mapping or null; got {value!r}")
+    return merged

@@ -48,7 +48,8 @@ class Registry(Generic[T]):
         if not isinstance(name, str) or name not in self._entries:
             close = difflib.get_close_matches(str(name), self._entries, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown {self.kind} {name!r}.{hint} Known {self.kind}s: {', '.join(self.names())}")
+            plural = f"{self.kind}es" if self.kind.endswith("s") else f"{self.kind}s"
+            raise ValueError(f"unknown {self.kind} {name!r}.{hint} Known {plural}: {', '.join(self.names())}")
         return self._entries[name]
 
     def describe(self, name: str) -> str:

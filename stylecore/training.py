@@ -15,20 +15,15 @@ Checkpoints are directories (``step-000100/``) written atomically::
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import logging
 import math
-import random
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -36,164 +31,18 @@ from stylecore import models as model_registry
 from stylecore.data import Batch
 from stylecore.devices import best_device
 from stylecore.io import atomic_directory, remove_stale_temporaries
+from stylecore.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rng, checkpoint_steps,  # noqa: F401
+                                  latest_checkpoint, latest_step, load, load_model_state, load_trainer_state,
+                                  read_checkpoint_config, resolve_checkpoint, restore_rng)
+from stylecore.config import WEIGHT_PARAMETERS, TrainConfig, apply_weights  # noqa: F401 (their old home)
 from stylecore.models.base import StyleTransferModel, TrainingPhase
-from stylecore.objective import Objective, ObjectiveOutput, build_objective
+from stylecore.objective import Objective, ObjectiveOutput, build_objective, merge_objective
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "stylecore-checkpoint/1"
-#: a model's parameters that name pretrained weights (imagenet | a file | random:<seed>)
-WEIGHT_PARAMETERS = ("encoder_weights", "predictor_weights")
-_STEP_DIR = re.compile(r"step-(\d+)$")
 
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive steps with a non-finite loss or gradient."""
-
-
-class CheckpointError(ValueError):
-    """A path is not a usable stylecore checkpoint; the message says why."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs besides data. Unknown keys fail in :meth:`from_dict`."""
-
-    model: str = "adain"
-    model_params: dict[str, Any] = field(default_factory=dict)
-    #: replace the style term's loss (keeping its layers and weight) by any registered style loss
-    style_loss: str | None = None
-    #: parameters for the style term (e.g. weight, layers, gram_normalize)
-    style_params: dict[str, Any] = field(default_factory=dict)
-    #: per-term overrides merged into the model's objective: {term: weight | {settings} | None to drop}
-    objective: dict[str, Any] = field(default_factory=dict)
-    steps: int = 1000
-    lr: float = 1e-4
-    lr_schedule: str = "inverse"  # inverse: lr / (1 + lr_decay · step) (AdaIN, SANet, Linear); cosine; constant
-    lr_decay: float = 5e-5
-    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    grad_clip: float | None = None  # max global grad norm; None disables
-    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (fp16: CUDA only, with a grad scaler)
-    channels_last: str | bool = "auto"
-    compile: bool = False
-    max_nonfinite_steps: int = 10  # consecutive skipped steps before the run stops
-    seed: int = 0
-    sample_every: int = 0  # steps between sample image grids sent to hooks (0: never)
-    checkpoint_every: int = 0  # steps between checkpoints in fit() (0: only at the end)
-    keep_checkpoints: int = 2
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"training config: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
-        config = cls(**{k: copy.deepcopy(v) for k, v in values.items()})
-        config.validate()
-        return config
-
-    def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["betas"] = list(self.betas)
-        return out
-
-    def validate(self) -> None:
-        self._check_types()
-        if self.model not in model_registry.names():
-            raise ValueError(f"training config: model={self.model!r} is not registered; "
-                             f"choose one of {', '.join(model_registry.names())}")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ValueError(f"training config: steps must be a positive integer; got {self.steps!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"training config: lr must be a positive number; got {self.lr!r}")
-        if self.lr_schedule not in ("inverse", "cosine", "constant"):
-            raise ValueError(f"training config: lr_schedule={self.lr_schedule!r} is not one of inverse, cosine, constant")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ValueError(f"training config: precision={self.precision!r} is not one of auto, fp32, bf16, fp16")
-        if self.channels_last not in ("auto", True, False):
-            raise ValueError(f"training config: channels_last must be auto, true or false; got {self.channels_last!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"training config: grad_clip must be positive or null; got {self.grad_clip!r}")
-        for key in ("max_nonfinite_steps", "keep_checkpoints"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"training config: {key} must be ≥ 1; got {getattr(self, key)!r}")
-        for key in ("sample_every", "checkpoint_every"):
-            if int(getattr(self, key)) < 0:
-                raise ValueError(f"training config: {key} must be ≥ 0; got {getattr(self, key)!r}")
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-
-    def _check_types(self) -> None:
-        """Each key's type, so that ``grad_clip: "1"`` is an error naming the key, not a TypeError mid-run."""
-        def is_number(value: Any) -> bool:
-            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-        for key in ("steps", "max_nonfinite_steps", "seed", "sample_every", "checkpoint_every", "keep_checkpoints"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"training config: {key} must be an integer; got {value!r} ({type(value).__name__})")
-        for key in ("lr", "lr_decay", "min_lr_ratio", "weight_decay"):
-            if not is_number(getattr(self, key)):
-                raise ValueError(f"training config: {key} must be a number; got {getattr(self, key)!r}")
-        if self.grad_clip is not None and not is_number(self.grad_clip):
-            raise ValueError(f"training config: grad_clip must be a number or null; got {self.grad_clip!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"training config: compile must be true or false; got {self.compile!r}")
-        if not (isinstance(self.betas, (list, tuple)) and len(self.betas) == 2
-                and all(is_number(b) and 0 <= b < 1 for b in self.betas)):
-            raise ValueError(f"training config: betas must be two numbers in [0, 1); got {self.betas!r}")
-        for key in ("model_params", "style_params", "objective"):
-            if not isinstance(getattr(self, key), Mapping):
-                raise ValueError(f"training config: {key} must be a mapping; got {getattr(self, key)!r}")
-        if self.style_loss is not None and not isinstance(self.style_loss, str):
-            raise ValueError(f"training config: style_loss must be a loss name or null; got {self.style_loss!r}")
-
-    def check_buildable(self) -> None:
-        """Build the model and every phase's objective as the Trainer will, without weights or compute.
-
-        The model is built on PyTorch's meta device (shapes only) with seeded random weights in place of
-        every pretrained part, whose specs are checked separately (:func:`stylecore.encoders.check_weights_spec`:
-        a named file must exist). So an unknown loss, a misspelt ``style_params`` or ``model_params`` key, an
-        objective override naming nothing, or a missing weights file fails here, before data or a cluster
-        is touched, with the message the Trainer would give.
-        """
-        from stylecore.encoders import check_weights_spec
-        from stylecore.registry import accepted_parameters
-
-        self.validate()
-        cls = model_registry.MODELS.get(self.model)
-        params = dict(self.model_params)
-        for key in WEIGHT_PARAMETERS:
-            if key in params:
-                try:
-                    check_weights_spec(params[key])
-                except ValueError as error:
-                    raise ValueError(f"training config: model_params.{key}: {error}") from None
-                params[key] = "random:0"
-        if self.style_loss is not None:
-            from stylecore.losses import LOSSES
-
-            try:
-                LOSSES.get(self.style_loss)
-            except ValueError as error:
-                raise ValueError(f"training config: style_loss: {error}") from None
-        try:
-            with torch.device("meta"):
-                model = model_registry.MODELS.build(self.model, **params)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"training config: model {self.model!r} with model_params {sorted(params)}: {error} "
-                             f"(it accepts: {', '.join(accepted_parameters(cls))})") from None
-        for phase in model.training_phases():
-            try:
-                objective = model.default_objective(phase.name, self.style_loss or None, self.style_params)
-                if phase.name != "autoencoder":
-                    objective = merge_objective(objective, self.objective)
-                build_objective(objective, model.loss_encoder())
-            except (ValueError, TypeError, KeyError) as error:
-                raise ValueError(f"training config: the {phase.name} objective of {self.model} (style_loss "
-                                 f"{self.style_loss}, style_params {dict(self.style_params)}, objective "
-                                 f"{dict(self.objective)}): {error}") from None
 
 
 @dataclass
@@ -265,76 +114,6 @@ def objective_needs(objective: Objective) -> dict[str, set[str]]:
     for role, layers in objective.feature_layers().items():
         needs[role] = set(layers)
     return needs
-
-
-def merge_objective(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Apply ``{term: weight | settings | None}`` overrides to an objective config."""
-    merged = copy.deepcopy(dict(base))
-    for term, value in overrides.items():
-        if value is None:
-            merged.pop(term, None)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            settings = merged.get(term, {})
-            settings = dict(settings) if isinstance(settings, Mapping) else {"weight": settings}
-            settings["weight"] = float(value)
-            merged[term] = settings
-        elif isinstance(value, Mapping):
-            settings = merged.get(term, {})
-            settings = dict(settings) if isinstance(settings, Mapping) else {"weight": settings}
-            settings.update(value)
-            merged[term] = settings
-        else:
-            raise ValueError(f"objective override for term {term!r} must be a weight, a mapping or null; got {value!r}")
-    return merged
-
-
-def _capture_rng(device: torch.device) -> dict[str, Any]:
-    """Every RNG the loop draws from, as tensors, numbers and lists only (a ``weights_only`` load reads it
-    back without unpickling anything). CUDA: only this trainer's device, so a resume that sees other
-    GPUs (Ray shows a node's GPUs to every worker on it) restores the state it saved."""
-    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    version, python_state, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position), "has_gauss": int(has_gauss),
-                  "cached_gaussian": float(cached_gaussian)},
-        "python": {"version": version, "state": list(python_state), "gauss": gauss},
-    }
-    if device.type == "cuda" and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _restore_rng(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    numpy_state = state["numpy"]
-    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
-                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
-    python_state = state["python"]
-    random.setstate((python_state["version"], tuple(python_state["state"]), python_state["gauss"]))
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def load_trainer_state(path: Path) -> dict[str, Any]:
-    """``trainer.pt`` read with ``weights_only=True``: tensors, numbers, strings and containers, never code.
-
-    A file that needs anything else (a crafted pickle, or a checkpoint written before stylecore stored its
-    RNG states as tensors) is refused with :class:`CheckpointError`; its model weights still load.
-    """
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError, ValueError, EOFError) as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        first = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(error).__name__)
-        first = re.sub(r"\x1b\[[0-9;]*m", "", first)[:300]
-        raise CheckpointError(
-            f"{path}: refused to load the trainer state, which holds more than tensors and numbers ({first}). "
-            "stylecore never unpickles objects from a checkpoint: it is a crafted file or one written by an older "
-            "stylecore. Its model weights still load (stylecore.load); to train on, start a run in a new output "
-            "folder") from None
 
 
 def image_grid(content: Tensor, style: Tensor, output: Tensor, rows: int = 4) -> Tensor:
@@ -578,7 +357,7 @@ class Trainer:
             "step": self.step,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "nonfinite_total": self.nonfinite_total,
-            "rng": _capture_rng(self.device),
+            "rng": capture_rng(self.device),
             "data": data.state_dict() if hasattr(data, "state_dict") else None,
         }
         with atomic_directory(path) as tmp:
@@ -598,7 +377,7 @@ class Trainer:
         if config["model"]["model"] != self.config.model:
             raise CheckpointError(f"{path} holds a {config['model']['model']!r} model; this run trains "
                                   f"{self.config.model!r}")
-        _load_model_state(self.model, path)
+        load_model_state(self.model, path)
         state = load_trainer_state(path / "trainer.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -607,88 +386,10 @@ class Trainer:
         self.step = int(state["step"])
         self.nonfinite_in_a_row = int(state["nonfinite_in_a_row"])
         self.nonfinite_total = int(state["nonfinite_total"])
-        _restore_rng(state["rng"], self.device)
+        restore_rng(state["rng"], self.device)
         if data is not None and state.get("data") is not None and hasattr(data, "load_state_dict"):
             data.load_state_dict(state["data"])
         self.current_phase = None  # re-enter the phase (requires_grad flags) on the next step
 
 
 # -- checkpoint files ----------------------------------------------------------------------------
-
-
-def checkpoint_steps(root: Path | str) -> list[Path]:
-    """The complete ``step-N`` checkpoint directories under ``root``, oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := _STEP_DIR.match(p.name))
-             and (p / "config.json").is_file()]
-    return [p for _, p in sorted(found)]
-
-
-def latest_checkpoint(root: Path | str) -> Path | None:
-    steps = checkpoint_steps(root)
-    return steps[-1] if steps else None
-
-
-def latest_step(path: Path) -> int:
-    return int(read_checkpoint_config(path)["step"])
-
-
-def resolve_checkpoint(path: Path | str) -> Path:
-    """A checkpoint directory itself, or a run directory whose newest ``step-N`` is taken."""
-    path = Path(path)
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file():
-        return path
-    latest = latest_checkpoint(path)
-    if latest is not None:
-        return latest
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    raise CheckpointError(f"{path} is not a stylecore checkpoint: it has no config.json + model.safetensors and no "
-                          "step-N checkpoint directories (train one with `stylecore train --output DIR`)")
-
-
-def read_checkpoint_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path}: unreadable config.json ({error})") from None
-    if config.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: config.json has format {config.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    return config
-
-
-def _load_model_state(model: StyleTransferModel, path: Path) -> None:
-    from safetensors.torch import load_file
-
-    state = load_file(str(path / "model.safetensors"))
-    expected = model.persistent_state()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: model state does not match a {model.name} built from its config "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    model.load_state_dict(state, strict=False)
-
-
-def load(path: Path | str, device: str | torch.device | None = None) -> StyleTransferModel:
-    """Rebuild the model of a checkpoint directory (or the newest in a run directory), in eval mode, on
-    ``device`` (default: CUDA when it works, else the CPU)."""
-    path = resolve_checkpoint(path)
-    config = read_checkpoint_config(path)
-    name, params = config["model"]["model"], dict(config["model"]["params"])
-    if name not in model_registry.names():
-        raise CheckpointError(f"{path}: model {name!r} is not registered in this stylecore "
-                              f"(known: {', '.join(model_registry.names())})")
-    cls = model_registry.MODELS.get(name)
-    params.update(cls.checkpoint_overrides)
-    model = cls(**params)
-    encoder = config.get("encoder", {})
-    if hasattr(model, "encoder") and isinstance(getattr(model, "encoder"), nn.Module) and "weights_sha256" in encoder:
-        current = model.encoder.describe().get("weights_sha256")
-        if current is not None and current != encoder["weights_sha256"]:
-            raise CheckpointError(f"{path} was trained with encoder weights sha256 {encoder['weights_sha256']}, but "
-                                  f"{encoder.get('weights_file')} now has {current}; restore that file")
-    _load_model_state(model, path)
-    return model.to(device if device is not None else best_device()).eval()

@@ -9,11 +9,9 @@ from torch import Tensor
 
 from stylecore import functional as SF
 from stylecore.encoders import VGGEncoder
+from stylecore.losses.perceptual import ADAIN_STYLE_LAYERS
 from stylecore.models.base import StyleTransferModel, TrainingOutputs, register_model, replace_style_term
 from stylecore.models.blocks import MirroredDecoder, build_encoder
-
-ADAIN_STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
-
 
 def alpha_blend(transferred: Tensor, content_features: Tensor, alpha: float) -> Tensor:
     """α·t + (1 − α)·f(c): the content/style trade-off of the AdaIN family at inference."""

@@ -15,9 +15,9 @@ def local_ray():
     interpreter (ray-project/ray#31145); CI saw a segfault at exit after every test had passed.
     """
     ray = pytest.importorskip("ray")
-    from pipelines.train import PREEMPTION_WATCHER
+    from pipelines.ray_session import PREEMPTION_WATCHER
 
-    # What pipelines.train.ray_session does for every local instance: no preemption watcher (nothing to preempt).
+    # What pipelines.ray_session.ray_session does for every local instance: no preemption watcher (nothing to preempt).
     os.environ.setdefault(PREEMPTION_WATCHER, "0")
     # address="local": always a new instance, never one a `ray start` (or a killed run's stale
     # /tmp/ray/ray_current_cluster) points at.

@@ -4,24 +4,29 @@ what DDP refuses, where inference runs, and what a checkpoint keeps of the CUDA 
 import pytest
 import torch
 
-from pipelines.sources import CatalogueError
-from pipelines.train import TrainStageError, decide_scaling
+from pipelines.ray_session import decide_scaling as _decide
+from pipelines.settings import RaySettings, TrainStageError
 from stylecore.devices import best_device, unusable_gpu_reason
 
-DEFAULTS = {"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto"}
+DEFAULTS = {"workers": 2, "use_gpu": "auto", "gpus_per_worker": 1, "threads_per_worker": "auto", "max_failures": 0,
+            "keep_checkpoints": 1}
+
+
+def decide_scaling(settings, resources, **kwargs):
+    return _decide(RaySettings(**settings), resources, **kwargs)
 
 
 def test_auto_trains_on_the_gpus_there_are_capping_the_workers_on_one_machine():
     one_gpu = decide_scaling(DEFAULTS, {"CPU": 16, "GPU": 1}, local=True)
-    assert (one_gpu["use_gpu"], one_gpu["num_workers"]) == (True, 1)  # was: 2 CPU workers over gloo, silently
-    assert "workers=2 capped at 1" in one_gpu["notice"] and "1 GPU(s)" in one_gpu["notice"]
+    assert (one_gpu.use_gpu, one_gpu.num_workers) == (True, 1)  # was: 2 CPU workers over gloo, silently
+    assert "workers=2 capped at 1" in one_gpu.notice and "1 GPU(s)" in one_gpu.notice
     eight = decide_scaling(DEFAULTS, {"CPU": 64, "GPU": 8}, local=True)
-    assert (eight["use_gpu"], eight["num_workers"], eight["notice"]) == (True, 2, "")
+    assert (eight.use_gpu, eight.num_workers, eight.notice) == (True, 2, "")
     cpu = decide_scaling(DEFAULTS, {"CPU": 2}, local=True)
-    assert (cpu["use_gpu"], cpu["num_workers"], cpu["threads_per_worker"]) == (False, 2, 1)
+    assert (cpu.use_gpu, cpu.num_workers, cpu.threads_per_worker) == (False, 2, 1)
     # a named cluster whose GPU nodes are not up yet: its autoscaler may add them, so nothing is refused there
     cluster = decide_scaling({**DEFAULTS, "use_gpu": True}, {"CPU": 8}, local=False)
-    assert (cluster["use_gpu"], cluster["num_workers"]) == (True, 2)
+    assert (cluster.use_gpu, cluster.num_workers) == (True, 2)
 
 
 def test_impossible_requests_are_errors_that_name_the_key():
@@ -29,8 +34,11 @@ def test_impossible_requests_are_errors_that_name_the_key():
         decide_scaling({**DEFAULTS, "use_gpu": True}, {"CPU": 8}, local=True)
     with pytest.raises(TrainStageError, match=r"train.ray.workers=4 needs 4 CPUs"):
         decide_scaling({**DEFAULTS, "workers": 4, "use_gpu": False}, {"CPU": 2}, local=True)
-    with pytest.raises(CatalogueError, match="use_gpu must be auto, true or false"):
-        decide_scaling({**DEFAULTS, "use_gpu": "yes"}, {"CPU": 2}, local=True)
+    from pipelines.settings import read_ray
+    from pipelines.sources import CatalogueError
+
+    with pytest.raises(CatalogueError, match=r"train.ray.use_gpu='yes' is invalid; it must be one of auto or true or false"):
+        read_ray({"train": {"ray": {**DEFAULTS, "use_gpu": "yes"}}})
 
 
 def test_ddp_ranks_never_share_a_gpu_but_a_single_trial_may_take_a_fraction():
@@ -39,7 +47,7 @@ def test_ddp_ranks_never_share_a_gpu_but_a_single_trial_may_take_a_fraction():
     with pytest.raises(TrainStageError, match="sweep.gpus_per_worker=0.5"):
         decide_scaling({**DEFAULTS, "gpus_per_worker": 0.5, "use_gpu": True}, {"CPU": 8}, local=False, where="sweep")
     single = decide_scaling({**DEFAULTS, "workers": 1, "gpus_per_worker": 0.25}, {"CPU": 8, "GPU": 1}, local=True)
-    assert (single["use_gpu"], single["num_workers"], single["gpus_per_worker"]) == (True, 1, 0.25)
+    assert (single.use_gpu, single.num_workers, single.gpus_per_worker) == (True, 1, 0.25)
 
 
 def test_inference_runs_on_the_best_device_and_an_unusable_gpu_is_named(tmp_path):

@@ -193,12 +193,12 @@ BAD_SETTINGS = [
 
 @pytest.mark.parametrize("what, edit, loss, message", BAD_SETTINGS, ids=[case[0] for case in BAD_SETTINGS])
 def test_a_bad_setting_fails_before_ray_with_the_key(tmp_path, what, edit, loss, message):
-    from pipelines import train
+    from pipelines.settings import resolve_combination
     from pipelines.sources import CatalogueError
 
     # resolve_combination is what the stage runs before it starts or joins Ray (see the stage test below)
     with pytest.raises(CatalogueError, match=message):
-        train.resolve_combination(_params(edit), "adain", loss, tmp_path / "no-shards")
+        resolve_combination(_params(edit), "adain", loss, tmp_path / "no-shards")
 
 
 def test_a_bad_setting_stops_the_real_stage_before_ray_and_is_not_retried(tmp_path):
@@ -215,14 +215,15 @@ def test_a_bad_setting_stops_the_real_stage_before_ray_and_is_not_retried(tmp_pa
 
 
 def test_a_sweep_space_with_a_misspelt_key_fails_before_any_trial(tmp_path):
+    from pipelines.search_space import check_space
+    from pipelines.settings import Combination, read_ray
     from pipelines.sources import CatalogueError
-    from pipelines.sweep import check_space
-    from pipelines.train import Combination
+    from stylecore.config import DataConfig, TrainConfig
 
-    combination = Combination("adain", "gram", "demo", {"model": "adain", "style_loss": "gram", "steps": 4,
-                                                        "model_params": {"encoder_weights": "random:0"}},
-                              {"batch_size": 2, "crop_size": 32, "load_size": None, "report_every": 2, "weights": None},
-                              {"workers": 1})
+    train = TrainConfig.from_dict({"model": "adain", "style_loss": "gram", "steps": 4,
+                                   "model_params": {"encoder_weights": "random:0"}})
+    combination = Combination("adain", "gram", "demo", train, DataConfig(batch_size=2, crop_size=32),
+                              read_ray(_params(lambda p: None)), report_every=2, weights=None)
     with pytest.raises(CatalogueError, match=r"sweep.combinations.adain-gram.*unknown key\(s\) wieght"):
         check_space("adain-gram", combination, {"style_params.wieght": {"grid": [1.0, 2.0]}})
 
@@ -259,7 +260,7 @@ def test_more_workers_than_the_machine_has_fails_at_once_inside_a_real_stage(tmp
 def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
     script = (
         "import os, subprocess, sys\n"
-        "from pipelines.train import ray_session\n"
+        "from pipelines.ray_session import ray_session\n"
         "with ray_session():\n"
         "    env = {**os.environ, 'RAY_AUTH_MODE': 'token', 'RAY_AUTH_TOKEN': 'not-the-token'}\n"
         "    probe = 'import ray, sys\\ntry:\\n    ray.init(address=sys.argv[1], log_to_driver=False)\\n'"
@@ -308,7 +309,7 @@ def test_a_photo_over_the_pixel_budget_is_tiled_automatically(tmp_path):
 
 
 def test_hostile_shard_keys_are_listed_as_rejects_and_nothing_lands_outside_the_output(tmp_path, local_ray):
-    from pipelines.stylize import stylize_dataset
+    from pipelines.stylize_dataset import stylize_dataset
 
     checkpoint = _checkpoint_run(tmp_path)
     image = corpus._encode(corpus._gradient((40, 32)), "JPEG")
@@ -338,7 +339,7 @@ def test_hostile_shard_keys_are_listed_as_rejects_and_nothing_lands_outside_the_
 def test_a_killed_driver_leaves_no_ray_process_behind(tmp_path):
     """kill -9 of the driver alone (not its process group): Ray's reaper stopped the raylet and the GCS, but
     their agents stayed alive forever. The watchdog ray_session starts ends them."""
-    script = ("import os, time\nfrom pipelines.train import ray_session\nwith ray_session():\n"
+    script = ("import os, time\nfrom pipelines.ray_session import ray_session\nwith ray_session():\n"
               "    print('UP', os.environ['RAY_ADDRESS'], flush=True)\n    time.sleep(600)\n")
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY")}
     driver = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)

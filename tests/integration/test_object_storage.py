@@ -140,12 +140,16 @@ def test_storage_settings_are_checked_and_local_defaults_stay_in_the_repository(
     from pipelines import storage
     from pipelines.sources import CatalogueError
 
-    with pytest.raises(CatalogueError, match=r"storage has unknown key\(s\) \['shard'\]"):
+    with pytest.raises(CatalogueError, match=r"storage has unknown key\(s\) shard; its keys: shards, checkpoints"):
         storage.settings({"storage": {"shard": "s3://b/x"}})
-    with pytest.raises(CatalogueError, match="storage.checkpoints must be null or a URI"):
-        storage.settings({"storage": {"checkpoints": 3}})
-    assert storage.ray_storage({}, tmp_path, "train") == str(tmp_path / "ray_results" / "train")
-    assert storage.ray_storage({"storage": {"checkpoints": "s3://b/ray/"}}, tmp_path, "sweeps") == "s3://b/ray/sweeps"
-    assert storage.ray_storage({}, tmp_path, "train", override="elsewhere") == str(tmp_path / "elsewhere")
+    with pytest.raises(CatalogueError, match=r"storage.checkpoints=3 is invalid; it must be null or a non-empty string"):
+        storage.settings({"storage": {"shards": None, "checkpoints": 3}})
+    with pytest.raises(CatalogueError, match=r"storage lacks checkpoints; give every key a value there"):
+        storage.settings({"storage": {"shards": None}})  # params.yaml is the one home: no default here
+    local_defaults = {"storage": {"shards": None, "checkpoints": None}}
+    assert storage.ray_storage(local_defaults, tmp_path, "train") == str(tmp_path / "ray_results" / "train")
+    remote = {"storage": {"shards": None, "checkpoints": "s3://b/ray/"}}
+    assert storage.ray_storage(remote, tmp_path, "sweeps") == "s3://b/ray/sweeps"
+    assert storage.ray_storage(local_defaults, tmp_path, "train", override="elsewhere") == str(tmp_path / "elsewhere")
     local = {"content": [str(tmp_path / "shards/a-train")], "style": []}
-    assert storage.worker_shards({"storage": {"shards": None}}, local) == local  # one machine: the local folders
+    assert storage.worker_shards(local_defaults, local) == local  # one machine: the local folders

@@ -25,7 +25,7 @@ def _image(path, colour, size=(64, 48), fmt="JPEG"):
 def _params(tmp_path, **source):
     params = {"profile": "mine", "profiles": {"mine": ["my_paintings"]},
               "sources": {"my_paintings": {"kind": "folder", "role": "style", "licence": "my own", **source}},
-              "shard": SHARD}
+              "shard": SHARD, "storage": {"shards": None, "checkpoints": None}}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     return path

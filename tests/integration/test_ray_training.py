@@ -42,8 +42,12 @@ def test_two_workers_train_resume_after_a_worker_dies_and_leave_a_loadable_check
     run_id = start_run(uri, "grid-test", tmp_path / "artifacts", "adain-gram", {"train": config},
                        {"model": "adain", "loss": "mean_std"})
     marker = tmp_path / "failed-once"
-    result = run(config, shards / "content", shards / "style", name="adain-test", storage_path=str(tmp_path / "ray"),
-                 num_workers=2, batch_size=2, crop_size=32, report_every=2, max_failures=1,
+    from pipelines.ray_session import Scale
+    from stylecore.config import DataConfig
+
+    result = run(config, DataConfig(batch_size=2, crop_size=32, flip=True), shards / "content", shards / "style",
+                 name="adain-test", storage_path=str(tmp_path / "ray"), scale=Scale(2, False), report_every=2, keep=2,
+                 max_failures=1,
                  extra={"fail_at_step": 5, "fail_marker": str(marker),
                         "mlflow": {"tracking_uri": uri, "run_id": run_id}})
     lines = marker.read_text().splitlines()  # a worker really died at step 5 …

@@ -16,7 +16,8 @@ import yaml
 pytest.importorskip("mlflow")
 
 import stylecore  # noqa: E402
-from pipelines import register, train  # noqa: E402
+from pipelines import register  # noqa: E402
+from pipelines.model_uris import log_final_model  # noqa: E402
 from pipelines.tracking import start_run  # noqa: E402
 from stylecore.cli import main as cli  # noqa: E402
 from stylecore.data import PairStream, SyntheticImages, load_image, save_image  # noqa: E402
@@ -65,12 +66,11 @@ def _trained(root: Path, tracking_uri: str, name: str, steps: int, seed: int) ->
     shutil.copytree(trainer.save_checkpoint(root / name / "steps"), checkpoint)
     run_id = start_run(tracking_uri, "stylecore-demo", root / "mlartifacts", name, {"train": {"steps": steps}},
                        {"model": "adain", "loss": "gram", "profile": "demo", "dvc_stage": "train@adain-gram",
-                        "git_commit": "0123456789abcdef", "encoder_weights": "random:0", "data.demo_photos-train": "md5x",
+                        "mlflow.source.git.commit": "0123456789abcdef", "encoder_weights": "random:0", "data.demo_photos-train": "md5x",
                         "workers": "2 × CPU"})
-    combination = train.Combination("adain", "gram", "demo", {}, {"crop_size": 32}, {})
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run(run_id=run_id):
-        mlflow.set_tag("model_uri", train.log_final_model(checkpoint, combination))
+        mlflow.set_tag("model_uri", log_final_model(checkpoint, crop_size=32))
     return {"name": "adain-gram", "model": "adain", "loss": "gram", "source": "train", "checkpoint": str(checkpoint),
             "mlflow": {"tracking_uri": tracking_uri, "run_id": run_id}}
 

@@ -17,7 +17,8 @@ import torch
 
 pytest.importorskip("ray")
 
-from pipelines.stylize import StylizeError, decode_resize, stylize_dataset, stylize_with_models  # noqa: E402
+from pipelines.stylize_dataset import stylize_dataset, stylize_with_models  # noqa: E402
+from pipelines.stylize_inputs import StylizeError, decode_resize  # noqa: E402
 from stylecore.data import save_image  # noqa: E402
 from stylecore.stylize import Stylizer  # noqa: E402
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402
@@ -103,7 +104,7 @@ def _shard_keys(folder: Path) -> list[str]:
 def test_a_run_killed_halfway_resumes_with_no_duplicates_and_no_gaps(inputs, local_ray):
     root, checkpoint = inputs
     output = root / "out-shards"
-    script = (f"from pipelines.stylize import stylize_dataset; stylize_dataset({str(root / 'photos')!r}, "
+    script = (f"from pipelines.stylize_dataset import stylize_dataset; stylize_dataset({str(root / 'photos')!r}, "
               f"{str(root / 'styles')!r}, {str(checkpoint)!r}, {str(output)!r}, style_size=40, batch_size=4, actors=2, "
               "output_format='webdataset', progress=False)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -198,7 +199,7 @@ def test_a_key_committed_twice_stays_in_the_first_record_only(tmp_path):
     """What a crashed run's surviving actor may leave: two committed shards holding the same key."""
     import webdataset as wds
 
-    from pipelines.stylize import PARTS, committed
+    from pipelines.stylize_commit import PARTS, committed
 
     def shard(name: str, keys: list[str]) -> None:
         with wds.TarWriter(str(tmp_path / name)) as writer:

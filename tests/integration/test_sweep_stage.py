@@ -140,7 +140,7 @@ def test_a_sweep_interrupted_and_rerun_completes_with_asha_stops_and_mlflow_pare
     ({"lr": {"uniform": [1e-3, 1e-5]}}, r"\.lr: uniform needs \[low, high\] numbers with low < high"),
     ({"lr": {"choice": [1e-4, -1.0]}}, r"a trial with \{'lr': -1.0\} is invalid: .*lr must be a positive number"),
     ({"lr_schedule": {"grid": ["inverse", "linear"]}}, r"lr_schedule='linear' is not one of"),
-    ({"batch_size": {"randint": [0, 4]}}, r"batch_size must be a positive integer"),
+    ({"batch_size": {"randint": [0, 4]}}, r"data config.batch_size=0 is invalid; it must be a positive integer"),
     ({"no_such_key": {"choice": [1]}}, r"unknown key\(s\) no_such_key"),
 ])
 def test_a_bad_search_space_fails_before_ray_starts_and_names_the_key(workspace, space, message):
@@ -157,8 +157,8 @@ def test_a_bad_search_space_fails_before_ray_starts_and_names_the_key(workspace,
 def test_sweep_settings_that_could_never_work_are_refused(workspace):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     cases = [({"profiles": {"demo": {"steps": 12, "report_every": 12}}}, r"reports 1 time.*grace_period is 1.*report_every"),
-             ({"objective": {"style_gram": 1.0}}, r"sweep.objective must map evaluation metrics"),
-             ({"workers": 0}, r"sweep.workers must be a positive integer")]
+             ({"objective": {"style_gram": 1.0}}, r"sweep.objective=\{'style_gram': 1.0\} is invalid; it must be a mapping of evaluation metrics"),
+             ({"workers": 0}, r"sweep.workers=0 is invalid; it must be a positive integer")]
     for change, message in cases:
         bad = yaml.safe_load(yaml.safe_dump(params))
         bad["sweep"].update(change)

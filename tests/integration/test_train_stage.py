@@ -1,6 +1,7 @@
 """The `train` stage: settings resolution, MLflow run reuse, crash-and-rerun resume, and the DVC grid."""
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -18,6 +19,9 @@ pytest.importorskip("mlflow")
 
 import stylecore  # noqa: E402
 from pipelines import train  # noqa: E402
+from pipelines.model_uris import log_final_model  # noqa: E402
+from pipelines.ray_session import Scale, scaling  # noqa: E402
+from pipelines.settings import resolve_combination  # noqa: E402
 from pipelines.sources import CatalogueError  # noqa: E402
 from pipelines.tracking import start_run  # noqa: E402
 from stylecore.metrics import spread_ratio  # noqa: E402
@@ -65,42 +69,40 @@ def test_settings_merge_profile_model_and_loss_and_fail_early_with_the_key(demo_
     params["train"]["grid"]["models"].append("magenta")
     params["train"]["models"]["magenta"] = {"lr": 2e-3, "model_params": {"predictor": "mobilenet_v2"}}
     params["train"]["losses"]["balanced_gram"] = {"lr": 5e-4, "style_params": {"weight": 3.0}}
-    combination = train.resolve_combination(params, "magenta", "balanced_gram", demo_shards / "shards")
-    assert combination.train["lr"] == 5e-4  # the loss's settings are merged last
-    assert combination.train["style_params"] == {"weight": 3.0} and combination.train["style_loss"] == "balanced_gram"
+    combination = resolve_combination(params, "magenta", "balanced_gram", demo_shards / "shards")
+    assert combination.train.lr == 5e-4  # the loss's settings are merged last
+    assert combination.train.style_params == {"weight": 3.0} and combination.train.style_loss == "balanced_gram"
     # the profile's weights switch reaches every pretrained part, and the model's own keys survive the merge
-    assert combination.train["model_params"] == {"predictor": "mobilenet_v2", "encoder_weights": "random:0",
-                                                 "predictor_weights": "random:0"}
-    assert combination.data["batch_size"] == 2 and "batch_size" not in combination.train
+    assert combination.train.model_params == {"predictor": "mobilenet_v2", "encoder_weights": "random:0",
+                                              "predictor_weights": "random:0"}
+    assert combination.data.batch_size == 2 and not hasattr(combination.train, "batch_size")
     assert [Path(p).name for p in combination.content] == ["demo_photos-train"]
     assert [Path(p).name for p in combination.style] == ["demo_artworks-train"]
     assert all(Path(p).is_absolute() for p in combination.content + combination.style)  # Ray workers' cwd differs
-    assert combination.digest() != train.resolve_combination(params, "magenta", "gram", demo_shards / "shards").digest()
+    assert combination.digest() != resolve_combination(params, "magenta", "gram", demo_shards / "shards").digest()
 
     with pytest.raises(CatalogueError, match="not in the grid"):
-        train.resolve_combination(params, "adain", "mean_std", demo_shards / "shards")
+        resolve_combination(params, "adain", "mean_std", demo_shards / "shards")
     bad = _params()
     bad["train"]["models"]["adain"] = {"lr": -1}
     with pytest.raises(CatalogueError, match="adain × gram: training config: lr must be a positive number"):
-        train.resolve_combination(bad, "adain", "gram", demo_shards / "shards")
+        resolve_combination(bad, "adain", "gram", demo_shards / "shards")
     bad = _params()
     bad["train"]["ray"]["workres"] = 2
-    with pytest.raises(CatalogueError, match=r"train.ray has unknown key\(s\) \['workres'\]"):
-        train.resolve_combination(bad, "adain", "gram", demo_shards / "shards")
+    with pytest.raises(CatalogueError, match=r"train.ray has unknown key\(s\) workres"):
+        resolve_combination(bad, "adain", "gram", demo_shards / "shards")
     with pytest.raises(train.TrainStageError, match="content shards of profile 'demo'.*dvc repro shard"):
-        train.resolve_combination(_params(), "adain", "gram", demo_shards / "no-shards")
-    assert train.scaling(combination) == {"num_workers": 2, "use_gpu": False, "gpus_per_worker": 1.0,
-                                          "threads_per_worker": 1}  # 2 CPUs / 2 workers, no GPU here
-    combination.ray["workers"] = 3  # more than this 2-CPU Ray holds: Ray would wait forever, so refuse now
+        resolve_combination(_params(), "adain", "gram", demo_shards / "no-shards")
+    assert scaling(combination.ray) == Scale(2, False, 1.0, 1)  # 2 CPUs / 2 workers, no GPU here
+    # more than this 2-CPU Ray holds: Ray would wait forever, so refuse now
     with pytest.raises(train.TrainStageError, match="train.ray.workers=3 needs 3 CPUs but Ray has 2"):
-        train.scaling(combination)
-    combination.ray.update(workers=1, use_gpu=True)
+        scaling(dataclasses.replace(combination.ray, workers=3))
     with pytest.raises(train.TrainStageError, match="1 workers × 1.0 GPU but Ray has 0 GPUs"):
-        train.scaling(combination)
+        scaling(dataclasses.replace(combination.ray, workers=1, use_gpu=True))
     full = _params()
     full["profile"] = "full"  # the real datasets were never downloaded here: their folders are skipped stubs
     with pytest.raises(train.TrainStageError, match="not in profile 'demo'"):
-        train.resolve_combination(full, "adain", "gram", demo_shards / "shards")
+        resolve_combination(full, "adain", "gram", demo_shards / "shards")
 
 
 def test_an_unfinished_mlflow_run_is_reopened_and_a_finished_one_never(tmp_path):
@@ -152,6 +154,49 @@ def test_rerunning_the_stage_after_a_crash_resumes_the_ray_run_and_the_mlflow_ru
     assert not any((tmp_path / "ray").iterdir())  # finished: a later re-run trains afresh
 
 
+def _sample_grid_sizes(folder: Path) -> set[tuple[int, int]]:
+    from PIL import Image
+
+    return {Image.open(path).size for path in folder.rglob("*.png")}
+
+
+def test_one_default_changed_in_params_yaml_reaches_the_cli_and_the_ray_path_alike(demo_shards, local_ray, tmp_path,
+                                                                                   monkeypatch):
+    """params.yaml is the one home of the data settings: a changed crop and batch size shape the batches of the
+    Ray workers and of `stylecore train --params` alike (seen in the sample grids both write: one row of
+    content | style | output crops per sample, up to 4 rows, 2 px padding). Running the stage in-process
+    leaves the caller's MLflow tracking URI as it was."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    crop, batch = 24, 3
+    params = _params(steps=2, report_every=2, sample_every=2, crop_size=crop, load_size=28, batch_size=batch)
+    params["train"]["ray"]["workers"] = 1
+    params["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=str(tmp_path / "artifacts"))
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    expected = {(3 * crop + 4 * 2, batch * crop + (batch + 1) * 2)}  # (width, height) of a 3-column grid
+
+    caller_uri = f"sqlite:///{tmp_path / 'callers-own.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", caller_uri)
+    mlflow.set_tracking_uri(caller_uri)
+    train.run("adain", "gram", params_path=params_path, shards_root=demo_shards / "shards",
+              models_root=tmp_path / "models", ray_storage=tmp_path / "ray")
+    assert mlflow.get_tracking_uri() == caller_uri and os.environ["MLFLOW_TRACKING_URI"] == caller_uri
+    client = MlflowClient(params["mlflow"]["tracking_uri"])
+    (run,) = client.search_runs([client.get_experiment_by_name("stylecore-demo").experiment_id])
+    assert run.data.params["data.crop_size"] == str(crop) and run.data.params["data.flip"] == "True"
+    logged = Path(client.download_artifacts(run.info.run_id, "images", str(tmp_path / "ray-samples")))
+    assert _sample_grid_sizes(logged) == expected
+
+    content, style = (demo_shards / "shards" / f"{name}-train" for name in ("demo_photos", "demo_artworks"))
+    done = subprocess.run([str(Path(sys.executable).parent / "stylecore"), "train", "--params", str(params_path),
+                           "--model", "adain", "--style-loss", "gram", "--content", str(content), "--style", str(style),
+                           "--output", str(tmp_path / "cli"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _sample_grid_sizes(tmp_path / "cli" / "samples") == expected
+
+
 @pytest.mark.parametrize("model", ["adain", "linear", "sanet", "magenta", "vae_adain"])
 def test_every_model_is_logged_as_a_model_mlflow_serves_at_any_size(model, demo_shards, tmp_path):
     """The train stage's last step for each model of the demo grid: its checkpoint (the demo's settings) logged
@@ -164,11 +209,11 @@ def test_every_model_is_logged_as_a_model_mlflow_serves_at_any_size(model, demo_
 
     params = _params()
     params["train"]["grid"]["models"] = [model]
-    combination = train.resolve_combination(params, model, "balanced_gram", demo_shards / "shards")
+    combination = resolve_combination(params, model, "balanced_gram", demo_shards / "shards")
     checkpoint = Trainer(combination.train, device="cpu").save_checkpoint(tmp_path / "checkpoint")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run(experiment_id=mlflow.create_experiment("models", str(tmp_path / "artifacts"))):
-        uri = train.log_final_model(checkpoint, combination)
+        uri = log_final_model(checkpoint, combination.data.crop_size)
     served = mlflow.pyfunc.load_model(uri)
     pair = np.random.default_rng(0).random((2, 6, 40, 56), dtype=np.float32)
     stylized = served.predict(pair, params={"alpha": 0.5})
@@ -221,6 +266,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("stylecore-demo")
     assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not traces
     every_run = client.search_runs([experiment.experiment_id])
     runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
     assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram"}
@@ -243,7 +289,10 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
         tags = run.data.tags
         assert run.info.status == "FINISHED"
         assert (tags["model"], tags["loss"], tags["profile"]) == (model, loss, "demo")
-        assert tags["git_commit"] == commit and tags["git_dirty"] == "false"  # dvc.lock rewrites do not count
+        # MLflow's own source tags (the UI's Source column); dvc.lock rewrites do not make the tree dirty
+        assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.source.git.dirty"] == "false"
+        assert tags["mlflow.source.name"] == "pipelines/train.py" and tags["mlflow.source.type"] == "JOB"
+        assert tags["mlflow.note.content"].startswith(f"{model} × {loss} (train@{model}-{loss}, profile demo): 4 steps")
         assert tags["dvc_stage"] == f"train@{model}-{loss}"
         assert tags["encoder_weights"] == "random:0" and tags["workers"] == "2 × CPU"
         assert tags["data.demo_photos-train"] == lock["shard@demo_photos-train"]["outs"][0]["md5"]

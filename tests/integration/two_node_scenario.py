@@ -3,7 +3,7 @@
 Run as a script (it owns its Ray cluster, so it cannot share the test session's): ``python
 two_node_scenario.py WORKDIR``. It starts a head and a worker node (``ray.cluster_utils.Cluster``, one
 CPU each, so the two Train workers land on different nodes), trains through the train stage's own Ray
-entry point (``pipelines.train.ray_session`` reads RAY_ADDRESS), removes the worker node after the
+entry point (``pipelines.ray_session.ray_session`` reads RAY_ADDRESS), removes the worker node after the
 first checkpoint and adds a fresh one (a reclaimed spot node and its replacement), then stylizes a
 folder with an actor on each node. WORKDIR is the shared storage. It prints one JSON line of results.
 """
@@ -23,8 +23,8 @@ def main(workdir: Path) -> dict:
     from ray.cluster_utils import Cluster
 
     from pipelines import ray_training
-    from pipelines.stylize import stylize_dataset
-    from pipelines.train import ray_session
+    from pipelines.stylize_dataset import stylize_dataset
+    from pipelines.ray_session import ray_session
     from stylecore.data import save_image
     from stylecore.shards import SourceItem, prepare_image, write_shards
     from stylecore.synthetic import synthetic_artwork, synthetic_photo
@@ -71,9 +71,13 @@ def main(workdir: Path) -> dict:
             thread = threading.Thread(target=replace_the_worker_node, daemon=True)
             thread.start()
             config = {"model": "adain", "model_params": {"encoder_weights": "random:0"}, "steps": 10, "lr": 1e-3}
-            result = ray_training.run(config, workdir / "content", workdir / "style", name="two-nodes",
-                                      storage_path=str(storage), num_workers=2, batch_size=2, crop_size=32,
-                                      report_every=2, max_failures=3, extra={"fail_marker": str(marker)})
+            from pipelines.ray_session import Scale
+            from stylecore.config import DataConfig
+
+            result = ray_training.run(config, DataConfig(batch_size=2, crop_size=32, flip=True), workdir / "content",
+                                      workdir / "style", name="two-nodes", storage_path=str(storage),
+                                      scale=Scale(2, False), report_every=2, keep=2, max_failures=3,
+                                      extra={"fail_marker": str(marker)})
             thread.join(timeout=60)
             results.update(node_replaced=replaced.is_set(), step=int(result.metrics["step"]),
                            error=None if result.error is None else str(result.error),

@@ -1,0 +1,172 @@
+"""Ray for every stage: one session per stage (a local instance sized to this machine, or the cluster
+``RAY_ADDRESS`` names) and the decision of how many workers run on what (:func:`decide_scaling`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from pipelines.settings import RaySettings, TrainStageError
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How a Ray Train run is laid out: ``num_workers`` DDP ranks, each on a GPU (``gpus_per_worker``) or on one
+    CPU running ``threads_per_worker`` torch threads; ``notice`` says what was capped, if anything."""
+
+    num_workers: int
+    use_gpu: bool
+    gpus_per_worker: float = 1.0
+    threads_per_worker: int = 1
+    notice: str = ""
+
+
+# Ray Train's per-run actor that watches the nodes for preemption (spot instances); see ray_session.
+PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+# The address of a local instance ray_session started (inherited by the stages of pipelines.repro): a
+# RAY_ADDRESS equal to it is this machine, which no autoscaler can grow.
+LOCAL_RAY = "STYLECORE_LOCAL_RAY"
+
+
+def on_local_ray() -> bool:
+    """Whether the Ray in use is a local instance that ray_session started, not a cluster the user named."""
+    address = os.environ.get("RAY_ADDRESS")
+    return not address or address == os.environ.get(LOCAL_RAY)
+
+
+@contextmanager
+def ray_session() -> Iterator[None]:
+    """Connect to ``RAY_ADDRESS`` or start a local Ray sized to this machine; always shut down after.
+
+    Local Ray gets explicit resources (every CPU, every visible GPU) so that the workers' requests are
+    checked against what this machine really has. The dashboard stays on (bound to 127.0.0.1): Ray
+    Train's controller monitoring queries the state API it serves, and users watch runs there.
+
+    Every process of a local instance (raylet, agents, Train's placement-group cleaner, …) is started
+    with ``RAY_ADDRESS`` naming that instance. Ray's internal state-API lookups otherwise fail with
+    "Found multiple active Ray instances" whenever another Ray runs on the machine, and then nothing
+    removes the placement groups of stopped Train runs: their CPUs stay reserved and the next run
+    (a sweep's next trial) waits forever.
+    """
+    import ray
+
+    if ray.is_initialized():  # a caller (a test, a notebook) owns the session
+        yield
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", PREEMPTION_WATCHER,
+                                                  LOCAL_RAY)}
+    watchdog = None
+    if address:
+        where = "the shared local Ray" if address == os.environ.get(LOCAL_RAY) else "the cluster"
+        print(f"ray: connecting to {where} at RAY_ADDRESS={address}", flush=True)
+        ray.init(address=address)
+    else:
+        import socket
+
+        import torch
+
+        cpus, gpus = os.cpu_count() or 1, torch.cuda.device_count()
+        with socket.socket() as probe:  # a free port for this instance's GCS, known before it starts
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        # Loopback: the instance advertises 127.0.0.1, and the processes it starts reach it there. Some of Ray's
+        # gRPC servers still listen on every interface, so every request must carry the instance's token: Ray's
+        # token authentication, on by default for local instances since Ray 2.60 (RAY_AUTH_MODE; it is read when
+        # ray is imported, so it cannot be switched here). The test suite checks that a wrong token is refused.
+        address = f"127.0.0.1:{port}"
+        os.environ.update(RAY_GCS_SERVER_PORT=str(port), RAY_ADDRESS=address, **{LOCAL_RAY: address})
+        if os.environ.get("RAY_AUTH_MODE", "token") != "token":
+            print(f"ray: RAY_AUTH_MODE={os.environ['RAY_AUTH_MODE']}: this instance accepts requests without a token "
+                  "from anyone who can reach this machine", flush=True)
+        # A local instance has no node that can be preempted: spare every Train run the watcher actor (one more
+        # process to start while the workers start) unless the user asked for it.
+        os.environ.setdefault(PREEMPTION_WATCHER, "0")
+        print(f"ray: starting a local instance with {cpus} CPUs and {gpus} GPUs at {os.environ['RAY_ADDRESS']} "
+              "(set RAY_ADDRESS to use a cluster)", flush=True)
+        watchdog = start_watchdog(address)
+        try:
+            # address="local": a new instance, never a cluster some earlier `ray start` left behind.
+            ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True,
+                     dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+        except BaseException:
+            _restore_environment(saved)
+            watchdog.stdin.close()
+            raise
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        _restore_environment(saved)
+        if watchdog is not None:
+            watchdog.stdin.close()  # the watchdog ends what ray.shutdown left, then exits
+
+
+def start_watchdog(address: str):
+    """:mod:`pipelines.ray_watchdog` for the local instance at ``address``: it outlives a killed driver (its own
+    session) and stops the instance's leftover processes when the driver's pipe closes."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-m", "pipelines.ray_watchdog", address], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parents[1]))
+
+
+def _restore_environment(saved: Mapping[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def scaling(settings: RaySettings, where: str = "train.ray") -> Scale:
+    """Workers, GPU use and threads for the cluster at hand (see :func:`decide_scaling`), announced in one line."""
+    import ray
+
+    scale = decide_scaling(settings, ray.cluster_resources(), local=on_local_ray(), where=where)
+    device = f"GPU ({scale.gpus_per_worker:g} each, NCCL)" if scale.use_gpu else \
+        f"CPU ({scale.threads_per_worker} torch thread(s) each, gloo)"
+    print(f"ray: {scale.num_workers} worker(s) on {device}" + (f"; {scale.notice}" if scale.notice else ""), flush=True)
+    return scale
+
+
+def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local: bool,
+                   where: str = "train.ray") -> Scale:
+    """Workers, GPU use and threads from ``train.ray`` settings and the cluster's resources.
+
+    ``use_gpu: auto`` trains on GPUs whenever the cluster has any: on this machine with fewer GPUs than
+    workers, the workers are capped at the GPUs (said in ``notice``) rather than all of them falling back to
+    CPU. On a cluster the user named (``local=False``), GPUs it lacks may still come from its autoscaler, so
+    nothing is refused there. ``use_gpu: true`` on a machine without GPUs, more workers than CPUs, and several
+    workers sharing GPUs (NCCL refuses two ranks on one GPU) are errors naming the key to change.
+    """
+    workers, per_gpu = settings.workers, float(settings.gpus_per_worker)
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    use_gpu, notice = settings.use_gpu, ""
+    if use_gpu == "auto":
+        use_gpu = gpus > 0
+        if use_gpu and local and gpus < workers * per_gpu:
+            capped = max(1, int(gpus // per_gpu))
+            notice = (f"{where}.workers={workers} capped at {capped}: this machine has {gpus:g} GPU(s) and each worker "
+                      f"takes {per_gpu:g} (the global batch is {capped} × batch_size)")
+            workers = capped
+    if use_gpu and workers > 1 and per_gpu < 1:
+        raise TrainStageError(f"{where}.gpus_per_worker={per_gpu:g} with {workers} workers would put two DDP ranks on "
+                              "one GPU, which NCCL refuses ('Duplicate GPU detected'); set gpus_per_worker: 1, or "
+                              "workers: 1 (fractions suit single-worker sweep trials)")
+    if local:  # a cluster the user named may add nodes on demand; this machine cannot
+        if use_gpu and gpus < workers * per_gpu:
+            raise TrainStageError(f"{where} asks for {workers} workers × {per_gpu} GPU but Ray has {gpus:g} GPUs; "
+                                  f"lower {where}.workers, or set {where}.use_gpu: false (or auto)")
+        if cpus < workers:
+            raise TrainStageError(f"{where}.workers={workers} needs {workers} CPUs but Ray has {cpus:g}; lower "
+                                  f"{where}.workers (Ray would wait for resources forever)")
+    threads = settings.threads_per_worker
+    if threads == "auto":
+        threads = max(1, int(cpus // workers)) if cpus else 1
+    return Scale(workers, bool(use_gpu), per_gpu, int(threads), notice)

@@ -1,0 +1,271 @@
+"""params.yaml as typed, frozen settings: one class per section, read by :func:`read`, defaults in params.yaml only.
+
+No field here has a default: params.yaml is the one home of every value (a missing key is an error naming
+it), unknown keys fail, and each value is checked by its rule before anything starts
+(:mod:`stylecore.config`). A stage reads its section once and hands the typed object down::
+
+    evaluate = read(params, "evaluate")        # an EvaluateSettings
+    combination = resolve_combination(params, "adain", "gram", Path("data/shards"))
+
+A new stage adds its section to params.yaml and a class to :data:`SECTIONS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipelines.sources import CatalogueError, active_profile, profile_shards
+from stylecore.config import (BOOLEAN, MAPPING, TEXT, ConfigError, Rule, either, from_mapping, integer,
+                              model_weights, number, one_of, optional, setting, subsection, to_dict,
+                              training_settings)
+
+class TrainStageError(RuntimeError):
+    """Bad settings, missing data or a failed run; the message names the key or the cause and the fix."""
+
+
+AUTO = one_of("auto")
+PAIR_SIZE = Rule(lambda v: integer(16).check(v), "an integer ≥ 16 (SSIM's 11-pixel window and the encoders; the "
+                                                "papers use 256 or 512)")
+NO_RETRY_FOREVER = Rule(lambda v: integer(0).check(v), "an integer ≥ 0 (restarts after a failure; -1, retry forever, "
+                                                       "is refused: a broken run must stop)")
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    store_size: int = setting(integer(1))
+    jpeg_quality: int = setting(integer(1, 100))
+    min_side: int = setting(integer(1))
+    max_pixels: int = setting(integer(1))
+    maxcount: int = setting(integer(1))
+    min_shards: int = setting(integer(1))
+    workers: int = setting(integer(1))
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """``train.ray``: how the Ray Train workers of a grid cell run."""
+
+    workers: int = setting(integer(1))
+    use_gpu: str | bool = setting(either(AUTO, BOOLEAN))
+    gpus_per_worker: float = setting(number(positive=True))
+    threads_per_worker: str | int = setting(either(AUTO, integer(1)))
+    max_failures: int = setting(NO_RETRY_FOREVER)
+    keep_checkpoints: int = setting(integer(1))
+
+
+@dataclass(frozen=True)
+class HeldOutSettings:
+    """Which held-out pairs are scored (``sweep.validation``; ``evaluate`` adds its own keys)."""
+
+    contents: int = setting(integer(1))
+    styles_per_label: int = setting(integer(1))
+    size: int = setting(PAIR_SIZE)
+    seed: int = setting(integer(0))
+    batch_size: int = setting(integer(1))
+
+
+@dataclass(frozen=True)
+class AshaSettings:
+    grace_period: int = setting(integer(1))  # in reports, not steps
+    reduction_factor: int = setting(integer(2))
+
+
+def _is_metric_objective(value: Any) -> bool:
+    from stylecore.metrics import METRICS
+
+    return isinstance(value, Mapping) and bool(value) and all(
+        name in METRICS and isinstance(w, (int, float)) and not isinstance(w, bool) for name, w in value.items())
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    samples: int = setting(integer(1))
+    workers: int = setting(integer(1))
+    max_concurrent: str | int = setting(either(AUTO, integer(1)))
+    max_failures: int = setting(NO_RETRY_FOREVER)
+    objective: dict[str, float] = setting(Rule(_is_metric_objective, "a mapping of evaluation metrics (content, "
+                                                                "style_classic, style_balanced, mean_std, ssim) to "
+                                                                "weights (lower is better: give ssim a negative one)"))
+    validation: HeldOutSettings = setting(Rule(lambda v: isinstance(v, HeldOutSettings), "a mapping of its settings"))
+    asha: AshaSettings = setting(Rule(lambda v: isinstance(v, AshaSettings), "a mapping of its settings"))
+    profiles: dict[str, Any] = setting(MAPPING)
+    combinations: dict[str, Any] = setting(MAPPING)
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    contents: int = setting(integer(1))
+    styles_per_label: int = setting(integer(1))
+    style_label: str = setting(TEXT)
+    size: int = setting(PAIR_SIZE)
+    seed: int = setting(integer(0))
+    batch_size: int = setting(integer(1))
+    weights: str | None = setting(optional(TEXT))  # null: the profile's train weights (see metric_weights)
+    spread_percentiles: list[float] = setting(Rule(
+        lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
+        and 0 <= v[1] < v[0] <= 100, "[high, low] with 0 ≤ low < high ≤ 100"))
+    grid_pairs: int = setting(integer(1))
+
+
+@dataclass(frozen=True)
+class RegisterSettings:
+    metric: str = setting(Rule(lambda v: v in _register_metrics(), "an evaluation metric: content, style_classic, "
+                                                                   "style_balanced, mean_std, ssim, style_spread"))
+    mode: str = setting(one_of("min", "max"))
+    name: str = setting(TEXT)
+
+
+def _register_metrics() -> tuple[str, ...]:
+    from stylecore.metrics import METRICS
+
+    return (*METRICS, "style_spread")
+
+
+@dataclass(frozen=True)
+class StylizeSettings:
+    contents: int = setting(integer(1))
+    policy: str = setting(one_of("one", "round_robin", "random"))
+    seed: int = setting(integer(0))
+    alpha: float = setting(Rule(lambda v: number().check(v) and 0 <= v <= 1, "a number in [0, 1]"))
+    preserve_color: str | None = setting(one_of(None, "coral", "luminance"))
+    size: int | None = setting(optional(integer(1)))
+    style_size: int | None = setting(optional(integer(1)))
+    batch_size: int = setting(integer(1))
+    actors: int = setting(integer(1))
+    gpus_per_actor: str | float = setting(either(AUTO, number(minimum=0)))
+    output_format: str = setting(one_of("files", "webdataset"))
+    image_format: str = setting(one_of("jpg", "png"))
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    shards: str | None = setting(optional(TEXT))
+    checkpoints: str | None = setting(optional(TEXT))
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str | None = setting(optional(TEXT))  # null: $MLFLOW_TRACKING_URI, else sqlite:////<repo>/mlflow.db
+    artifacts: str = setting(TEXT)
+    experiment: str = setting(TEXT)  # {profile} is replaced by the active profile
+    system_metrics_interval: float = setting(number(positive=True))
+
+
+SECTIONS: dict[str, type] = {"shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
+                             "register": RegisterSettings, "stylize": StylizeSettings, "storage": StorageSettings,
+                             "mlflow": MlflowSettings}
+#: nested sections: (section, key) → class
+NESTED = {("sweep", "validation"): HeldOutSettings, ("sweep", "asha"): AshaSettings}
+
+
+def read(params: Mapping[str, Any], section: str) -> Any:
+    """params.yaml's ``section`` as its typed settings; a bad key or value is a :class:`CatalogueError` naming it."""
+    values = params.get(section)
+    if values is None:
+        raise CatalogueError(f"params.yaml: the {section} section is missing")
+    try:
+        if isinstance(values, Mapping):
+            values = dict(values)
+            for (outer, key), cls in NESTED.items():
+                if outer == section and key in values:
+                    values[key] = from_mapping(cls, values[key], f"params.yaml: {section}.{key}")
+        return from_mapping(SECTIONS[section], values, f"params.yaml: {section}")
+    except ConfigError as error:
+        raise CatalogueError(str(error)) from None
+
+
+def read_ray(params: Mapping[str, Any], where: str = "train.ray") -> RaySettings:
+    try:
+        return from_mapping(RaySettings, subsection(params, *where.split(".")), f"params.yaml: {where}")
+    except ConfigError as error:
+        raise CatalogueError(str(error)) from None
+
+
+def metric_weights(params: Mapping[str, Any], evaluate: EvaluateSettings) -> str:
+    """The weights of the evaluation's metric encoder, one protocol for every candidate (and the sweeps'
+    validation): ``evaluate.weights``, or the active profile's ``train.profiles.<profile>.weights``, else
+    the encoders' own default, ImageNet."""
+    if evaluate.weights is not None:
+        return evaluate.weights
+    profile = (subsection(params, "train", "profiles").get(active_profile(params)) or {})
+    return str(profile.get("weights") or "imagenet")
+
+
+# ---------------------------------------------------------------------------------------------------
+# A grid cell
+
+
+#: keys of a combination's settings that only the pipeline reads (besides the data config and weights)
+PIPELINE_TRAIN_KEYS = ("report_every",)
+
+
+@dataclass
+class Combination:
+    """Everything one grid cell needs, resolved from params.yaml and checked before any compute."""
+
+    model: str
+    loss: str
+    profile: str
+    train: Any  # stylecore.config.TrainConfig
+    data: Any  # stylecore.config.DataConfig
+    ray: RaySettings
+    report_every: int  # steps between Ray reports (rank-0 checkpoint, resumable point)
+    weights: str | None  # train.profiles.<profile>.weights: the one switch of every pretrained part
+    content: list[str] = field(default_factory=list)
+    style: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{self.loss}"
+
+    def digest(self) -> str:
+        """Identifies the settings: the same digest resumes the same Ray and MLflow runs."""
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "loss": self.loss, "profile": self.profile, "train": self.train.to_dict(),
+                "data": to_dict(self.data), "ray": to_dict(self.ray), "report_every": self.report_every,
+                "weights": self.weights, "content": self.content, "style": self.style}
+
+    def model_weights(self) -> dict[str, str]:
+        """The pretrained-weights parameters of the model (what the run is tagged with)."""
+        return model_weights(self.train.model_params)
+
+
+def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards_root: Path) -> Combination:
+    """The settings and data of ``model × loss``, validated (the model and objectives built on the meta device)
+    before anything starts."""
+    from stylecore.shards import shard_urls
+
+    profile = active_profile(params)
+    try:
+        grid = subsection(params, "train", "grid")
+    except ConfigError as error:
+        raise CatalogueError(str(error)) from None
+    if model not in grid.get("models", []) or loss not in grid.get("losses", []):
+        raise CatalogueError(f"{model} × {loss} is not in the grid (params.yaml: train.grid.models "
+                             f"{grid.get('models')} × train.grid.losses {grid.get('losses')}); add it there")
+    try:
+        settings = training_settings(subsection(params, "train"), model, loss, profile, PIPELINE_TRAIN_KEYS)
+        report_every = settings.extra.get("report_every")
+        if not integer(1).check(report_every):
+            raise ConfigError(f"params.yaml: train.profiles.{profile}.report_every={report_every!r} is invalid; it "
+                              "must be a positive integer")
+        # the model and every objective built as the workers will (shapes only): a bad loss, key or weights
+        # file fails here, before Ray starts, and is never retried
+        settings.train.check_buildable()
+    except (ConfigError, ValueError) as error:
+        raise CatalogueError(f"params.yaml: train settings of {model} × {loss}: {error}"
+                             if not str(error).startswith("params.yaml") else str(error)) from None
+    combination = Combination(model, loss, str(profile), settings.train, settings.data, read_ray(params),
+                              report_every, settings.weights, **profile_shards(params, shards_root, "train"))
+    for role in ("content", "style"):
+        try:
+            shard_urls(getattr(combination, role))
+        except FileNotFoundError as error:
+            raise TrainStageError(f"{role} shards of profile {profile!r}: {error}") from None
+    return combination

@@ -1,0 +1,327 @@
+"""Batch stylization of whole datasets with Ray Data, resumable: ``stylecore stylize-dataset``.
+
+    stylecore stylize-dataset --model models:/stylecore-adain-gram@champion --input data/shards/coco-val \\
+        --styles paintings/ --output out/coco-val-adain --policy round_robin
+
+The pipeline (:func:`stylize_dataset`): the inputs (WebDataset shards read with
+``ray.data.read_webdataset``, or an image folder read with ``ray.data.read_binary_files``) are decoded
+and resized on CPU tasks; an actor pool (``ActorPoolStrategy``; each actor loads the model once, from a
+``models:/`` URI pinned to one registry version, or a checkpoint) stylizes them with
+:class:`stylecore.stylize.Stylizer` and writes each batch itself: WebDataset shards (stylized ``jpg`` +
+``json`` provenance: source key, style key, model URI and version, alpha) or image files named by key.
+
+Every written batch is committed by a record in ``<output>/_parts/`` written after its images, so a
+re-run after a crash skips exactly what was committed, rewrites nothing twice and deletes shards a
+crash left without a record: no duplicates, no gaps. Inputs that cannot be stylized (unreadable,
+too small, …) are recorded with the reason and the rest proceed. At the end ``<output>/manifest.json``
+lists every output and every rejection, with the model, the settings and images/s.
+
+:func:`stylize_with_models` runs several models in one pipeline (what the stage does with the champions):
+the inputs are read and decoded once, every actor holds every model, and each model's images go to its
+own output folder with its own commits and manifest.
+
+Styles are image files, a folder or a shard set; the ``policy`` gives each input its style: ``one``
+(the first style for all), ``round_robin`` (by the input's position in key order) or ``random``
+(seeded by a hash of the key, so the choice survives a restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pipelines.stylize_commit import Job, _finish, _JobWriter, committed
+from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Inputs, StylizeError, arrow_filesystem,
+                                      assign_styles, decode_batch, decode_resize, list_inputs, load_styles)
+from stylecore.io import atomic_write_text, remove_stale_temporaries
+
+
+class StylizeActor:
+    """Loads every job's model once, stylizes each batch with each model the batch's inputs are still pending
+    for, and commits each model's outputs in its own folder. Style images are decoded once for all models."""
+
+    def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
+                 preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
+                 use_gpu: bool, tracking_uri: str | None, allow_pickle: bool = False) -> None:
+        import torch
+
+        import stylecore
+        from stylecore.stylize import Stylizer
+
+        if tracking_uri:  # a models:/ URI resolves against the driver's store, wherever the actor runs
+            import mlflow
+
+            mlflow.set_tracking_uri(tracking_uri)
+        torch.set_num_threads(max(1, threads))
+        device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        provenance = {"alpha": alpha, "preserve_color": preserve_color}
+        self.style_data, self.decoded_styles = [data for _, data in styles], {}
+        self.writers = [_JobWriter(job, Stylizer(stylecore.load(job.model, device=device, allow_pickle=allow_pickle), device=device, alpha=alpha,
+                                                 preserve_color=preserve_color, style_size=style_size),
+                                   [key for key, _ in styles], self._style_image, output_format, image_format, quality,
+                                   provenance) for job in jobs]
+
+    def _style_image(self, index: int):
+        if index not in self.decoded_styles:
+            self.decoded_styles[index] = decode_resize(self.style_data[index], None).float().div(255)
+        return self.decoded_styles[index]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        pending: dict[int, tuple[list, list]] = {}  # job → (items to stylize, decode rejections)
+        for key, style, jobs, data, h, w, error in zip(batch["key"], batch["style"], batch["jobs"], batch["pixels"],
+                                                       batch["height"], batch["width"], batch["error"]):
+            image = None
+            if not error:
+                image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(int(h), int(w), 3).permute(2, 0, 1)
+                image = image.float().div(255)
+            for job in (int(j) for j in str(jobs).split(",")):
+                items, rejected = pending.setdefault(job, ([], []))
+                if error:
+                    rejected.append({"key": str(key), "reason": str(error)})
+                else:
+                    items.append((str(key), int(style), image))
+        job_column, key_column, status_column = [], [], []
+        for job, (items, rejected) in sorted(pending.items()):
+            written, rejected = self.writers[job].stylize_and_commit(items, rejected)
+            for status, records in (("written", written), ("rejected", rejected)):
+                job_column += [job] * len(records)
+                key_column += [r["key"] for r in records]
+                status_column += [status] * len(records)
+        return {"job": np.array(job_column, dtype=np.int64), "key": np.array(key_column, dtype=object),
+                "status": np.array(status_column, dtype=object)}
+
+
+def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
+    """``models:/name@alias`` → ``models:/name/<version>`` (every actor loads the same version, even if the
+    alias moves mid-run) and what to record about it; a checkpoint path is checked to exist."""
+    import stylecore
+
+    if model.startswith("models:/"):
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        name, _, alias = model[len("models:/"):].partition("@")
+        if not alias:
+            name, _, version = name.partition("/")
+            return model, {"model_name": name, "model_version": version or "latest"}
+        try:
+            version = MlflowClient().get_model_version_by_alias(name, alias)
+        except MlflowException as error:
+            raise StylizeError(f"model {model}: {error.message} (is MLFLOW_TRACKING_URI the store that registered it?)") from None
+        return f"models:/{name}/{version.version}", {"model_name": name, "model_version": str(version.version),
+                                                      "model_alias": alias, "model_run_id": version.run_id}
+    if model.startswith(stylecore.MLFLOW_SCHEMES):
+        return model, {}
+    path = Path(model)
+    if not path.exists():
+        raise StylizeError(f"model {model}: no such checkpoint; pass a checkpoint directory or a models:/ URI")
+    return str(path.resolve()), {}
+
+
+def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path], model: str,
+                    output: str | Path, **settings: Any) -> dict[str, Any]:
+    """Stylize every input once with ``model``; returns (and writes as ``<output>/manifest.json``) what was done.
+    The settings are :func:`stylize_with_models`'s."""
+    return stylize_with_models(inputs, styles, [(model, output)], **settings)[0]
+
+
+def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path],
+                        jobs: Sequence[tuple[str, str | Path]], *, policy: str = "round_robin", seed: int = 0,
+                        alpha: float = 1.0, preserve_color: str | None = None, size: int | None = None,
+                        style_size: int | None = 512, batch_size: int = 8, actors: int = 2, gpus_per_actor: float = 0.0,
+                        cpus_per_actor: float | None = None, output_format: str = "webdataset", image_format: str = "jpg",
+                        quality: int = 92, limit: int | None = None, progress: bool = True,
+                        allow_pickle: bool = False) -> list[dict[str, Any]]:
+    """Stylize every input once with each ``(model, output folder)`` job, in one Ray Data pipeline: the inputs
+    are read and decoded once, and each actor holds every model. Returns each job's manifest (also written as
+    ``<output>/manifest.json``), in job order.
+
+    Runs on the Ray that is initialised, or starts a local one sized to the machine (``RAY_ADDRESS``:
+    that cluster). ``cpus_per_actor`` defaults to 0.5 without GPUs, so the decode tasks and the writer
+    always find a CPU beside the actors (a pool holding every CPU hangs Ray Data).
+    """
+    from stylecore.config import is_number
+    from stylecore.stylize import COLOR_MODES
+
+    if policy not in POLICIES:
+        raise StylizeError(f"policy={policy!r} is not one of {', '.join(POLICIES)}")
+    if output_format not in FORMATS:
+        raise StylizeError(f"output_format={output_format!r} is not one of {', '.join(FORMATS)}")
+    if image_format not in ("jpg", "png"):
+        raise StylizeError(f"image_format={image_format!r} is not jpg or png")
+    if not is_number(alpha) or not 0.0 <= float(alpha) <= 1.0:
+        raise StylizeError(f"alpha={alpha!r} must be a number in [0, 1]")
+    if preserve_color not in COLOR_MODES:
+        raise StylizeError(f"preserve_color={preserve_color!r} is not one of none, coral, luminance")
+    for name, value, optional in (("actors", actors, False), ("batch_size", batch_size, False), ("size", size, True),
+                                  ("style_size", style_size, True), ("limit", limit, True), ("quality", quality, False)):
+        if not (optional and value is None) and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise StylizeError(f"{name} must be a positive integer{' or null' if optional else ''}; got {value!r}")
+    for name, value in (("gpus_per_actor", gpus_per_actor), ("cpus_per_actor", cpus_per_actor)):
+        if value is not None and (not is_number(value) or value < 0):
+            raise StylizeError(f"{name} must be a number ≥ 0; got {value!r}")
+    if not jobs:
+        raise StylizeError("no model given; pass a models:/ URI or a checkpoint and an output folder")
+    folders = [Path(output).resolve() for _, output in jobs]
+    if len(set(folders)) < len(folders):
+        raise StylizeError(f"two models write to one output folder ({[str(o) for _, o in jobs]}); give each its own")
+    resolved = [resolve_model(model) for model, _ in jobs]
+    listed = list_inputs(inputs, limit)
+    style_list = load_styles(styles)
+    assignment = assign_styles(listed.keys, len(style_list), policy, seed)
+    plan: list[Job] = []
+    work: dict[str, tuple[int, list[int]]] = {}
+    for index, ((model, model_info), (_, output)) in enumerate(zip(resolved, jobs)):
+        job = Job(model, model_info, Path(output), uuid.uuid4().hex)
+        atomic_write_text(job.output / PARTS / RUN_TOKEN, job.run_token)  # from now on only this run's actors commit
+        # Temporaries of writes a crash interrupted: no actor of an earlier run can commit any more (the token).
+        stale = remove_stale_temporaries(job.output) + remove_stale_temporaries(job.output / PARTS)
+        done, rejected_before = committed(job.output, output_format)
+        previously_rejected = {r["key"] for r in rejected_before}
+        pending = [key for key in listed.keys if key not in done and key not in previously_rejected]
+        for key in pending:
+            work.setdefault(key, (assignment[key], []))[1].append(index)
+        plan.append(job)
+        print(f"stylize: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}; "
+              f"{len(done)} already written and {len(previously_rejected)} rejected by an earlier run are skipped; "
+              f"{len(pending)} to do with {model} into {job.output}"
+              + (f"; {len(listed.refused)} refused for unsafe keys (e.g. {listed.refused[0]['key']!r})"
+                 if listed.refused else "")
+              + (f"; removed {len(stale)} temporaries of an interrupted run" if stale else ""), flush=True)
+
+    started = time.perf_counter()
+    counts = [{"written": 0, "rejected": 0} for _ in plan]
+    if work:
+        from pipelines.ray_session import ray_session
+
+        with ray_session():  # the caller's Ray, RAY_ADDRESS's cluster, or a local instance for this call
+            counts = _run_pipeline(listed, work, style_list, plan, output_format=output_format, alpha=float(alpha),
+                                   preserve_color=preserve_color, size=size, style_size=style_size,
+                                   batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
+                                   cpus_per_actor=cpus_per_actor, image_format=image_format, quality=quality,
+                                   progress=progress, allow_pickle=allow_pickle)
+    seconds = time.perf_counter() - started
+    settings = {"styles": [key for key, _ in style_list], "policy": policy, "seed": seed, "alpha": alpha,
+                "preserve_color": preserve_color, "size": size, "format": output_format, "image_format": image_format}
+    total = sum(c["written"] for c in counts)
+    manifests = [_finish(job, listed, counts[index], seconds, total, len(plan), settings) for index, job in enumerate(plan)]
+    unfinished = [f"{job.output}: {len(m['missing'])} (e.g. {m['missing'][:3]})" for job, m in zip(plan, manifests)
+                  if m["missing"]]
+    if unfinished:
+        raise StylizeError(f"input(s) neither written nor rejected: {'; '.join(unfinished)}; re-run to finish them")
+    return manifests
+
+
+def _tracking_uri(models: Sequence[str]) -> str | None:
+    import stylecore
+
+    if not any(model.startswith(stylecore.MLFLOW_SCHEMES) for model in models):
+        return None
+    import mlflow
+
+    return mlflow.get_tracking_uri()
+
+
+def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles, plan: list[Job], *,
+                  output_format: str, alpha: float, preserve_color, size, style_size, batch_size: int, actors: int,
+                  gpus_per_actor: float, cpus_per_actor, image_format: str, quality: int,
+                  progress: bool, allow_pickle: bool = False) -> list[dict[str, int]]:
+    import ray
+
+    use_gpu = gpus_per_actor > 0
+    if cpus_per_actor is None:
+        cpus_per_actor = 1.0 if use_gpu else 0.5
+    threads = max(1, int(round(cpus_per_actor * 2))) if not use_gpu else 1
+    # Half a CPU per read and decode task: with whole ones, a read task, a decode task and two half-CPU actors
+    # need 3 CPUs, and on a 2-CPU machine (or two 1-CPU nodes) whichever starts last waits forever: the read
+    # task, backpressured, never finishes, and Ray Data reports no error.
+    io = {"num_cpus": 0.5}
+    if listed.kind == "shards":
+        dataset = ray.data.read_webdataset(listed.urls, decoder=None, suffixes=["jpg", "jpeg", "png", "json"],
+                                           filesystem=arrow_filesystem(listed.urls[0]), **io)
+        decode = {"key_column": "__key__", "data_column": "jpg"}
+    else:
+        files = [listed.files[k] for k in work]
+        dataset = ray.data.read_binary_files(files, include_paths=True, **io)
+        decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in work}}
+    dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "work": work, **decode},
+                                  batch_format="numpy", batch_size=batch_size, **io)
+    # A batch is seconds of work (every pending model). With few batches per actor, queue none ahead: under Ray
+    # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
+    # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors
+    # 6.9 images/s against 6.0 with one in flight; BENCHMARKS.md).
+    batches = -(-len(work) // batch_size)
+    in_flight = 1 if batches < 4 * actors else None
+    dataset = dataset.map_batches(
+        StylizeActor, batch_format="numpy", batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
+        num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
+        fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format, "alpha": alpha,
+                               "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
+                               "quality": quality, "threads": threads, "use_gpu": use_gpu,
+                               "tracking_uri": _tracking_uri([job.model for job in plan]), "allow_pickle": allow_pickle})
+    counts = [{"written": 0, "rejected": 0} for _ in plan]
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(len(jobs) for _, jobs in work.values()), desc="stylize", unit="image")
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for job, status in zip(batch["job"], batch["status"]):
+            counts[int(job)][str(status)] += 1
+        if bar is not None:
+            bar.update(len(batch["status"]))
+    if bar is not None:
+        bar.close()
+    return counts
+
+
+def add_command(subparsers) -> None:
+    """The ``stylecore stylize-dataset`` subcommand (registered as a ``stylecore.commands`` entry point)."""
+    command = subparsers.add_parser("stylize-dataset", help="stylize a whole dataset with Ray Data (resumable)")
+    command.add_argument("--model", required=True, help="models:/name@alias or models:/name/version (tracking store "
+                                                        "from MLFLOW_TRACKING_URI), or a checkpoint directory")
+    command.add_argument("--input", required=True, nargs="+", help="shard folders / .tar files, or one image folder")
+    command.add_argument("--styles", required=True, nargs="+", help="style image files, a folder or a shard set")
+    command.add_argument("--output", required=True, help="output folder (re-running it resumes)")
+    command.add_argument("--policy", choices=POLICIES, default="round_robin")
+    command.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    command.add_argument("--alpha", type=float, default=1.0)
+    command.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"])
+    command.add_argument("--size", type=int, help="resize inputs to this short side (default: keep)")
+    command.add_argument("--style-size", dest="style_size", type=int, default=512)
+    command.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    command.add_argument("--actors", type=int, default=2, help="model replicas (actor pool size)")
+    command.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=0.0)
+    command.add_argument("--format", dest="output_format", choices=FORMATS, default="webdataset")
+    command.add_argument("--image-format", dest="image_format", choices=["jpg", "png"], default="jpg")
+    command.add_argument("--limit", type=int, help="only the first N inputs in key order")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
+                         help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
+                              "(runs code from the store: only for stores you trust)")
+    command.set_defaults(func=_cmd_stylize_dataset)
+
+
+def _cmd_stylize_dataset(args: argparse.Namespace) -> int:
+    try:
+        stylize_dataset(args.input, args.styles, args.model, args.output, policy=args.policy, seed=args.seed,
+                        alpha=args.alpha, preserve_color=args.preserve_color, size=args.size,
+                        style_size=args.style_size or None, batch_size=args.batch_size, actors=args.actors,
+                        gpus_per_actor=args.gpus_per_actor, output_format=args.output_format,
+                        image_format=args.image_format, limit=args.limit, progress=not args.quiet,
+                        allow_pickle=args.allow_pickle)
+    except StylizeError as error:
+        print(f"error: stylize-dataset: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
