@@ -283,7 +283,7 @@ class TrainConfig:
         """Build the model and every phase's objective as the Trainer will, without weights or compute.
 
         The model is built on PyTorch's meta device (shapes only) with seeded random weights in place of
-        every pretrained part, whose specs are checked separately (:func:`stylecore.encoders.check_weights_spec`:
+        every pretrained part, whose specs are checked separately (:func:`stylecore.backbones.check_weights_spec`:
         a named file must exist). So an unknown loss, a misspelt ``style_params`` or ``model_params`` key, an
         objective override naming nothing, or a missing weights file fails here, before data or a cluster
         is touched, with the message the Trainer would give.
@@ -291,7 +291,7 @@ class TrainConfig:
         import torch
 
         from stylecore import models as model_registry
-        from stylecore.encoders import check_weights_spec
+        from stylecore.backbones import check_weights_spec
         from stylecore.objective import build_objective, merge_objective
         from stylecore.registry import accepted_parameters
 

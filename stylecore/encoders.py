@@ -19,17 +19,21 @@ Nothing falls back silently: the weights in use are logged at construction and r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import urllib.error
 from pathlib import Path
 from typing import Iterable, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+# EncoderWeightsUnavailable is re-exported: callers catch it from here; the policy is every backbone's
+from stylecore.backbones import EncoderWeightsUnavailable, resolve_weights, torchvision_weights_file
+
+__all__ = ["EncoderWeightsUnavailable", "VGGEncoder", "imagenet_weights_file", "layer_names", "layer_channels",
+           "check_layer_names"]
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 _TORCHVISION_WEIGHTS = {"vgg16": "VGG16_Weights", "vgg19": "VGG19_Weights"}
-
-
-class EncoderWeightsUnavailable(RuntimeError):
-    """The requested encoder weights cannot be obtained (offline, missing or malformed file)."""
 
 
 def _layer_plan(arch: str) -> list[tuple[str, str, int, int]]:
@@ -104,55 +104,9 @@ def check_layer_names(layers: Iterable[str], arch: Arch = "vgg19", argument: str
     return layers
 
 
-def check_weights_spec(spec: object) -> str:
-    """``spec`` if it names weights that can be had (``imagenet``, ``random:<int seed>``, or an existing
-    file); else a ValueError naming the spec and the three forms. Reads nothing but the file's existence,
-    so it runs before any compute (ImageNet weights are fetched, or found missing, where they are used)."""
-    if not isinstance(spec, (str, os.PathLike)) or not str(spec):
-        raise ValueError(f"weights {spec!r} must be imagenet, random:<seed> or a path to a weights file")
-    text = str(spec)
-    if text == "imagenet":
-        return text
-    if text.startswith("random:"):
-        if not re.fullmatch(r"random:-?\d+", text):
-            raise ValueError(f"weights {text!r}: the seed after 'random:' must be an integer (e.g. random:0)")
-        return text
-    if not Path(text).is_file():
-        raise ValueError(f"weights file {text} does not exist; give an existing .safetensors/.pth file, imagenet, "
-                         "or random:<seed> for a seeded random init (not pretrained)")
-    return text
-
-
 def imagenet_weights_file(arch: Arch) -> Path:
     """Where torchvision caches (and expects) the ImageNet VGG weights file."""
     return torchvision_weights_file(_torchvision_weights(arch))
-
-
-def torchvision_weights_file(weights_enum) -> Path:
-    """Where torchvision caches (and expects) the file of a weights enum, e.g. ``VGG19_Weights.IMAGENET1K_V1``."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights_enum.url)
-
-
-def load_torchvision_state(weights_enum, what: str) -> tuple[dict[str, Tensor], Path]:
-    """The state dict of a torchvision weights enum: from the cache, else downloaded (hash-checked).
-
-    Offline with no cached file this raises :class:`EncoderWeightsUnavailable` naming the file, the
-    cache folder and the alternatives, instead of a bare socket error.
-    """
-    path = torchvision_weights_file(weights_enum)
-    if not path.is_file():
-        try:
-            weights_enum.get_state_dict(progress=True, check_hash=True)
-        except (urllib.error.URLError, OSError, RuntimeError) as error:
-            raise EncoderWeightsUnavailable(
-                f"ImageNet weights for {what} are not cached and could not be downloaded "
-                f"({type(error).__name__}: {error}).\n"
-                f"  torchvision expects the file {path.name} (from {weights_enum.url})\n"
-                f"  at {path} (set TORCH_HOME to move the cache; currently {torch.hub.get_dir()}).\n"
-                f"  Copy it there from a machine with internet, or pass a path to the file as the weights, "
-                f"or use 'random:<seed>' for a seeded random init (not pretrained)."
-            ) from error
-    return torch.load(path, map_location="cpu", weights_only=True), path
 
 
 def _torchvision_weights(arch: str):
@@ -225,40 +179,12 @@ class VGGEncoder(nn.Module):
     # -- weights -----------------------------------------------------------------------------
 
     def _load_weights(self, weights: str | os.PathLike) -> dict[str, str]:
-        spec = os.fspath(weights)
-        if spec.startswith("random:"):
-            seed_text = spec.split(":", 1)[1]
-            if not seed_text.lstrip("-").isdigit():
-                raise ValueError(f"weights={spec!r}: the random init needs an integer seed, e.g. 'random:0'")
-            self._random_init(int(seed_text))
-            return {"kind": "random", "seed": seed_text, "spec": spec, "pretrained": "false"}
-        if spec == "imagenet":
-            state, path = load_torchvision_state(_torchvision_weights(self.arch), self.arch)
-            self._load_state(state, str(path))
-            return {"kind": "imagenet", "spec": spec, "file": str(path), "pretrained": "true",
-                    "torchvision": f"{_TORCHVISION_WEIGHTS[self.arch]}.IMAGENET1K_V1"}
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise EncoderWeightsUnavailable(
-                f"weights={spec!r} is neither 'imagenet', 'random:<seed>' nor an existing file. "
-                "Give a path to a VGG state dict (.safetensors, .pth or .pt)."
-            )
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
+        resolved = resolve_weights(weights, self.arch, _torchvision_weights(self.arch))
+        if resolved.state is None:
+            self._random_init(resolved.seed)
         else:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as error:  # pickle errors come in many types
-                raise EncoderWeightsUnavailable(
-                    f"weights file {path} could not be loaded as a tensor state dict with weights_only=True "
-                    f"({type(error).__name__}: {error}). Save it with torch.save(model.state_dict(), ...) "
-                    "or as .safetensors."
-                ) from error
-        self._load_state(state, str(path))
-        return {"kind": "file", "spec": spec, "file": str(path.resolve()), "sha256": _sha256(path),
-                "pretrained": "unknown"}
+            self._load_state(resolved.state, resolved.info.get("file", str(weights)))
+        return resolved.info
 
     def _load_state(self, state: Mapping[str, Tensor], origin: str) -> None:
         if "state_dict" in state and isinstance(state["state_dict"], Mapping):
@@ -359,11 +285,3 @@ class VGGEncoder(nn.Module):
             if name in wanted:
                 out[name] = h
         return out
-
-
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -12,7 +10,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from stylecore import functional as SF
-from stylecore.encoders import EncoderWeightsUnavailable, VGGEncoder, load_torchvision_state
+from stylecore.backbones import EncoderWeightsUnavailable, resolve_weights
+from stylecore.encoders import VGGEncoder
 from stylecore.models.base import StyleTransferModel, TrainingOutputs, register_model, replace_style_term
 from stylecore.models.blocks import Upsample, build_encoder
 
@@ -28,37 +27,22 @@ def _build_trunk(trunk: str, weights: str) -> tuple[nn.Module, int, int, dict[st
 
     if trunk not in _TRUNKS:
         raise ValueError(f"magenta: predictor={trunk!r} is not one of {', '.join(_TRUNKS)}")
-    spec = os.fspath(weights)
+    enum = (tvm.Inception_V3_Weights if trunk == "inception_v3" else tvm.MobileNet_V2_Weights).IMAGENET1K_V1
+    resolved = resolve_weights(weights, f"magenta predictor ({trunk})", enum)
     with torch.random.fork_rng(devices=[]):
-        if spec.startswith("random:"):
-            seed_text = spec.split(":", 1)[1]
-            if not seed_text.lstrip("-").isdigit():
-                raise ValueError(f"predictor_weights={spec!r}: the random init needs an integer seed, e.g. 'random:0'")
-            torch.manual_seed(int(seed_text))
+        if resolved.seed is not None:  # torchvision's own init, drawn from the seeded generator
+            torch.manual_seed(resolved.seed)
         if trunk == "inception_v3":
             net = tvm.inception_v3(weights=None, aux_logits=False, init_weights=True, transform_input=False)
-            enum = tvm.Inception_V3_Weights.IMAGENET1K_V1
         else:
             net = tvm.mobilenet_v2(weights=None)
-            enum = tvm.MobileNet_V2_Weights.IMAGENET1K_V1
-    if spec.startswith("random:"):
-        info = {"kind": "random", "spec": spec, "pretrained": "false"}
-    else:
-        if spec == "imagenet":
-            state, path = load_torchvision_state(enum, trunk)
-            info = {"kind": "imagenet", "spec": spec, "file": str(path), "pretrained": "true"}
-        else:
-            path = Path(spec).expanduser()
-            if not path.is_file():
-                raise EncoderWeightsUnavailable(f"predictor_weights={spec!r} is neither 'imagenet', 'random:<seed>' "
-                                                f"nor an existing file with a torchvision {trunk} state dict")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            info = {"kind": "file", "spec": spec, "file": str(path.resolve()), "pretrained": "unknown"}
-        missing, _ = net.load_state_dict(state, strict=False)
+    info = resolved.info
+    if resolved.state is not None:
+        missing, _ = net.load_state_dict(resolved.state, strict=False)
         trunk_missing = [key for key in missing if not key.startswith(("fc.", "classifier.", "AuxLogits."))]
         if trunk_missing:
-            raise EncoderWeightsUnavailable(f"predictor weights {spec} lack {len(trunk_missing)} {trunk} tensors, "
-                                            f"e.g. {trunk_missing[0]}")
+            raise EncoderWeightsUnavailable(f"predictor weights {info['spec']} lack {len(trunk_missing)} {trunk} "
+                                            f"tensors, e.g. {trunk_missing[0]}")
     if trunk == "inception_v3":
         order = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
                  "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",

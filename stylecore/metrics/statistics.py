@@ -1,0 +1,92 @@
+"""Bootstrap intervals for comparisons of two candidates scored on the same pairs.
+
+Every candidate is scored on one fixed set of held-out pairs, so a comparison is paired: a resample
+draws pair indices with replacement and recomputes both candidates' statistic on the same draw
+(Efron & Tibshirani 1993, percentile interval). A statistic over styles (the per-style spread) resamples
+styles instead. A change is claimed — "lower" or "higher" — only when the interval excludes zero;
+otherwise the verdict is "no difference", however large the point estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+#: a statistic of one candidate on a resample: (candidate's per-unit values or features, unit indices) → value
+Statistic = Callable[[Tensor, Tensor], float]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``after − before`` (and relative to ``before``) with percentile intervals over resamples."""
+
+    before: float
+    after: float
+    difference: float
+    low: float
+    high: float
+    relative: float  # (after − before) / before, NaN when before is 0
+    relative_low: float
+    relative_high: float
+    confidence: float
+    resamples: int
+
+    @property
+    def verdict(self) -> str:
+        """``lower`` / ``higher`` when the interval excludes zero, else ``no difference``."""
+        if self.high < 0:
+            return "lower"
+        if self.low > 0:
+            return "higher"
+        return "no difference"
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {"before": self.before, "after": self.after, "difference": self.difference, "low": self.low,
+                "high": self.high, "relative": self.relative, "relative_low": self.relative_low,
+                "relative_high": self.relative_high, "confidence": self.confidence, "resamples": self.resamples,
+                "verdict": self.verdict}
+
+
+def mean_statistic(values: Tensor, indices: Tensor) -> float:
+    return float(values[indices].double().mean())
+
+
+def compare(before: Tensor, after: Tensor, statistic: Statistic = mean_statistic, resamples: int = 2000,
+            confidence: float = 0.95, seed: int = 0) -> Comparison:
+    """The paired bootstrap comparison of ``statistic`` between two candidates' values over the same units
+    (pairs, or styles): ``before[k]`` and ``after[k]`` belong to unit k."""
+    if before.shape[0] != after.shape[0]:
+        raise ValueError(f"a paired comparison needs values for the same units: {before.shape[0]} and {after.shape[0]}")
+    units = before.shape[0]
+    if units < 2:
+        raise ValueError(f"a bootstrap interval needs at least 2 units; got {units}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be ≥ 1; got {resamples}")
+    every = torch.arange(units)
+    base_before, base_after = statistic(before, every), statistic(after, every)
+    generator = torch.Generator().manual_seed(seed)
+    differences, ratios = [], []
+    for _ in range(resamples):
+        draw = torch.randint(units, (units,), generator=generator)
+        b, a = statistic(before, draw), statistic(after, draw)
+        differences.append(a - b)
+        ratios.append((a - b) / b if b != 0 else float("nan"))
+    tail = (1 - confidence) / 2
+    low, high = _quantiles(differences, tail)
+    relative_low, relative_high = _quantiles(ratios, tail)
+    relative = (base_after - base_before) / base_before if base_before != 0 else float("nan")
+    return Comparison(base_before, base_after, base_after - base_before, low, high, relative, relative_low,
+                      relative_high, confidence, resamples)
+
+
+def _quantiles(samples: list[float], tail: float) -> tuple[float, float]:
+    values = torch.tensor(samples, dtype=torch.float64)
+    values = values[torch.isfinite(values)]
+    if values.numel() == 0:
+        return float("nan"), float("nan")
+    return float(torch.quantile(values, tail)), float(torch.quantile(values, 1 - tail))
