@@ -46,8 +46,8 @@ def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def protocol_digest(evaluation: Mapping[str, Any]) -> str:
-    """Identifies how candidates were scored (pairs, size, metric encoder): only equal protocols compare."""
-    protocol = {"pairs": evaluation["pairs"], "encoder": evaluation["encoder"],
+    """Identifies how candidates were scored (pairs, size, every metric backbone): only equal protocols compare."""
+    protocol = {"pairs": evaluation["pairs"], "encoder": evaluation["encoder"], "backbones": evaluation.get("backbones"),
                 "size": evaluation["settings"]["size"], "percentiles": evaluation["settings"]["spread_percentiles"]}
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -97,11 +97,36 @@ class SweepSettings:
 
 
 @dataclass(frozen=True)
-class EvaluateSettings:
+class ProtocolSettings:
+    """``evaluate.protocols.<name>``: which pairs are scored, at which size, with which field backbones."""
+
     contents: int = setting(integer(1))
     styles_per_label: int = setting(integer(1))
-    style_label: str = setting(TEXT)
+    styles: int | None = setting(optional(integer(2)))  # a cap on all style images, round robin over the labels
     size: int = setting(PAIR_SIZE)
+    fid: str = setting(one_of("plain", "infinity"))
+    fid_resize: int | None = setting(optional(integer(75)))  # Inception-v3's smallest input is 75 px
+    fid_weights: str | None = setting(optional(TEXT))
+    lpips_net: str = setting(one_of("alex", "vgg"))
+    lpips_weights: str | None = setting(optional(TEXT))
+    cfsd_weights: str | None = setting(optional(TEXT))
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    resamples: int = setting(integer(1))
+    fid_resamples: int = setting(integer(1))  # each recomputes two FIDs: fewer than the means get
+    confidence: float = setting(Rule(lambda v: number().check(v) and 0 < v < 1, "a number in (0, 1), e.g. 0.95"))
+
+
+#: keys that moved into a protocol (issue 19): their old home names the new one
+_MOVED_TO_PROTOCOL = ("contents", "styles_per_label", "size")
+
+
+@dataclass(frozen=True)
+class EvaluateSettings:
+    protocol: str = setting(TEXT)
+    style_label: str = setting(TEXT)
     seed: int = setting(integer(0))
     batch_size: int = setting(integer(1))
     weights: str | None = setting(optional(TEXT))  # null: the profile's train weights (see metric_weights)
@@ -109,20 +134,48 @@ class EvaluateSettings:
         lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v)
         and 0 <= v[1] < v[0] <= 100, "[high, low] with 0 ≤ low < high ≤ 100"))
     grid_pairs: int = setting(integer(1))
+    bootstrap: BootstrapSettings = setting(Rule(lambda v: isinstance(v, BootstrapSettings), "a mapping of its settings"))
+    protocols: dict[str, ProtocolSettings] = setting(Rule(
+        lambda v: isinstance(v, dict) and bool(v) and all(isinstance(p, ProtocolSettings) for p in v.values()),
+        "a mapping of protocol names to their settings"))
+
+    def validate(self) -> None:
+        if self.protocol not in self.protocols:
+            raise ConfigError(f"params.yaml: evaluate.protocol={self.protocol!r} names no protocol; "
+                              f"evaluate.protocols has {', '.join(self.protocols)}")
+
+    @property
+    def active(self) -> ProtocolSettings:
+        return self.protocols[self.protocol]
+
+
+def _read_evaluate(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The evaluate section with its nested settings typed (the protocols are a mapping of them)."""
+    moved = [key for key in _MOVED_TO_PROTOCOL if key in values]
+    if moved:
+        raise ConfigError(f"params.yaml: evaluate.{moved[0]} moved to evaluate.protocols.<protocol>.{moved[0]} "
+                          f"(the protocol evaluate.protocol names); set it there")
+    protocols = values.get("protocols")
+    if isinstance(protocols, Mapping):
+        values["protocols"] = {str(name): from_mapping(ProtocolSettings, settings, f"params.yaml: evaluate.protocols.{name}")
+                               for name, settings in protocols.items()}
+    return values
 
 
 @dataclass(frozen=True)
 class RegisterSettings:
     metric: str = setting(Rule(lambda v: v in _register_metrics(), "an evaluation metric: content, style_classic, "
-                                                                   "style_balanced, mean_std, ssim, style_spread"))
+                                                                   "style_balanced, mean_std, ssim, style_spread, "
+                                                                   "artfid, fid, lpips, lpips_gray, cfsd, histogram"))
     mode: str = setting(one_of("min", "max"))
     name: str = setting(TEXT)
 
 
 def _register_metrics() -> tuple[str, ...]:
     from stylecore.metrics import METRICS
+    from stylecore.metrics.field import PAIR_METRICS, SET_METRICS
 
-    return (*METRICS, "style_spread")
+    return (*METRICS, "style_spread", *PAIR_METRICS, *SET_METRICS)
 
 
 @dataclass(frozen=True)
@@ -159,7 +212,8 @@ SECTIONS: dict[str, type] = {"shard": ShardSettings, "sweep": SweepSettings, "ev
                              "register": RegisterSettings, "stylize": StylizeSettings, "storage": StorageSettings,
                              "mlflow": MlflowSettings}
 #: nested sections: (section, key) → class
-NESTED = {("sweep", "validation"): HeldOutSettings, ("sweep", "asha"): AshaSettings}
+NESTED = {("sweep", "validation"): HeldOutSettings, ("sweep", "asha"): AshaSettings,
+          ("evaluate", "bootstrap"): BootstrapSettings}
 
 
 def read(params: Mapping[str, Any], section: str) -> Any:
@@ -173,6 +227,8 @@ def read(params: Mapping[str, Any], section: str) -> Any:
             for (outer, key), cls in NESTED.items():
                 if outer == section and key in values:
                     values[key] = from_mapping(cls, values[key], f"params.yaml: {section}.{key}")
+            if section == "evaluate":
+                values = _read_evaluate(values)
         return from_mapping(SECTIONS[section], values, f"params.yaml: {section}")
     except ConfigError as error:
         raise CatalogueError(str(error)) from None
@@ -193,6 +249,30 @@ def metric_weights(params: Mapping[str, Any], evaluate: EvaluateSettings) -> str
         return evaluate.weights
     profile = (subsection(params, "train", "profiles").get(active_profile(params)) or {})
     return str(profile.get("weights") or "imagenet")
+
+
+#: the pretrained weights each field backbone takes when the protocol leaves them null and the run is not random
+FIELD_PRETRAINED = {"fid": "art_inception", "lpips": "imagenet", "cfsd": "imagenet"}
+
+
+def field_weights(params: Mapping[str, Any], evaluate: EvaluateSettings) -> dict[str, str]:
+    """The weights of the field metrics' backbones (FID's Inception, LPIPS's net, CFSD's VGG-19) under the active
+    protocol: its ``<metric>_weights``, or — when null — the metric encoder's ``random:<seed>`` on a random run
+    (offline, uncalibrated), else the published weights (:data:`FIELD_PRETRAINED`). Each is checked here, before
+    any compute."""
+    from stylecore.backbones import check_weights_spec
+    from stylecore.metrics.inception import RELEASES
+
+    protocol, base = evaluate.active, metric_weights(params, evaluate)
+    chosen = {}
+    for metric, explicit in (("fid", protocol.fid_weights), ("lpips", protocol.lpips_weights),
+                             ("cfsd", protocol.cfsd_weights)):
+        spec = explicit or (base if base.startswith("random:") else FIELD_PRETRAINED[metric])
+        try:
+            chosen[metric] = check_weights_spec(spec, RELEASES if metric == "fid" else None)
+        except ValueError as error:
+            raise CatalogueError(f"params.yaml: evaluate.protocols.{evaluate.protocol}.{metric}_weights: {error}") from None
+    return chosen
 
 
 # ---------------------------------------------------------------------------------------------------

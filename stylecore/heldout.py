@@ -170,11 +170,27 @@ def _choose(locations: ShardLocations, count: int, seed: int, label_key: str | N
             for _, key, sample in sorted(chosen[label], key=lambda e: e[1])]
 
 
+def _round_robin(picked: list[tuple[str, dict, str]], count: int, seed: int) -> list[tuple[str, dict, str]]:
+    """At most ``count`` of ``picked`` (ordered by label, then key), one label at a time in rank order."""
+    by_label: dict[str, list[tuple[str, dict, str]]] = {}
+    for entry in picked:
+        by_label.setdefault(entry[2], []).append(entry)
+    queues = [sorted(entries, key=lambda e: _rank(seed, e[0])) for _, entries in sorted(by_label.items())]
+    kept: set[str] = set()
+    for depth in range(max(map(len, queues), default=0)):
+        for queue in queues:
+            if depth < len(queue) and len(kept) < count:
+                kept.add(queue[depth][0])
+    return [entry for entry in picked if entry[0] in kept]
+
+
 def select_heldout(content: ShardLocations, style: ShardLocations, *, contents: int, styles_per_label: int,
                    size: int, seed: int = 0, style_label: str | None = "style",
-                   part: str | None = None) -> HeldOutPairs:
+                   part: str | None = None, styles: int | None = None) -> HeldOutPairs:
     """Choose the held-out pairs from validation shards, from one :data:`PARTS` part or (``None``) all of
-    them; raises ``ValueError`` naming what is short."""
+    them; raises ``ValueError`` naming what is short. ``styles`` caps the style images: taken round robin
+    over the labels in rank order (every label's first, then every label's second, …), so a protocol such
+    as StyleID's 40 styles spreads over all style families."""
     from stylecore.shards import decode_sample
 
     if contents < 1 or styles_per_label < 1:
@@ -188,6 +204,8 @@ def select_heldout(content: ShardLocations, style: ShardLocations, *, contents: 
     if len(picked_contents) < contents:
         raise ValueError(f"only {len(picked_contents)} content images in {where}{content}; lower the number of "
                          f"held-out contents to at most that")
+    if styles is not None:
+        picked_styles = _round_robin(picked_styles, styles, seed)
     if len(picked_styles) < 2:
         raise ValueError(f"{len(picked_styles)} style image(s) in {where}{style}; per-style statistics need at least 2")
 

@@ -94,13 +94,21 @@ def set_scores(lpips: Tensor, output_features: Tensor, reference_features: Tenso
     return {"fid": value, "artfid": (1 + float(lpips.double().mean())) * (1 + value)}
 
 
-def artfid_statistic(fid: str = "plain"):
-    """A bootstrap statistic (:mod:`stylecore.metrics.statistics`) of ArtFID over resampled pairs, on a packed
-    (pairs, 1 + 2d) tensor: [lpips | output features | style features]."""
+def pack_set_inputs(lpips: Tensor, output_features: Tensor, reference_features: Tensor) -> Tensor:
+    """(pairs, 1 + 2d) rows [lpips | output features | style features]: what :func:`set_statistic` resamples."""
+    return torch.cat([lpips.double().unsqueeze(1), output_features.double(), reference_features.double()], dim=1)
+
+
+def set_statistic(metric: str = "artfid", fid: str = "plain"):
+    """A bootstrap statistic (:mod:`stylecore.metrics.statistics`) of ``metric`` (``fid`` or ``artfid``) over
+    resampled pairs of a :func:`pack_set_inputs` tensor."""
+    if metric not in SET_METRICS:
+        raise ValueError(f"set_statistic: metric={metric!r} is not one of {', '.join(SET_METRICS)}")
+
     def statistic(packed: Tensor, indices: Tensor) -> float:
         picked = packed[indices]
         width = (packed.shape[1] - 1) // 2
-        return set_scores(picked[:, 0], picked[:, 1:1 + width], picked[:, 1 + width:], fid)["artfid"]
+        return set_scores(picked[:, 0], picked[:, 1:1 + width], picked[:, 1 + width:], fid)[metric]
     return statistic
 
 

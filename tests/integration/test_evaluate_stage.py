@@ -26,7 +26,8 @@ def workspace(tmp_path_factory):
     """Demo shards (train and val) from the real stages, and adain trained 2 steps with each grid loss."""
     def edit(params):
         params["train"]["grid"] = {"models": ["adain"], "losses": ["gram", "balanced_gram"]}
-        params["evaluate"].update(contents=3, styles_per_label=2, size=32, grid_pairs=3)
+        params["evaluate"]["grid_pairs"] = 3
+        params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=2, size=32)
 
     root = tmp_path_factory.mktemp("evaluate")
     # the test half of these (stylecore.heldout.heldout_part): 3 photos, 2 or 3 artworks of each family
@@ -79,9 +80,23 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
         assert 0 < row["ssim"] <= 1 and row["content"] > 0
     summary = (workspace / "reports/summary.md").read_text()
     gram, balanced = table["adain-gram"]["style_classic"], table["adain-balanced_gram"]["style_classic"]
-    assert f"| adain | {gram:.4g} → {balanced:.4g}" in summary
-    assert ("| yes |" if balanced < gram else "| no |") in summary.split("| adain |")[1].split("\n")[0]
-    assert f"lowered the classic style loss for {int(balanced < gram)} of 1 models" in summary and "random:0" in summary
+    row = next(line for line in summary.splitlines() if line.startswith("| adain | classic style loss"))
+    assert f"{gram:.4g} → {balanced:.4g}" in row
+    # the verdict is the interval's, and the interval is the bootstrap of the paired differences
+    comparison = details["comparisons"]["adain"]["style_classic"]
+    assert comparison["difference"] == pytest.approx(balanced - gram, rel=1e-6)
+    assert comparison["low"] <= comparison["difference"] <= comparison["high"]
+    expected = "lower" if comparison["high"] < 0 else "higher" if comparison["low"] > 0 else "no difference"
+    assert row.endswith(f"| {expected} |") and comparison["verdict"] == expected
+    lowered = int(expected == "lower")
+    assert f"lowered the classic style loss for {lowered} of 1 models" in summary
+    assert "Uncalibrated" in summary and "random:0" in summary and "Protocol **demo**" in summary
+    assert "rank ≤ 29" in summary  # 30 pairs cannot give a full-rank 2048-d covariance, and the summary says so
+    for name, row in table.items():  # the field's metrics, ArtFID composed as published
+        assert row["artfid"] == pytest.approx((1 + row["lpips"]) * (1 + row["fid"]), rel=1e-9)
+        assert row["fid"] > 0 and 0 < row["histogram"] <= 1 and row["cfsd"] >= 0 and row["lpips"] > 0
+    assert set(details["comparisons"]["adain"]) >= {"artfid", "fid", "style_spread", "lpips", "cfsd"}
+    assert details["calibrated"] is False and details["backbones"]["fid"]["weights"] == "random:0"
 
     from PIL import Image
 
@@ -92,9 +107,13 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     experiment = client.get_experiment_by_name("stylecore-demo")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert runs["evaluate"].info.status == "FINISHED"
-    assert {"comparison.jpg", "summary.md", "metrics.json", "per_style"} <= {
+    assert {"comparison.jpg", "summary.md", "metrics.json", "per_style", "candidates.json", "comparisons.json"} <= {
         a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
-    assert runs["evaluate"].data.metrics["adain-gram/style_classic"] == pytest.approx(gram)
+    logged = client.download_artifacts(runs["evaluate"].info.run_id, "candidates.json", str(workspace / "dl"))
+    logged_table = json.loads(Path(logged).read_text())  # mlflow.log_table's split layout
+    candidate_column = logged_table["columns"].index("candidate")
+    assert sorted(r[candidate_column] for r in logged_table["data"]) == sorted(table)
+    assert runs["evaluate"].data.tags["eval.protocol"] == "demo"
     assert runs["adain-balanced_gram"].data.metrics["eval/style_classic"] == pytest.approx(balanced)
 
 
@@ -106,7 +125,7 @@ def test_a_missing_checkpoint_or_short_data_fails_before_any_scoring_and_names_t
         evaluate.run(params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
                      models_root=workspace / "models", reports=workspace / "bad-reports")
     params["train"]["grid"]["models"] = ["adain"]
-    params["evaluate"]["contents"] = 50
+    params["evaluate"]["protocols"]["demo"]["contents"] = 50
     (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(evaluate.EvaluateStageError, match="only 3 content images in the test half of.*lower"):
         evaluate.run(params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
@@ -141,3 +160,37 @@ def test_the_test_and_validation_halves_are_disjoint_and_cover_the_held_out_data
     with pytest.raises(ValueError, match="held-out part must be one of test, validation"):
         select_heldout(workspace / "shards/demo_photos-val", workspace / "shards/demo_artworks-val",
                        contents=1, styles_per_label=1, size=32, part="train")
+
+
+def test_a_style_cap_takes_every_labels_first_style_before_any_second(workspace):
+    from stylecore.heldout import select_heldout
+
+    shards = (workspace / "shards/demo_photos-val", workspace / "shards/demo_artworks-val")
+    every = select_heldout(*shards, contents=1, styles_per_label=2, size=32, part="test")
+    assert len(set(every.style_labels)) == 5 and len(every.style_keys) == 10
+    capped = select_heldout(*shards, contents=1, styles_per_label=2, size=32, part="test", styles=7)
+    assert len(capped.style_keys) == 7 and set(capped.style_keys) <= set(every.style_keys)
+    assert sorted(capped.style_labels.count(label) for label in set(capped.style_labels)) == [1, 1, 1, 2, 2]
+
+
+def test_protocol_settings_fail_before_any_scoring_and_name_their_fix(workspace):
+    from pipelines.sources import CatalogueError
+
+    base = yaml.safe_load((workspace / "params.yaml").read_text())
+
+    def attempt(edit):
+        params = yaml.safe_load(yaml.safe_dump(base))
+        edit(params["evaluate"])
+        (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
+        evaluate.run(params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
+                     models_root=workspace / "models", reports=workspace / "bad-reports")
+
+    with pytest.raises(CatalogueError, match=r"evaluate.size moved to evaluate.protocols.<protocol>.size"):
+        attempt(lambda e: e.update(size=64))  # the old home of a protocol key
+    with pytest.raises(CatalogueError, match=r"evaluate.protocol='styleID' names no protocol.*demo, styleid"):
+        attempt(lambda e: e.update(protocol="styleID"))
+    with pytest.raises(CatalogueError, match=r"protocols.demo.fid_weights.*art_inception.*random:<seed>"):
+        attempt(lambda e: e["protocols"]["demo"].update(fid_weights="inception.pth"))
+    with pytest.raises(evaluate.EvaluateStageError, match=r"infinity needs at least 5,000 pairs; this protocol has 30"):
+        attempt(lambda e: e["protocols"]["demo"].update(fid="infinity"))
+    assert not (workspace / "bad-reports").exists()

@@ -120,7 +120,7 @@ def _tiny_params() -> dict:
                                                   "batch_size": 16},
                            combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4]}}})
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
-    params["evaluate"].update(contents=3, styles_per_label=1, size=32)
+    params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=1, size=32)
     params["stylize"].update(contents=3, size=32, style_size=32)
     return params
 

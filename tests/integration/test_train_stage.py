@@ -35,7 +35,7 @@ def _params(**changes) -> dict:
     params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 8}
     params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 20}
     params["train"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2, crop_size=32, load_size=40)
-    params["evaluate"].update(contents=3, styles_per_label=1, size=32)
+    params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=1, size=32)
     # one small sweep: a sane and a wrecking learning rate, two reports each
     params["sweep"].update(samples=1, validation={"contents": 2, "styles_per_label": 1, "size": 32, "seed": 0,
                                                   "batch_size": 16},
