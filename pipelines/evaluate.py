@@ -53,6 +53,7 @@ class Candidate:
     source: str  # train | sweep
     checkpoint: str
     mlflow: dict[str, Any]  # tracking_uri, run_id (from the checkpoint's mlflow.json), when tracked
+    calibration: dict[str, Any] | None = None  # a balanced_gram cell's measured style weight (its metrics.json)
 
 
 def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,9 +82,10 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
                     if source == "train":
                         missing.append(f"train@{model}-{loss}")
                     continue
-                tracking = checkpoint / "mlflow.json"
+                tracking, metrics = checkpoint / "mlflow.json", folder / "metrics.json"
+                calibration = json.loads(metrics.read_text()).get("calibration") if metrics.is_file() else None
                 found.append(Candidate(name, model, loss, source, str(checkpoint),
-                                       json.loads(tracking.read_text()) if tracking.is_file() else {}))
+                                       json.loads(tracking.read_text()) if tracking.is_file() else {}, calibration))
     if missing:
         raise EvaluateStageError(f"no trained checkpoint for {', '.join(missing)} under {models_root}; "
                                  f"run `dvc repro {missing[0]}` (or all of `dvc repro train`) first")
@@ -178,7 +180,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     image.save(buffer, format="JPEG", quality=92)
     atomic_write_bytes(reports / "comparison.jpg", buffer.getvalue())
     summary = report.summary_markdown(table, comparisons, [c.name for c in candidates], settings, len(pairs),
-                                      backbones, calibrated, notes)
+                                      backbones, calibrated, notes,
+                                      {c.model: c.calibration for c in candidates if c.calibration})
     atomic_write_text(reports / "summary.md", summary)
     details = {"settings": settings, "encoder": paper.describe(), "backbones": backbones, "calibrated": calibrated,
                "pairs": {"contents": pairs.content_keys, "styles": pairs.style_keys, "labels": pairs.style_labels},

@@ -80,7 +80,7 @@ def compare_losses(scored: Mapping[str, CandidateScores], models: list[str], pai
         gram, balanced = scored.get(f"{model}-gram"), scored.get(f"{model}-balanced_gram")
         if gram is None or balanced is None:
             continue
-        options = dict(confidence=boot["confidence"], seed=settings["seed"])
+        options = dict(confidence=boot["confidence"], seed=settings["seed"], min_effect=boot["min_effect"])
         found = {}
         for metric in ("style_classic", "style_balanced", "content", "lpips", "cfsd", "histogram"):
             if metric in gram.values:
@@ -108,7 +108,8 @@ def _interval(c: Comparison) -> str:
 
 def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str, Mapping[str, Comparison]],
                      candidate_names: list[str], settings: Mapping[str, Any], pair_count: int,
-                     backbones: Mapping[str, Any], calibrated: bool, notes: list[str]) -> str:
+                     backbones: Mapping[str, Any], calibrated: bool, notes: list[str],
+                     calibrations: Mapping[str, Mapping[str, float]] | None = None) -> str:
     """The Table 5 comparison and the field's metrics, each comparison with its interval and verdict."""
     high, low = settings["spread_percentiles"]
     confidence = settings["bootstrap"]["confidence"]
@@ -132,7 +133,8 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
                   f"{confidence * 100:g} % interval ({settings['bootstrap']['resamples']} resamples; "
                   f"{settings['bootstrap']['fid_resamples']} for FID and ArtFID; styles for the spread, "
                   f"p{high:g}/p{low:g} of the per-style means of the classic loss). A change is claimed only when "
-                  "its interval excludes zero.", ""]
+                  f"its interval excludes zero and it is at least {settings['bootstrap']['min_effect'] * 100:g} % of "
+                  "the gram value; otherwise: no difference.", ""]
     lines += [f"| model | metric | gram → balanced_gram (relative, {confidence * 100:g} % interval) | "
               "difference interval | verdict |", "|---|---|---|---|---|"]
     verdicts: dict[str, list[str]] = {}
@@ -147,14 +149,22 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
         lowered = verdicts.get("style_classic", []).count("lower")
         narrowed = verdicts.get("style_spread", []).count("lower")
         lines += ["", f"Balanced training lowered the classic style loss for {lowered} of {count} models and "
-                      f"narrowed the per-style spread for {narrowed} of {count} (intervals excluding zero; "
-                      "\"no difference\" otherwise)."]
+                      f"narrowed the per-style spread for {narrowed} of {count}."]
         if "artfid" in verdicts:
             lines.append(f"ArtFID: lower for {verdicts['artfid'].count('lower')} of {count}, higher for "
                          f"{verdicts['artfid'].count('higher')}.")
     else:
         lines += ["", "No model was trained with both gram and balanced_gram (params.yaml: train.grid.losses); "
                       "nothing to compare."]
+    if calibrations:
+        lines += ["", "Balanced style weights, calibrated per model (train.losses.balanced_gram.calibrate_batches): at "
+                      "initialisation the balanced style term is as large relative to the content term as the gram "
+                      "cell's, so each row compares losses, not weights.", "",
+                  "| model | gram style weight | balanced style weight | style/content at init: gram | balanced |",
+                  "|---|---|---|---|---|"]
+        for model, c in calibrations.items():
+            lines.append(f"| {model} | {c['classic_weight']:.4g} | {c['weight']:.4g} | {c['classic_ratio']:.4g} | "
+                         f"{c['balanced_ratio']:.4g} |")
     lines += [""] + [f"Note: {note}" for note in notes] + ([""] if notes else [])
     lines += ["reports/comparison.jpg: rows are content/style pairs; columns content, style, then "
               + ", ".join(f"{i} {name}" for i, name in enumerate(candidate_names, 1)) + ".", ""]

@@ -3,7 +3,9 @@
 ``sweep.combinations.<model>-<loss>`` maps dotted keys of the training settings (``lr``,
 ``style_params.weight``, ``objective.content``, ``batch_size``, ``report_every`` …) to ``{loguniform: [low,
 high]}``, ``{uniform: [low, high]}``, ``{randint: [low, high]}`` (high exclusive), ``{choice: [...]}``
-(sampled), ``{grid: [...]}`` (every value, multiplying ``samples``) or a plain value.
+(sampled), ``{grid: [...]}`` (every value, multiplying ``samples``) or a plain value. ``style_weight_scale``
+multiplies a balanced_gram cell's calibrated style weight (:func:`pipelines.settings.calibrated`), so one
+space serves every model however different their calibrated weights are.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def extreme_values(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{key: values[min(i, len(values) - 1)] for key, values in options.items()} for i in range(longest)]
 
 
+#: a sweep key: a factor on the combination's calibrated balanced style weight
+STYLE_WEIGHT_SCALE = "style_weight_scale"
+
+
 def set_dotted(settings: dict[str, Any], key: str, value: Any) -> None:
     node = settings
     *parents, leaf = key.split(".")
@@ -90,8 +96,21 @@ def with_values(combination: Combination, values: Mapping[str, Any]) -> Combinat
             data[key] = value
         elif key == "report_every":
             report_every = value
+        elif key == STYLE_WEIGHT_SCALE:
+            continue
         else:
             set_dotted(train, key, value)
+    if combination.calibration is not None and "style_params.weight" in values:
+        raise ConfigError(f"{combination.name}'s style weight is calibrated (train.losses.balanced_gram."
+                          f"calibrate_batches); search {STYLE_WEIGHT_SCALE}, a factor on it, instead of style_params.weight")
+    if STYLE_WEIGHT_SCALE in values:  # relative to the calibrated weight (pipelines.settings.calibrated)
+        scale, base = values[STYLE_WEIGHT_SCALE], (train.get("style_params") or {}).get("weight")
+        if combination.calibration is None or base is None:
+            raise ConfigError(f"{STYLE_WEIGHT_SCALE} scales a calibrated balanced style weight; {combination.name} has "
+                              "none (set train.losses.balanced_gram.calibrate_batches, or search style_params.weight)")
+        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+            raise ConfigError(f"{STYLE_WEIGHT_SCALE} must be a positive number; got {scale!r}")
+        train["style_params"] = {**train["style_params"], "weight": base * scale}
     if not integer(1).check(report_every):
         raise ConfigError(f"report_every must be a positive integer; got {report_every!r}")
     return dataclasses.replace(combination, train=TrainConfig.from_dict(train), report_every=report_every,

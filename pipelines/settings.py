@@ -12,6 +12,7 @@ A new stage adds its section to params.yaml and a class to :data:`SECTIONS`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -117,6 +118,8 @@ class BootstrapSettings:
     resamples: int = setting(integer(1))
     fid_resamples: int = setting(integer(1))  # each recomputes two FIDs: fewer than the means get
     confidence: float = setting(Rule(lambda v: number().check(v) and 0 < v < 1, "a number in (0, 1), e.g. 0.95"))
+    min_effect: float = setting(Rule(lambda v: number().check(v) and 0 <= v < 1, "a relative change in [0, 1), e.g. "
+                                                                                 "0.01 for 1 %"))
 
 
 #: keys that moved into a protocol (issue 19): their old home names the new one
@@ -280,7 +283,7 @@ def field_weights(params: Mapping[str, Any], evaluate: EvaluateSettings) -> dict
 
 
 #: keys of a combination's settings that only the pipeline reads (besides the data config and weights)
-PIPELINE_TRAIN_KEYS = ("report_every",)
+PIPELINE_TRAIN_KEYS = ("report_every", "calibrate_batches")
 
 
 @dataclass
@@ -297,6 +300,7 @@ class Combination:
     weights: str | None  # train.profiles.<profile>.weights: the one switch of every pretrained part
     content: list[str] = field(default_factory=list)
     style: list[str] = field(default_factory=list)
+    calibration: dict[str, Any] | None = None  # balanced_gram: the measured style weight (stylecore.calibration)
 
     @property
     def name(self) -> str:
@@ -309,7 +313,7 @@ class Combination:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "loss": self.loss, "profile": self.profile, "train": self.train.to_dict(),
                 "data": to_dict(self.data), "ray": to_dict(self.ray), "report_every": self.report_every,
-                "weights": self.weights, "content": self.content, "style": self.style}
+                "weights": self.weights, "content": self.content, "style": self.style, "calibration": self.calibration}
 
     def model_weights(self) -> dict[str, str]:
         """The pretrained-weights parameters of the model (what the run is tagged with)."""
@@ -348,4 +352,38 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
             shard_urls(getattr(combination, role))
         except FileNotFoundError as error:
             raise TrainStageError(f"{role} shards of profile {profile!r}: {error}") from None
+    batches = settings.extra.get("calibrate_batches")
+    if batches is not None:
+        combination = calibrated(combination, subsection(params, "train"), batches)
     return combination
+
+
+def calibrated(combination: Combination, train_section: Mapping[str, Any], batches: Any) -> Combination:
+    """``combination`` (a balanced_gram cell) with its style weight measured so its style/content ratio at
+    initialisation equals the model's gram cell's (:func:`stylecore.calibration.calibrate_balanced_weight`)."""
+    from stylecore.calibration import BALANCED, CLASSIC, calibrate_balanced_weight
+    from stylecore.config import STYLE_TERM
+
+    where = f"params.yaml: train settings of {combination.name}: calibrate_batches"
+    if combination.loss != BALANCED:
+        raise CatalogueError(f"{where} calibrates the balanced_gram style weight; {combination.loss} has none to "
+                             f"calibrate (set it under train.losses.{BALANCED})")
+    if not integer(1).check(batches):
+        raise CatalogueError(f"{where}={batches!r} is invalid; it must be a positive integer (or null: keep the "
+                             "inherited weight)")
+    train = combination.train
+    if "weight" in train.style_params or STYLE_TERM in train.objective:
+        raise CatalogueError(f"{where} derives the style weight, and style_params.weight / objective.{STYLE_TERM} sets "
+                             "it too; remove one of the two (a sweep scales the calibrated weight with "
+                             "style_weight_scale)")
+    try:
+        classic = training_settings(train_section, combination.model, CLASSIC, combination.profile, PIPELINE_TRAIN_KEYS)
+    except ConfigError as error:
+        raise CatalogueError(str(error)) from None
+    stream = combination.data.stream(combination.content, combination.style, seed=train.seed)
+    result = calibrate_balanced_weight(classic.train, stream, batches)
+    print(f"{combination.name}: balanced style weight {result.weight:.4g}, calibrated on {result.batches} batches so "
+          f"style/content at initialisation = {result.classic_ratio:.4g}, the gram cell's "
+          f"(classic weight {result.classic_weight:g})", flush=True)
+    return dataclasses.replace(combination, calibration=result.as_dict(), train=dataclasses.replace(
+        train, style_params={**train.style_params, "weight": result.weight}))

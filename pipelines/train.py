@@ -78,7 +78,9 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
         run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts, combination.name,
                            {"train": combination.train.to_dict(), "data": to_dict(combination.data),
                             "ray": to_dict(combination.ray), "report_every": combination.report_every,
-                            "content": shards["content"], "style": shards["style"]}, tags, resume_key=run_key)
+                            "content": shards["content"], "style": shards["style"],
+                            **({"calibration": combination.calibration} if combination.calibration else {})},
+                           tags, resume_key=run_key)
         print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r} at {tracking.uri}", flush=True)
         started = time.perf_counter()
         # an exception marks the run FAILED
@@ -102,6 +104,8 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                        "throughput": float(result.metrics["throughput"]),
                        "skipped_steps": int(result.metrics.get("skipped_steps", 0)),
                        "wall_seconds": round(time.perf_counter() - started, 1)}
+            if combination.calibration:  # the measured balanced style weight, for the evaluation's summary
+                metrics["calibration"] = combination.calibration
             checkpoint = out / "checkpoint"
             with atomic_directory(checkpoint) as building, result.checkpoint.as_directory() as source:
                 shutil.copytree(source, building, dirs_exist_ok=True)

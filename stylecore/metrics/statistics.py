@@ -3,8 +3,10 @@
 Every candidate is scored on one fixed set of held-out pairs, so a comparison is paired: a resample
 draws pair indices with replacement and recomputes both candidates' statistic on the same draw
 (Efron & Tibshirani 1993, percentile interval). A statistic over styles (the per-style spread) resamples
-styles instead. A change is claimed — "lower" or "higher" — only when the interval excludes zero;
-otherwise the verdict is "no difference", however large the point estimate.
+styles instead. A change is claimed — "lower" or "higher" — only when the interval excludes zero and the
+change is at least ``min_effect`` of the before value; otherwise the verdict is "no difference", however
+large the point estimate (or however consistent a negligible one: two runs that differ by float noise
+differ consistently).
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ class Comparison:
     relative_high: float
     confidence: float
     resamples: int
+    min_effect: float = 0.0  # the smallest relative change claimed
 
     @property
     def verdict(self) -> str:
-        """``lower`` / ``higher`` when the interval excludes zero, else ``no difference``."""
-        if self.high < 0:
+        """``lower`` / ``higher`` when the interval excludes zero and the change is at least ``min_effect``
+        (relative), else ``no difference``."""
+        large = not self.relative == self.relative or abs(self.relative) >= self.min_effect  # NaN: before is 0
+        if self.high < 0 and large:
             return "lower"
-        if self.low > 0:
+        if self.low > 0 and large:
             return "higher"
         return "no difference"
 
@@ -47,7 +52,7 @@ class Comparison:
         return {"before": self.before, "after": self.after, "difference": self.difference, "low": self.low,
                 "high": self.high, "relative": self.relative, "relative_low": self.relative_low,
                 "relative_high": self.relative_high, "confidence": self.confidence, "resamples": self.resamples,
-                "verdict": self.verdict}
+                "min_effect": self.min_effect, "verdict": self.verdict}
 
 
 def mean_statistic(values: Tensor, indices: Tensor) -> float:
@@ -55,7 +60,7 @@ def mean_statistic(values: Tensor, indices: Tensor) -> float:
 
 
 def compare(before: Tensor, after: Tensor, statistic: Statistic = mean_statistic, resamples: int = 2000,
-            confidence: float = 0.95, seed: int = 0) -> Comparison:
+            confidence: float = 0.95, seed: int = 0, min_effect: float = 0.0) -> Comparison:
     """The paired bootstrap comparison of ``statistic`` between two candidates' values over the same units
     (pairs, or styles): ``before[k]`` and ``after[k]`` belong to unit k."""
     if before.shape[0] != after.shape[0]:
@@ -81,7 +86,7 @@ def compare(before: Tensor, after: Tensor, statistic: Statistic = mean_statistic
     relative_low, relative_high = _quantiles(ratios, tail)
     relative = (base_after - base_before) / base_before if base_before != 0 else float("nan")
     return Comparison(base_before, base_after, base_after - base_before, low, high, relative, relative_low,
-                      relative_high, confidence, resamples)
+                      relative_high, confidence, resamples, min_effect)
 
 
 def _quantiles(samples: list[float], tail: float) -> tuple[float, float]:

@@ -64,6 +64,39 @@ def demo_shards(tmp_path_factory):
     return root
 
 
+def test_each_balanced_cell_is_calibrated_for_its_model_and_sweeps_scale_the_calibrated_weight(demo_shards):
+    from pipelines.search_space import with_values
+    from stylecore.config import ConfigError
+
+    shards = demo_shards / "shards"
+    params = _params()
+    adain, linear = (resolve_combination(params, model, "balanced_gram", shards) for model in ("adain", "linear"))
+    for combination, classic_weight in ((adain, 10.0), (linear, 0.02)):  # the gram cells' inherited weights
+        record = combination.calibration
+        assert record["batches"] == params["train"]["losses"]["balanced_gram"]["calibrate_batches"]
+        assert record["classic_weight"] == pytest.approx(classic_weight)
+        assert combination.train.style_params["weight"] == pytest.approx(record["weight"])
+        assert record["balanced_ratio"] == pytest.approx(record["classic_ratio"], rel=1e-6)
+    assert "calibration" in adain.as_dict() and resolve_combination(params, "adain", "gram", shards).calibration is None
+    # the same shards, seed and model give the same weight (DVC reruns the stage only when something changed)
+    assert resolve_combination(params, "adain", "balanced_gram", shards).calibration == adain.calibration
+
+    scaled = with_values(adain, {"style_weight_scale": 2.0})
+    assert scaled.train.style_params["weight"] == pytest.approx(2 * adain.calibration["weight"])
+    with pytest.raises(ConfigError, match="search style_weight_scale, a factor on it, instead"):
+        with_values(adain, {"style_params.weight": 3.0})
+    with pytest.raises(ConfigError, match="scales a calibrated balanced style weight; adain-gram has none"):
+        with_values(resolve_combination(params, "adain", "gram", shards), {"style_weight_scale": 2.0})
+    both = _params()
+    both["train"]["losses"]["balanced_gram"]["style_params"] = {"weight": 3.0}
+    with pytest.raises(CatalogueError, match="derives the style weight.*remove one of the two"):
+        resolve_combination(both, "adain", "balanced_gram", shards)
+    misplaced = _params()
+    misplaced["train"]["losses"]["gram"] = {"calibrate_batches": 2}
+    with pytest.raises(CatalogueError, match="gram has none to calibrate"):
+        resolve_combination(misplaced, "adain", "gram", shards)
+
+
 def test_settings_merge_profile_model_and_loss_and_fail_early_with_the_key(demo_shards, local_ray):
     params = _params()
     params["train"]["grid"]["models"].append("magenta")

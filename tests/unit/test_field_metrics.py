@@ -259,8 +259,11 @@ def test_a_paired_bootstrap_claims_a_change_only_when_its_interval_excludes_zero
     noise = compare(before, before + torch.randn(60, generator=generator) * 0.3, seed=1)
     assert noise.low < noise.difference < noise.high
     assert (noise.verdict == "no difference") == (noise.low <= 0 <= noise.high)
-    tiny = compare(before, before + torch.randn(60, generator=generator) * 1e-6)
-    assert tiny.verdict == "no difference"  # "lowered? yes" at −0.0 % is what this replaces
+    # "lowered? yes" at −0.0 % is what this replaces: a consistent but negligible change is no difference
+    negligible = compare(before, before * 0.999, min_effect=0.01)
+    assert negligible.high < 0 and negligible.verdict == "no difference"
+    assert compare(before, before * 0.999).verdict == "lower"  # without a minimum effect it would be claimed
+    assert compare(before, before * 0.98, min_effect=0.01).verdict == "lower"
 
 
 def test_evaluation_metrics_add_the_fields_scores_to_the_papers_per_pair():
