@@ -16,6 +16,9 @@ Writes, under ``reports/``:
 - ``metrics.json``: one entry per candidate (``adain-gram``, ``adain-gram.sweep``, …), a DVC metric;
 - ``per_style/<candidate>.csv``: each style's mean scores, DVC plots;
 - ``comparison.jpg``: rows are content/style pairs, columns content, style and each candidate;
+- ``index.html``: the page people read, self-contained (:mod:`pipelines.report_page`): the grid, every table
+  with its intervals, the per-style, spread and training-curve plots;
+- ``plots/per_style.csv``: every candidate's per-style scores in one table, DVC's grouped bar plot;
 - ``summary.md``: the protocol and every backbone's weights; per model, balanced − gram for every metric with
   its interval and verdict ("no difference" unless the interval excludes zero); both tables;
 - ``evaluation.json``: the candidates' checkpoints and MLflow runs (the ``register`` stage reads it).
@@ -27,6 +30,7 @@ summary and the image, and each candidate's own training run gets its scores as 
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 import sys
@@ -37,7 +41,7 @@ from typing import Any, Mapping
 
 from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
-from stylecore.io import atomic_write_bytes, atomic_write_text
+from stylecore.io import atomic_write_bytes, atomic_write_text, csv_text
 
 class EvaluateStageError(RuntimeError):
     """Missing checkpoints or held-out data; the message names the stage or setting to fix."""
@@ -100,6 +104,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
 
     import stylecore
     from pipelines import evaluation_report as report
+    from pipelines import report_page
     from pipelines.provenance import source_tags
     from stylecore.heldout import score_models, select_heldout
     from stylecore.metrics import StylizationMetrics
@@ -174,7 +179,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
 
     reports.mkdir(parents=True, exist_ok=True)
     for name, rows in per_style.items():
-        atomic_write_text(reports / "per_style" / f"{name}.csv", report.csv_text(rows))
+        atomic_write_text(reports / "per_style" / f"{name}.csv", csv_text(rows))
     image = report.comparison_image(pairs, outputs, picked)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=92)
@@ -183,6 +188,21 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                                       backbones, calibrated, notes,
                                       {c.model: c.calibration for c in candidates if c.calibration})
     atomic_write_text(reports / "summary.md", summary)
+    long_rows = [{"model": c.model, "loss": c.loss + (" (sweep)" if c.source == "sweep" else ""), "candidate": c.name,
+                  **row} for c in candidates for row in per_style[c.name]]
+    atomic_write_text(reports / "plots" / "per_style.csv", csv_text(long_rows))  # one grouped DVC plot
+    curves = training_curves(candidates)
+    by_name = {c.name: c for c in candidates}
+    curve_rows = [{"model": by_name[name].model, "loss": by_name[name].loss, "candidate": name, **row}
+                  for name, rows in curves.items() for row in rows]
+    atomic_write_text(reports / "plots" / "curves.csv",
+                      csv_text(curve_rows) if curve_rows else "model,loss,candidate,step,total\n")
+    page = report_page.render(
+        table=table, comparisons=comparisons, per_style=per_style, models=list(dict.fromkeys(c.model for c in candidates)),
+        settings=settings, pair_count=len(pairs), backbones=backbones, calibrated=calibrated,
+        calibrations={c.model: c.calibration for c in candidates if c.calibration}, notes=notes,
+        comparison_jpeg=buffer.getvalue(), curves=curves)
+    atomic_write_text(reports / "index.html", page)
     details = {"settings": settings, "encoder": paper.describe(), "backbones": backbones, "calibrated": calibrated,
                "pairs": {"contents": pairs.content_keys, "styles": pairs.style_keys, "labels": pairs.style_labels},
                "comparisons": {model: {metric: c.as_dict() for metric, c in found.items()}
@@ -191,9 +211,21 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     atomic_write_text(reports / "metrics.json", json.dumps(table, indent=2) + "\n")
     log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image, source_tags(root, "evaluate"))
-    print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/metrics.json, reports/summary.md, "
-          f"reports/comparison.jpg, reports/per_style/*.csv", flush=True)
+    print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
+          f"reports/metrics.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
+
+
+def training_curves(candidates: list[Candidate]) -> dict[str, list[dict[str, float]]]:
+    """Each trained combination's per-step losses (``models/<model>-<loss>/curve.csv``, written by its train stage)."""
+    curves = {}
+    for candidate in candidates:
+        path = Path(candidate.checkpoint).parent / "curve.csv"
+        if candidate.source == "train" and path.is_file():
+            with path.open(newline="") as handle:
+                rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(handle)]
+            curves[candidate.name] = [row for row in rows if "step" in row and "total" in row]
+    return curves
 
 
 def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candidate], reports: Path, settings,
@@ -221,7 +253,7 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
                                      for field in ("before", "after", "difference", "low", "high", "verdict")}},
                          "comparisons.json")
     client.log_image(run_id, image, artifact_file="comparison.jpg")
-    for artifact in ("summary.md", "metrics.json", "evaluation.json"):
+    for artifact in ("summary.md", "index.html", "metrics.json", "evaluation.json"):
         client.log_artifact(run_id, str(reports / artifact))
     client.log_artifacts(run_id, str(reports / "per_style"), "per_style")
     client.set_terminated(run_id, "FINISHED")

@@ -8,16 +8,14 @@ backbone is labelled **uncalibrated**.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
 
 from stylecore.metrics import spread_ratio
-from stylecore.metrics.field import FEATURES, pack_set_inputs, set_scores, set_statistic
-from stylecore.metrics.statistics import Comparison, compare
+from stylecore.metrics.field import FEATURES, pack_set_inputs, set_scores, set_statistics
+from stylecore.metrics.statistics import Comparison, compare, compare_many
 
 #: per-candidate columns of the two tables: the seed paper's and the field's
 PAPER_COLUMNS = ("content", "style_classic", "style_balanced", "mean_std", "ssim", "style_spread")
@@ -93,9 +91,8 @@ def compare_losses(scored: Mapping[str, CandidateScores], models: list[str], pai
         if gram.features is not None and reference_features is not None:
             before, after = (pack_set_inputs(s.values["lpips"], s.features, reference_features)
                              for s in (gram, balanced))
-            for metric in ("artfid", "fid"):
-                found[metric] = compare(before, after, set_statistic(metric, settings["fid"]),
-                                        resamples=boot["fid_resamples"], **options)
+            found.update(compare_many(before, after, set_statistics(settings["fid"]), resamples=boot["fid_resamples"],
+                                      **options))
         results[model] = found
     return results
 
@@ -214,12 +211,3 @@ def comparison_image(pairs, outputs: Mapping[str, Any], picked: list[int]):
             label = label if len(label) * 6 <= cell - 4 else label[0]
         draw.text((column * cell + 3, 2), label, fill="black")
     return canvas
-
-
-def csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()

@@ -165,3 +165,17 @@ class MLflowHooks(TrainingHooks):
     def on_images(self, trainer: Trainer, step: int, grid) -> None:
         image = (grid.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
         self.client.log_image(self.run_id, image, key="samples", step=step)
+
+
+def loss_curves(tracking_uri: str, run_id: str, prefix: str = "loss/") -> list[dict[str, float]]:
+    """The run's per-step training terms (``loss/*``) as rows ``{step, <term>: value}``, by step: the small
+    per-step file a train stage keeps in git for ``dvc plots`` and the evaluation report."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith(prefix))
+    rows: dict[int, dict[str, float]] = {}
+    for key in keys:
+        for point in client.get_metric_history(run_id, key):
+            rows.setdefault(point.step, {"step": point.step})[key[len(prefix):]] = point.value
+    return [rows[step] for step in sorted(rows)]

@@ -31,9 +31,9 @@ from pipelines.ray_session import ray_session, scaling
 from pipelines.settings import TrainStageError, resolve_combination
 from pipelines.sources import CatalogueError, load_params
 from pipelines.stage import run_stage
-from pipelines.tracking import DESCRIPTION, fluent_store, tracking_settings
+from pipelines.tracking import DESCRIPTION, fluent_store, loss_curves, tracking_settings
 from stylecore.config import to_dict
-from stylecore.io import atomic_directory, atomic_write_text
+from stylecore.io import atomic_directory, atomic_write_text, csv_text
 
 __all__ = ["TrainStageError", "main", "run"]
 
@@ -116,6 +116,9 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                                step=metrics["step"])
             mlflow.set_tag("model_uri", model_uri)
         atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        curve = loss_curves(tracking.uri, run_id)
+        if curve:  # per step, small: kept in git for `dvc plots diff` and the evaluation report
+            atomic_write_text(out / "curve.csv", csv_text(curve))
     # Finished: its checkpoints live on in models/; a later re-run must train afresh, not "resume" at the end.
     storage.remove_tree(storage.join(ray_storage, run_key))
     print(f"{stage}: done in {metrics['wall_seconds']} s, {metrics['samples_per_second']:.2f} samples/s, "

@@ -10,7 +10,7 @@ import shutil
 import unicodedata
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator, Mapping
 
 # What atomic_write_bytes and atomic_directory name their temporaries: ".<name>.<uuid4 hex>.tmp" / ".old"
 _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{32}\.(tmp|old)$")
@@ -98,6 +98,21 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
 
 def atomic_write_text(path: Path | str, text: str, encoding: str = "utf-8") -> None:
     atomic_write_bytes(path, text.encode(encoding))
+
+
+def csv_text(rows: list[Mapping[str, Any]]) -> str:
+    """Rows as CSV text: the columns are every key in first-seen order (a row without one leaves it empty),
+    floats to 6 significant digits."""
+    import csv
+    import io
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
 
 
 def _fsync_directory(path: Path) -> None:

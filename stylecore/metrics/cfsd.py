@@ -29,10 +29,12 @@ LAYER = "relu3_1"
 class CFSD(nn.Module):
     """``forward(output, content) -> (B,)``; :meth:`features` lets a content shared by many outputs be encoded once."""
 
-    def __init__(self, weights: str | os.PathLike = "imagenet", rows_per_block: int = 4096) -> None:
+    def __init__(self, weights: str | os.PathLike = "imagenet", block_elements: int = 1 << 24) -> None:
         super().__init__()
         self.encoder = VGGEncoder("vgg19", layers=[LAYER], weights=weights)
-        self.rows_per_block = rows_per_block
+        # similarities held at once, over the batch: 16 M float64 are 128 MB per temporary (a 512 px batch of 8
+        # would otherwise need 8 × 16,384² of them)
+        self.block_elements = block_elements
 
     def describe(self) -> dict[str, str]:
         info = self.encoder.describe()
@@ -49,9 +51,11 @@ class CFSD(nn.Module):
         if output_features.shape != content_features.shape:
             raise ValueError(f"cfsd: output {tuple(output_features.shape)} and content {tuple(content_features.shape)} "
                              "features differ; score outputs at their content's size")
-        total = torch.zeros(output_features.shape[0], dtype=torch.float64, device=output_features.device)
-        for start in range(0, output_features.shape[1], self.rows_per_block):
-            rows = slice(start, start + self.rows_per_block)
+        batch, positions = output_features.shape[:2]
+        rows_per_block = max(1, self.block_elements // (batch * positions))
+        total = torch.zeros(batch, dtype=torch.float64, device=output_features.device)
+        for start in range(0, positions, rows_per_block):
+            rows = slice(start, start + rows_per_block)
             # float64: the similarities are nearly uniform, and float32 cancellation would give negative KL
             log_q = F.log_softmax((output_features[:, rows] @ output_features.transpose(1, 2)).double(), dim=-1)
             log_p = F.log_softmax((content_features[:, rows] @ content_features.transpose(1, 2)).double(), dim=-1)

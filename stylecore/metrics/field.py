@@ -95,21 +95,18 @@ def set_scores(lpips: Tensor, output_features: Tensor, reference_features: Tenso
 
 
 def pack_set_inputs(lpips: Tensor, output_features: Tensor, reference_features: Tensor) -> Tensor:
-    """(pairs, 1 + 2d) rows [lpips | output features | style features]: what :func:`set_statistic` resamples."""
+    """(pairs, 1 + 2d) rows [lpips | output features | style features]: what :func:`set_statistics` resamples."""
     return torch.cat([lpips.double().unsqueeze(1), output_features.double(), reference_features.double()], dim=1)
 
 
-def set_statistic(metric: str = "artfid", fid: str = "plain"):
-    """A bootstrap statistic (:mod:`stylecore.metrics.statistics`) of ``metric`` (``fid`` or ``artfid``) over
-    resampled pairs of a :func:`pack_set_inputs` tensor."""
-    if metric not in SET_METRICS:
-        raise ValueError(f"set_statistic: metric={metric!r} is not one of {', '.join(SET_METRICS)}")
-
-    def statistic(packed: Tensor, indices: Tensor) -> float:
+def set_statistics(fid: str = "plain"):
+    """A bootstrap statistic (:func:`stylecore.metrics.statistics.compare_many`) of FID and ArtFID over resampled
+    pairs of a :func:`pack_set_inputs` tensor: one Fréchet distance per resample serves both."""
+    def statistics(packed: Tensor, indices: Tensor) -> dict[str, float]:
         picked = packed[indices]
         width = (packed.shape[1] - 1) // 2
-        return set_scores(picked[:, 0], picked[:, 1:1 + width], picked[:, 1 + width:], fid)[metric]
-    return statistic
+        return set_scores(picked[:, 0], picked[:, 1:1 + width], picked[:, 1 + width:], fid)
+    return statistics
 
 
 class EvaluationMetrics(nn.Module):

@@ -63,6 +63,15 @@ def compare(before: Tensor, after: Tensor, statistic: Statistic = mean_statistic
             confidence: float = 0.95, seed: int = 0, min_effect: float = 0.0) -> Comparison:
     """The paired bootstrap comparison of ``statistic`` between two candidates' values over the same units
     (pairs, or styles): ``before[k]`` and ``after[k]`` belong to unit k."""
+    return compare_many(before, after, lambda values, indices: {"value": statistic(values, indices)}, resamples,
+                        confidence, seed, min_effect)["value"]
+
+
+def compare_many(before: Tensor, after: Tensor, statistics: Callable[[Tensor, Tensor], dict[str, float]],
+                 resamples: int = 2000, confidence: float = 0.95, seed: int = 0, min_effect: float = 0.0
+                 ) -> dict[str, Comparison]:
+    """:func:`compare` for several statistics computed together on each resample (FID and ArtFID share their
+    costly Fréchet distance): ``statistics(values, indices)`` returns them by name."""
     if before.shape[0] != after.shape[0]:
         raise ValueError(f"a paired comparison needs values for the same units: {before.shape[0]} and {after.shape[0]}")
     units = before.shape[0]
@@ -73,20 +82,26 @@ def compare(before: Tensor, after: Tensor, statistic: Statistic = mean_statistic
     if resamples < 1:
         raise ValueError(f"resamples must be ≥ 1; got {resamples}")
     every = torch.arange(units)
-    base_before, base_after = statistic(before, every), statistic(after, every)
+    base_before, base_after = statistics(before, every), statistics(after, every)
     generator = torch.Generator().manual_seed(seed)
-    differences, ratios = [], []
+    differences: dict[str, list[float]] = {name: [] for name in base_before}
+    ratios: dict[str, list[float]] = {name: [] for name in base_before}
     for _ in range(resamples):
         draw = torch.randint(units, (units,), generator=generator)
-        b, a = statistic(before, draw), statistic(after, draw)
-        differences.append(a - b)
-        ratios.append((a - b) / b if b != 0 else float("nan"))
+        b, a = statistics(before, draw), statistics(after, draw)
+        for name in base_before:
+            differences[name].append(a[name] - b[name])
+            ratios[name].append((a[name] - b[name]) / b[name] if b[name] != 0 else float("nan"))
     tail = (1 - confidence) / 2
-    low, high = _quantiles(differences, tail)
-    relative_low, relative_high = _quantiles(ratios, tail)
-    relative = (base_after - base_before) / base_before if base_before != 0 else float("nan")
-    return Comparison(base_before, base_after, base_after - base_before, low, high, relative, relative_low,
-                      relative_high, confidence, resamples, min_effect)
+    results = {}
+    for name in base_before:
+        low, high = _quantiles(differences[name], tail)
+        relative_low, relative_high = _quantiles(ratios[name], tail)
+        b, a = base_before[name], base_after[name]
+        relative = (a - b) / b if b != 0 else float("nan")
+        results[name] = Comparison(b, a, a - b, low, high, relative, relative_low, relative_high, confidence,
+                                   resamples, min_effect)
+    return results
 
 
 def _quantiles(samples: list[float], tail: float) -> tuple[float, float]:

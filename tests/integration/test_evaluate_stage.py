@@ -1,6 +1,9 @@
 """The `evaluate` stage on real demo shards and real (briefly trained) checkpoints, MLflow on SQLite."""
 
+import base64
 import csv
+import html.parser
+import io
 import json
 import shutil
 from pathlib import Path
@@ -16,9 +19,18 @@ from pipelines.tracking import start_run  # noqa: E402
 from stylecore.data import ShardPairStream  # noqa: E402
 from stylecore.metrics import spread_ratio  # noqa: E402
 from stylecore.shards import ShardImages  # noqa: E402
-from stylecore.training import Trainer  # noqa: E402
+from stylecore.io import csv_text  # noqa: E402
+from stylecore.training import Trainer, TrainingHooks  # noqa: E402
 
 from workspace_helpers import demo_workspace  # noqa: E402
+
+
+class _Steps(TrainingHooks):
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def on_step(self, trainer, result) -> None:
+        self.rows.append({"step": result.step, **result.terms})
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +45,62 @@ def workspace(tmp_path_factory):
     # the test half of these (stylecore.heldout.heldout_part): 3 photos, 2 or 3 artworks of each family
     params = demo_workspace(root, photos={"train": 8, "val": 5}, artworks={"train": 10, "val": 20}, edit=edit)
     for loss in ("gram", "balanced_gram"):
-        trainer = Trainer({"model": "adain", "style_loss": loss, "steps": 2, "model_params": {"encoder_weights": "random:0"}})
+        steps = _Steps()
+        trainer = Trainer({"model": "adain", "style_loss": loss, "steps": 2, "model_params": {"encoder_weights": "random:0"}},
+                          hooks=[steps])
         trainer.fit(ShardPairStream(str(root / "shards/demo_photos-train"), str(root / "shards/demo_artworks-train"),
                                     batch_size=2, crop_size=32))
         checkpoint = root / "models" / f"adain-{loss}" / "checkpoint"
         shutil.copytree(trainer.save_checkpoint(root / "steps" / loss), checkpoint)
+        # the per-step losses the train stage writes beside the checkpoint (pipelines.tracking.loss_curves)
+        (checkpoint.parent / "curve.csv").write_text(csv_text(steps.rows))
         run_id = start_run(params["mlflow"]["tracking_uri"], "stylecore-demo", root / "mlartifacts", f"adain-{loss}", {}, {})
         (checkpoint / "mlflow.json").write_text(json.dumps({"tracking_uri": params["mlflow"]["tracking_uri"],
                                                             "run_id": run_id}))
     return root
+
+
+class _Page(html.parser.HTMLParser):
+    """Tables (caption → rows of cell texts), image sources and paragraph texts of the report page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.images: list[str] = []
+        self.text: list[str] = []
+        self._caption, self._row, self._cell, self._in = None, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        elif tag == "caption":
+            self._in, self._caption = "caption", ""
+        elif tag == "tr":
+            self._row = []
+        elif tag == "td":
+            self._in, self._cell = "td", ""
+
+    def handle_endtag(self, tag):
+        if tag == "caption":
+            self.tables[self._caption], self._in = [], None
+        elif tag == "td":
+            self._row.append(self._cell.strip())
+            self._in = None
+        elif tag == "tr" and self._row:
+            self.tables[self._caption].append(self._row)
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in == "caption":
+            self._caption += data
+        elif self._in == "td":
+            self._cell += data
+
+
+def _parse_page(text: str) -> _Page:
+    page = _Page()
+    page.feed(text)
+    return page
 
 
 def _run(root: Path) -> dict:
@@ -86,7 +145,9 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     comparison = details["comparisons"]["adain"]["style_classic"]
     assert comparison["difference"] == pytest.approx(balanced - gram, rel=1e-6)
     assert comparison["low"] <= comparison["difference"] <= comparison["high"]
-    expected = "lower" if comparison["high"] < 0 else "higher" if comparison["low"] > 0 else "no difference"
+    large = abs(comparison["relative"]) >= comparison["min_effect"] == 0.01  # params.yaml's minimum effect
+    expected = ("lower" if comparison["high"] < 0 and large else "higher" if comparison["low"] > 0 and large
+                else "no difference")
     assert row.endswith(f"| {expected} |") and comparison["verdict"] == expected
     lowered = int(expected == "lower")
     assert f"lowered the classic style loss for {lowered} of 1 models" in summary
@@ -99,6 +160,26 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     assert details["calibrated"] is False and details["backbones"]["fid"]["weights"] == "random:0"
 
     from PIL import Image
+
+    page = _parse_page((workspace / "reports/index.html").read_text())
+    assert len(page.tables) >= 3 and any("Uncalibrated" in text for text in page.text)
+    for caption, rows in page.tables.items():  # every per-candidate table lists every candidate
+        if caption.startswith(("The seed paper", "The field")):
+            assert sorted(r[0] for r in rows) == sorted(table), caption
+    comparison_rows = next(rows for caption, rows in page.tables.items() if caption.startswith("balanced − gram"))
+    assert {r[0] for r in comparison_rows} == {"adain"} and {r[-1] for r in comparison_rows} <= {
+        "lower", "higher", "no difference"}
+    assert len(page.images) == 4  # the grid, per-style bars, the spread, the training curves
+    for source in page.images:  # self-contained: every image is inside the page, and opens
+        assert source.startswith("data:image/")
+        with Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))) as embedded:
+            embedded.load()
+    curves = list(csv.DictReader((workspace / "reports/plots/curves.csv").open()))
+    assert sorted((r["candidate"], r["step"]) for r in curves) == [
+        ("adain-balanced_gram", "1"), ("adain-balanced_gram", "2"), ("adain-gram", "1"), ("adain-gram", "2")]
+    long_table = list(csv.DictReader((workspace / "reports/plots/per_style.csv").open()))
+    assert len(long_table) == 10 * len(table) and {r["loss"] for r in long_table} == {"gram", "balanced_gram",
+                                                                                       "gram (sweep)"}
 
     with Image.open(workspace / "reports/comparison.jpg") as image:  # 3 rows × (content, style, 3 candidates)
         assert image.width == 5 * 34 + 2 and image.height == 3 * 34 + 2 + 14

@@ -191,7 +191,7 @@ def test_lpips_gray_ignores_colour_that_keeps_luma():
 # -- CFSD ---------------------------------------------------------------------------------------------
 
 def test_cfsd_is_the_summed_row_kl_of_the_self_similarity_maps():
-    metric = CFSD("random:0", rows_per_block=5)  # blocks that do not divide the rows
+    metric = CFSD("random:0", block_elements=2 * 64 * 5)  # blocks of 5 rows: they do not divide the 64 rows
     generator = torch.Generator().manual_seed(5)
     output, content = torch.rand(2, 3, 32, 32, generator=generator), torch.rand(2, 3, 32, 32, generator=generator)
     features = lambda x: metric.encoder(x, ["relu3_1"])["relu3_1"]  # noqa: E731
@@ -264,6 +264,21 @@ def test_a_paired_bootstrap_claims_a_change_only_when_its_interval_excludes_zero
     assert negligible.high < 0 and negligible.verdict == "no difference"
     assert compare(before, before * 0.999).verdict == "lower"  # without a minimum effect it would be claimed
     assert compare(before, before * 0.98, min_effect=0.01).verdict == "lower"
+
+
+def test_fid_and_artfid_intervals_come_from_one_resampling_and_equal_separate_ones():
+    from stylecore.metrics.field import pack_set_inputs, set_statistics
+    from stylecore.metrics.statistics import compare_many
+
+    generator = torch.Generator().manual_seed(11)
+    styles = torch.randn(30, 8, generator=generator)
+    before = pack_set_inputs(torch.rand(30, generator=generator), torch.randn(30, 8, generator=generator), styles)
+    after = pack_set_inputs(torch.rand(30, generator=generator), torch.randn(30, 8, generator=generator) + 1, styles)
+    together = compare_many(before, after, set_statistics(), resamples=50, seed=3)
+    for metric in ("fid", "artfid"):
+        alone = compare(before, after, lambda packed, idx: set_statistics()(packed, idx)[metric], resamples=50, seed=3)
+        assert together[metric] == alone
+    assert together["fid"].verdict == "higher"  # the outputs moved away from the styles by a whole unit
 
 
 def test_evaluation_metrics_add_the_fields_scores_to_the_papers_per_pair():
