@@ -283,7 +283,7 @@ def field_weights(params: Mapping[str, Any], evaluate: EvaluateSettings) -> dict
 
 
 #: keys of a combination's settings that only the pipeline reads (besides the data config and weights)
-PIPELINE_TRAIN_KEYS = ("report_every", "calibrate_batches")
+PIPELINE_TRAIN_KEYS = ("report_every",)
 
 
 @dataclass
@@ -352,38 +352,20 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
             shard_urls(getattr(combination, role))
         except FileNotFoundError as error:
             raise TrainStageError(f"{role} shards of profile {profile!r}: {error}") from None
-    batches = settings.extra.get("calibrate_batches")
-    if batches is not None:
-        combination = calibrated(combination, subsection(params, "train"), batches)
+    if settings.calibrate_batches is not None:
+        combination = calibrated(combination, subsection(params, "train"), settings)
     return combination
 
 
-def calibrated(combination: Combination, train_section: Mapping[str, Any], batches: Any) -> Combination:
+def calibrated(combination: Combination, train_section: Mapping[str, Any], settings: Any) -> Combination:
     """``combination`` (a balanced_gram cell) with its style weight measured so its style/content ratio at
-    initialisation equals the model's gram cell's (:func:`stylecore.calibration.calibrate_balanced_weight`)."""
-    from stylecore.calibration import BALANCED, CLASSIC, calibrate_balanced_weight
-    from stylecore.config import STYLE_TERM
+    initialisation equals the model's gram cell's (:func:`stylecore.calibration.calibrate_settings`)."""
+    from stylecore.calibration import calibrate_settings, describe
 
-    where = f"params.yaml: train settings of {combination.name}: calibrate_batches"
-    if combination.loss != BALANCED:
-        raise CatalogueError(f"{where} calibrates the balanced_gram style weight; {combination.loss} has none to "
-                             f"calibrate (set it under train.losses.{BALANCED})")
-    if not integer(1).check(batches):
-        raise CatalogueError(f"{where}={batches!r} is invalid; it must be a positive integer (or null: keep the "
-                             "inherited weight)")
-    train = combination.train
-    if "weight" in train.style_params or STYLE_TERM in train.objective:
-        raise CatalogueError(f"{where} derives the style weight, and style_params.weight / objective.{STYLE_TERM} sets "
-                             "it too; remove one of the two (a sweep scales the calibrated weight with "
-                             "style_weight_scale)")
     try:
-        classic = training_settings(train_section, combination.model, CLASSIC, combination.profile, PIPELINE_TRAIN_KEYS)
+        train, result = calibrate_settings(train_section, settings, combination.profile, combination.content,
+                                           combination.style, PIPELINE_TRAIN_KEYS)
     except ConfigError as error:
         raise CatalogueError(str(error)) from None
-    stream = combination.data.stream(combination.content, combination.style, seed=train.seed)
-    result = calibrate_balanced_weight(classic.train, stream, batches)
-    print(f"{combination.name}: balanced style weight {result.weight:.4g}, calibrated on {result.batches} batches so "
-          f"style/content at initialisation = {result.classic_ratio:.4g}, the gram cell's "
-          f"(classic weight {result.classic_weight:g})", flush=True)
-    return dataclasses.replace(combination, calibration=result.as_dict(), train=dataclasses.replace(
-        train, style_params={**train.style_params, "weight": result.weight}))
+    print(describe(combination.name, result), flush=True)
+    return dataclasses.replace(combination, calibration=result.as_dict(), train=train)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Collection, Iterable, Mapping
 
 import torch
 from torch import Tensor
 
-from stylecore.config import STYLE_TERM, TrainConfig
+from stylecore.config import STYLE_TERM, TrainConfig, TrainingSettings, training_settings
 
 CLASSIC, BALANCED = "gram", "balanced_gram"
 
@@ -100,3 +100,22 @@ def calibrate_balanced_weight(config: TrainConfig, data: Iterable[tuple[Tensor, 
                        balanced_style_unweighted=balanced[STYLE_TERM], content=classic["content"],
                        classic_ratio=classic[STYLE_TERM] / classic["content"],
                        balanced_ratio=calibrated * balanced[STYLE_TERM] / balanced["content"], batches=len(taken))
+
+
+def calibrate_settings(section: Mapping[str, Any], settings: TrainingSettings, profile: str, content: Any, style: Any,
+                       extra_keys: Collection[str] = (), device: str | torch.device = "cpu",
+                       where: str = "params.yaml: train") -> tuple[TrainConfig, Calibration]:
+    """``settings`` (a balanced_gram cell with ``calibrate_batches``) with its style weight calibrated against the
+    gram cell of the same ``section`` (params.yaml's ``train``) on its own data: what the train stage, the sweep
+    and ``stylecore train --params`` all do, so the three train alike."""
+    train = settings.train
+    classic = training_settings(section, train.model, CLASSIC, profile, extra_keys, where)
+    stream = settings.data.stream(content, style, seed=train.seed)
+    result = calibrate_balanced_weight(classic.train, stream, settings.calibrate_batches, device)
+    return dataclasses.replace(train, style_params={**train.style_params, "weight": result.weight}), result
+
+
+def describe(name: str, result: Calibration) -> str:
+    """The one line every caller prints."""
+    return (f"{name}: balanced style weight {result.weight:.4g}, calibrated on {result.batches} batches so style/content "
+            f"at initialisation = {result.classic_ratio:.4g}, the gram cell's (classic weight {result.classic_weight:g})")

@@ -48,7 +48,8 @@ DATA_FLAGS = {"batch": "batch_size", "size": "crop_size", "load_size": "load_siz
 def training_configs(args: argparse.Namespace):
     """The TrainConfig and DataConfig of a `stylecore train` call: ``--params`` (a params.yaml: the model × loss
     settings of its profile, read as the pipeline reads them) ← ``--config`` ← the flags. Without ``--params``
-    the typed configs' own defaults fill what is not given."""
+    the typed configs' own defaults fill what is not given. Third: what a balanced_gram cell's calibration needs
+    (``(train section, settings, profile)``, or None), as the pipeline calibrates it."""
     import dataclasses
 
     import yaml
@@ -58,6 +59,7 @@ def training_configs(args: argparse.Namespace):
 
     values: dict = {}
     data = DataConfig()
+    calibration = None
     if args.params:
         params = yaml.safe_load(Path(args.params).read_text()) or {}
         profile = args.profile or params.get("profile")
@@ -67,6 +69,8 @@ def training_configs(args: argparse.Namespace):
         settings = training_settings(params.get("train") or {}, model, args.style_loss, str(profile),
                                      extra_keys=("report_every",), where=f"{args.params}: train")
         values, data = settings.train.to_dict(), settings.data
+        if settings.calibrate_batches is not None:
+            calibration = (params.get("train") or {}, settings, str(profile))
     if args.config:
         values.update(yaml.safe_load(Path(args.config).read_text()) or {})
     for key in ("model", "style_loss", "steps", "lr", "precision", "seed", "checkpoint_every", "sample_every"):
@@ -86,7 +90,11 @@ def training_configs(args: argparse.Namespace):
     values["objective"] = objective
     flags = {field: getattr(args, flag) for flag, field in DATA_FLAGS.items() if getattr(args, flag) is not None}
     data = from_mapping(DataConfig, {**dataclasses.asdict(data), **flags}, "data config")
-    return TrainConfig.from_dict(values), data
+    config = TrainConfig.from_dict(values)
+    if calibration is not None and (config.style_loss != "balanced_gram" or "weight" in config.style_params
+                                    or "style" in config.objective):
+        calibration = None  # the flags or --config chose the loss or the weight: nothing to calibrate
+    return config, data, calibration
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -99,8 +107,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"error: unknown model {args.model!r}; choose one of {', '.join(models.names())}", file=sys.stderr)
         return 2
     try:
-        config, data_config = training_configs(args)
+        config, data_config, calibration = training_configs(args)
         config.check_buildable()  # a bad loss, parameter or weights file fails before any data is read
+        if calibration is not None:  # the balanced style weight, measured as the train stage measures it
+            import dataclasses
+
+            from stylecore.calibration import calibrate_settings, describe
+
+            section, settings, profile = calibration
+            settings = dataclasses.replace(settings, train=config, data=data_config)
+            config, result = calibrate_settings(section, settings, profile, args.content, args.style,
+                                                extra_keys=("report_every",), where=f"{args.params}: train")
+            print(describe(f"{config.model} × balanced_gram", result))
         # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
         data = data_config.stream(args.content, args.style, seed=config.seed, in_memory=args.in_memory)
     except (ValueError, FileNotFoundError) as error:

@@ -378,6 +378,7 @@ class TrainingSettings:
     data: Any  # stylecore.data.DataConfig
     weights: str | None  # the one switch of every pretrained part (see stylecore.training.apply_weights)
     extra: dict[str, Any]  # the caller's own keys (the pipeline's report_every)
+    calibrate_batches: int | None = None  # balanced_gram: measure the style weight (stylecore.calibration)
 
 
 def training_settings(section: Mapping[str, Any], model: str, loss: str | None, profile: str,
@@ -398,7 +399,7 @@ def training_settings(section: Mapping[str, Any], model: str, loss: str | None, 
         merged = deep_merge(merged, update)
     data_keys = {item.name for item in dataclasses.fields(DataConfig)}
     train_keys = {item.name for item in dataclasses.fields(TrainConfig)} - {"model", "style_loss"}
-    unknown = sorted(set(merged) - data_keys - train_keys - set(extra_keys) - {"weights"})
+    unknown = sorted(set(merged) - data_keys - train_keys - set(extra_keys) - {"weights", "calibrate_batches"})
     if unknown:
         raise ConfigError(f"{where}: {', '.join(unknown)} (from {' ← '.join(layers)}) is not a setting; allowed: "
                           f"data {sorted(data_keys)}, weights, {', '.join(sorted(extra_keys)) + ', ' if extra_keys else ''}"
@@ -406,6 +407,7 @@ def training_settings(section: Mapping[str, Any], model: str, loss: str | None, 
     data = from_mapping(DataConfig, {k: merged.pop(k) for k in list(merged) if k in data_keys},
                         f"{where}.profiles.{profile}")
     extra = {key: merged.pop(key) for key in list(merged) if key in extra_keys}
+    calibrate = merged.pop("calibrate_batches", None)
     weights = merged.pop("weights", None)
     if weights is not None and not isinstance(weights, str):
         raise ConfigError(f"{where}.profiles.{profile}.weights={weights!r} is invalid; it must be imagenet, "
@@ -415,4 +417,18 @@ def training_settings(section: Mapping[str, Any], model: str, loss: str | None, 
         train = TrainConfig.from_dict({**merged, "model": model, "style_loss": loss})
     except ValueError as error:
         raise ConfigError(f"{where} settings of {model} × {loss}: {error}") from None
-    return TrainingSettings(train, data, weights, extra)
+    if calibrate is not None:
+        _check_calibration(train, calibrate, f"{where} settings of {model} × {loss}: calibrate_batches")
+    return TrainingSettings(train, data, weights, extra, calibrate)
+
+
+def _check_calibration(train: "TrainConfig", batches: Any, where: str) -> None:
+    if train.style_loss != "balanced_gram":
+        raise ConfigError(f"{where} calibrates the balanced_gram style weight; {train.style_loss} has none to "
+                          "calibrate (set it under train.losses.balanced_gram)")
+    if not integer(1).check(batches):
+        raise ConfigError(f"{where}={batches!r} is invalid; it must be a positive integer (or null: keep the "
+                          "inherited weight)")
+    if "weight" in train.style_params or STYLE_TERM in train.objective:
+        raise ConfigError(f"{where} derives the style weight, and style_params.weight / objective.{STYLE_TERM} sets it "
+                          "too; remove one of the two (a sweep scales the calibrated weight with style_weight_scale)")

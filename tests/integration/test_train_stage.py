@@ -64,7 +64,7 @@ def demo_shards(tmp_path_factory):
     return root
 
 
-def test_each_balanced_cell_is_calibrated_for_its_model_and_sweeps_scale_the_calibrated_weight(demo_shards):
+def test_each_balanced_cell_is_calibrated_for_its_model_and_sweeps_scale_the_calibrated_weight(demo_shards, tmp_path):
     from pipelines.search_space import with_values
     from stylecore.config import ConfigError
 
@@ -80,6 +80,16 @@ def test_each_balanced_cell_is_calibrated_for_its_model_and_sweeps_scale_the_cal
     assert "calibration" in adain.as_dict() and resolve_combination(params, "adain", "gram", shards).calibration is None
     # the same shards, seed and model give the same weight (DVC reruns the stage only when something changed)
     assert resolve_combination(params, "adain", "balanced_gram", shards).calibration == adain.calibration
+    # `stylecore train --params` calibrates as the stage does: the same weight from the same settings and data
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    done = subprocess.run([str(Path(sys.executable).parent / "stylecore"), "train", "--params", str(params_path),
+                           "--model", "adain", "--style-loss", "balanced_gram", "--steps", "1", "--content",
+                           str(shards / "demo_photos-train"), "--style", str(shards / "demo_artworks-train"),
+                           "--output", str(tmp_path / "cli"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    printed = re.search(r"balanced style weight ([0-9.e+-]+), calibrated on 4 batches", done.stdout)
+    assert printed and float(printed.group(1)) == pytest.approx(adain.calibration["weight"], rel=1e-3)
 
     scaled = with_values(adain, {"style_weight_scale": 2.0})
     assert scaled.train.style_params["weight"] == pytest.approx(2 * adain.calibration["weight"])
