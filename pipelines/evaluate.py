@@ -116,7 +116,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     settings = settings_of(params)
     candidates = find_candidates(params, models_root)
     shards = profile_shards(params, shards_root, "val")
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.time()
     try:
         pairs = select_heldout(shards["content"], shards["style"], contents=settings["contents"],
                                styles_per_label=settings["styles_per_label"], styles=settings["styles"],
@@ -210,7 +210,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                "candidates": [{**asdict(c), "metrics": table[c.name]} for c in candidates]}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     atomic_write_text(reports / "metrics.json", json.dumps(table, indent=2) + "\n")
-    log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image, source_tags(root, "evaluate"))
+    log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image, source_tags(root, "evaluate"),
+                  began)
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
           f"reports/metrics.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
@@ -229,7 +230,7 @@ def training_curves(candidates: list[Candidate]) -> dict[str, list[dict[str, flo
 
 
 def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candidate], reports: Path, settings,
-                  image, git: Mapping[str, str]) -> None:
+                  image, git: Mapping[str, str], began: float | None = None) -> None:
     """One `evaluate` run with the tables (``log_table``), the summary and the image; each candidate's own run gets
     its scores as ``eval/<metric>``."""
     from mlflow.entities import Metric
@@ -242,7 +243,8 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
     client = MlflowClient(tracking.uri)
     run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts, "evaluate",
                        {"evaluate": settings}, {"stage": "evaluate", "profile": str(params.get("profile")),
-                                                "eval.protocol": settings["protocol"], **git})
+                                                "eval.protocol": settings["protocol"], **git},
+                       start_time=began)  # the run's duration is the stage's
     columns = sorted({key for row in table.values() for key in row})
     client.log_table(run_id, {"candidate": list(table), **{key: [row.get(key) for row in table.values()]
                                                            for key in columns}}, "candidates.json")

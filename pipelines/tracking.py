@@ -96,8 +96,12 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run_name: str,
-              params: Mapping[str, Any], tags: Mapping[str, str], resume_key: str | None = None) -> str:
+              params: Mapping[str, Any], tags: Mapping[str, str], resume_key: str | None = None,
+              start_time: float | None = None) -> str:
     """Create (or reuse) the experiment and a run; returns the run id. The run stays open for the workers.
+
+    ``start_time`` (seconds since the epoch): when the work began, for a stage that creates its run at the end
+    (so the UI's duration is the stage's, not the logging's).
 
     With ``resume_key``, an unfinished run (crashed or failed) tagged with the same key is reopened
     instead, so a re-run after a crash continues its curves rather than scattering them over runs.
@@ -126,7 +130,8 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run
             print(f"mlflow: reopening unfinished run {run_id} ({resume_key})", flush=True)
     if run_id is None:
         run_tags = {**tags, **({RESUME_TAG: resume_key} if resume_key else {})}
-        run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags).info.run_id
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=run_tags,
+                                   start_time=int(start_time * 1000) if start_time is not None else None).info.run_id
     else:
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
