@@ -14,7 +14,9 @@ It runs each check in turn, never stopping at a failure, and writes ``device_che
 - ``host-syncs``: device → host synchronisations in one training step (CUDA's sync debug mode);
 - ``loader``: batches/s of the shard stream inline and with 2 loader workers (load 512, crop 256);
 - ``ray-train``: the Ray Train path on this machine's GPU (NCCL, ``use_gpu`` decided by auto), resumable;
-- ``ray-data``: Ray Data stylization with one GPU actor: images/s and the outputs' count.
+- ``ray-data``: Ray Data stylization with one GPU actor: images/s and the outputs' count;
+- ``evaluation``: every evaluation metric (the seed paper's, LPIPS, CFSD, histogram, Inception features) on
+  outputs at 512² × 4 (smoke: 64² × 2): outputs/s and peak memory, the styleid protocol's figure.
 
 The figures are the machine's; BENCHMARKS.md records them with the command and the date.
 """
@@ -214,6 +216,35 @@ def ray_data(scratch: Path, smoke: bool, device: torch.device) -> dict[str, Any]
             "images_per_second": manifest["this_run"]["images_per_second"]}
 
 
+def evaluation_metrics(device: torch.device, smoke: bool) -> dict[str, Any]:
+    """The evaluate stage's scoring of one batch of outputs (references encoded once, as the stage does)."""
+    from stylecore.metrics import StylizationMetrics
+    from stylecore.metrics.field import EvaluationMetrics, FieldMetrics
+
+    size, batch = (64, 2) if smoke else (512, 4)
+    field = FieldMetrics(inception_weights="random:0", lpips_weights="random:0", cfsd_weights="random:0",
+                         fid_resize=96 if size < 75 else None)
+    metrics = EvaluationMetrics(StylizationMetrics("random:0"), field).to(device)
+    images = torch.rand(3, batch, 3, size, size, device=device)
+    index = torch.arange(batch, device=device)
+    references = metrics.encode_references(images[1], images[2])
+    metrics.score_indexed(images[0], images[1], images[2], index, index, references)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    rounds, started = 3, time.perf_counter()
+    for _ in range(rounds):
+        metrics.score_indexed(images[0], images[1], images[2], index, index, references)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / rounds
+    figures = {"size": size, "batch": batch, "outputs_per_s": round(batch / seconds, 2),
+               "styleid_candidate_s": round(800 * seconds / batch, 1)}
+    if device.type == "cuda":
+        figures["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return figures
+
+
 def markdown(results: list[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", "| check | status | seconds | figures |", "|---|---|---|---|"]
     for record in results:
@@ -252,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         check("decisions", lambda: decisions(device, scratch))
         check("host-syncs", lambda: host_syncs(device), skip=no_cuda)
         check("loader", lambda: loader(scratch, smoke))
+        check("evaluation", lambda: evaluation_metrics(device, smoke))
         if not args.skip_ray:
             import ray
 

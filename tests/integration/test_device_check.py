@@ -23,7 +23,7 @@ def test_the_device_check_runs_every_path_on_cpu_and_reports_each(tmp_path):
     failures = {r["check"]: r.get("error") for r in report["checks"] if r["status"] == "fail"}
     assert done.returncode == 0 and not failures, (failures, done.stdout[-3000:], done.stderr[-3000:])
     models = ["adain", "linear", "sanet", "magenta", "vae_adain"]
-    expected = {"environment", "decisions", "host-syncs", "loader", "ray-train", "ray-data",
+    expected = {"environment", "decisions", "host-syncs", "loader", "ray-train", "ray-data", "evaluation",
                 *(f"step/{m}/{mode}" for m in models for mode in ("fp32", "bf16+channels_last")),
                 "step/adain/compile", "step/sanet/compile"}
     assert set(statuses) == expected
@@ -31,6 +31,7 @@ def test_the_device_check_runs_every_path_on_cpu_and_reports_each(tmp_path):
     assert {c for c, s in statuses.items() if s == "skip"} == {"host-syncs", "step/adain/compile", "step/sanet/compile"}
     by_name = {record["check"]: record for record in report["checks"]}
     assert by_name["step/adain/fp32"]["samples_per_s"] > 0 and by_name["ray-data"]["images"] == 8
+    assert by_name["evaluation"]["outputs_per_s"] > 0 and by_name["evaluation"]["size"] == 64
     assert by_name["decisions"]["auto_use_gpu"] is False and by_name["decisions"]["inference_device"] == "cpu"
     table = (tmp_path / "device_check.md").read_text()
     assert all(f"| {name} |" in table for name in expected)
