@@ -93,13 +93,12 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
         version = existing[0]
         print(f"register: {name}: {candidate['name']} is already version {version.version}", flush=True)
     else:
-        import mlflow
-
-        from pipelines.tracking import fluent_store
-
-        # our own run tag: a version registered from a models:/m-… URI need not report its run on every store
-        with fluent_store(client.tracking_uri):
-            version = mlflow.register_model(model_uri, name, tags={"stylecore.run_id": run_id})
+        # The client's own call, not mlflow.register_model: that one prints "already exists" for every version
+        # after the first. A logged model's URI (models:/m-…) carries its id, which links the version to it.
+        # Our own run tag: a version registered from a models:/m-… URI need not report its run on every store.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags={"stylecore.run_id": run_id},
+                                              model_id=model_id)
     tags = run.data.tags
     version_tags = {
         "source": candidate["source"], "candidate": candidate["name"], "run_id": run_id,

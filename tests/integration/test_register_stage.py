@@ -84,7 +84,7 @@ def _evaluation(candidate: dict, style_balanced: float, size: int = 32) -> dict:
 
 
 def test_champion_only_when_better_challenger_otherwise_and_the_champion_uri_stylizes_like_its_checkpoint(
-        server, tmp_path, monkeypatch):
+        server, tmp_path, monkeypatch, capfd):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
@@ -105,8 +105,12 @@ def test_champion_only_when_better_challenger_otherwise_and_the_champion_uri_sty
     assert register_with(_evaluation(first, 1.0))["alias"] == "champion"  # the first version
     again = register_with(_evaluation(first, 1.0))  # a re-run registers nothing new
     assert (again["version"], again["alias"]) == (1, "champion")
+    capfd.readouterr()
     outcome = register_with(_evaluation(worse, 1.5))  # higher style_balanced is worse (mode: min)
     assert (outcome["version"], outcome["alias"]) == (2, "challenger")
+    printed = capfd.readouterr()
+    assert "already exists" not in printed.out + printed.err  # a second version is registered quietly
+    assert "stylecore-adain-gram" in printed.out  # with the stage's own line
     other_protocol = register_with(_evaluation(best, 0.1, size=64))  # scored differently: not comparable
     assert other_protocol["alias"] == "challenger" and "another evaluation protocol" in other_protocol["reason"]
     outcome = register_with(_evaluation(best, 0.5))  # same version 3, now comparable and better
