@@ -106,6 +106,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     from pipelines import evaluation_report as report
     from pipelines import report_page
     from pipelines.provenance import source_tags
+    from stylecore.backbones import EncoderWeightsUnavailable
     from stylecore.heldout import score_models, select_heldout
     from stylecore.metrics import StylizationMetrics
     from stylecore.metrics.field import EvaluationMetrics, FieldMetrics
@@ -130,10 +131,15 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                                  "raise contents × styles")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     field_weights = settings["field_weights"]
-    field = FieldMetrics(inception_weights=field_weights["fid"], lpips_weights=field_weights["lpips"],
-                         cfsd_weights=field_weights["cfsd"], lpips_net=settings["lpips_net"],
-                         fid_resize=settings["fid_resize"], fid=settings["fid"])
-    paper = StylizationMetrics(settings["weights"])
+    try:
+        field = FieldMetrics(inception_weights=field_weights["fid"], lpips_weights=field_weights["lpips"],
+                             cfsd_weights=field_weights["cfsd"], lpips_net=settings["lpips_net"],
+                             fid_resize=settings["fid_resize"], fid=settings["fid"])
+        paper = StylizationMetrics(settings["weights"])
+    except EncoderWeightsUnavailable as error:  # offline with published weights named: say which, and the ways out
+        raise EvaluateStageError(f"the metric backbones of protocol {settings['protocol']}: {error}\n  Or set "
+                                 f"evaluate.protocols.{settings['protocol']}.<fid|lpips|cfsd>_weights (and "
+                                 "evaluate.weights) to files or random:<seed>: uncalibrated.") from None
     metrics = EvaluationMetrics(paper, field).to(device)
     backbones = metrics.describe()
     calibrated = field.calibrated and paper.describe()["pretrained"] == "true"

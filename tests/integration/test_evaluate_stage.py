@@ -256,7 +256,7 @@ def test_a_style_cap_takes_every_labels_first_style_before_any_second(workspace)
     assert sorted(capped.style_labels.count(label) for label in set(capped.style_labels)) == [1, 1, 1, 2, 2]
 
 
-def test_protocol_settings_fail_before_any_scoring_and_name_their_fix(workspace):
+def test_protocol_settings_fail_before_any_scoring_and_name_their_fix(workspace, tmp_path, monkeypatch):
     from pipelines.sources import CatalogueError
 
     base = yaml.safe_load((workspace / "params.yaml").read_text())
@@ -276,4 +276,10 @@ def test_protocol_settings_fail_before_any_scoring_and_name_their_fix(workspace)
         attempt(lambda e: e["protocols"]["demo"].update(fid_weights="inception.pth"))
     with pytest.raises(evaluate.EvaluateStageError, match=r"infinity needs at least 5,000 pairs; this protocol has 30"):
         attempt(lambda e: e["protocols"]["demo"].update(fid="infinity"))
+    # published weights named, offline and not cached: one message with the file, the cache and the way out
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    for variable in ("https_proxy", "http_proxy", "HTTPS_PROXY", "HTTP_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there: the download fails at once
+    with pytest.raises(evaluate.EvaluateStageError, match=r"(?s)protocol demo.*art_inception.pth.*random:<seed>"):
+        attempt(lambda e: e["protocols"]["demo"].update(fid_weights="art_inception"))
     assert not (workspace / "bad-reports").exists()
