@@ -5,7 +5,7 @@ set-up (``source .venv/bin/activate``, which the README must show first: without
 ``dvc`` or ``stylecore``): shell blocks as scripts, python blocks as files run by that shell's ``python``. A block that no rule below names runs exactly as typed, so a new example is tested the day it is
 written. What the test provides, and nothing more:
 
-- the workspace: a git + DVC repository holding this checkout's code, ``dvc.yaml`` and ``params.yaml`` with the
+- the workspace: a git + DVC repository holding this checkout's code, ``dvc.yaml``, ``.dvc/plots/`` and ``params.yaml`` with the
   demo made smaller (fewer images and steps, one Ray worker, the grid ``adain`` × {gram, balanced_gram}, a
   one-trial sweep), ``.venv`` linked to this checkout's environment, and the pipeline run in it as ``make run``
   runs it (``python -m pipelines.repro``);
@@ -152,6 +152,7 @@ def build_workspace(root: Path) -> Path:
     _git(workspace, "config", "user.name", "readme test")
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=workspace, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=workspace, check=True)
+    shutil.copytree(REPO / ".dvc" / "plots", workspace / ".dvc" / "plots")  # the project's plot templates
     _git(workspace, "add", "-A")
     _git(workspace, "commit", "-qm", "the project")
     # what `make run` runs (its first block is skipped): the pipeline, with one local Ray for every stage
