@@ -15,6 +15,7 @@ to the reported metrics: what a sweep's scheduler compares trials by. This modul
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -85,7 +86,8 @@ class _ReportEvery(TrainingHooks):
 
 class Validation:
     """Rank 0's validation: score the model on held-out pairs; ``val/<metric>`` means and
-    ``val/objective`` = Σ weight × mean over the metrics ``objective`` names (lower is better)."""
+    ``val/objective`` = Σ weight × mean over the metrics ``objective`` names (lower is better; +inf for a model
+    whose scores are not finite)."""
 
     def __init__(self, settings: Mapping[str, Any], device: torch.device, log: Callable[[int, dict], None] | None) -> None:
         from stylecore.metrics import StylizationMetrics
@@ -101,7 +103,10 @@ class Validation:
         values, _ = score_pairs(trainer.model, self.pairs, self.metrics, self.batch_size, self.device, keep_outputs=(),
                                 reference_cache=self.references)
         means = {f"val/{name}": float(value.mean()) for name, value in values.items()}
-        means["val/objective"] = sum(weight * means[f"val/{name}"] for name, weight in self.objective.items())
+        objective = sum(weight * means[f"val/{name}"] for name, weight in self.objective.items())
+        # A diverged model scores NaN, and ASHA never stops a NaN (`NaN < cutoff` is False): it would train on to
+        # its end or to the non-finite guard. +inf is the worst score there is, so the scheduler prunes it.
+        means["val/objective"] = objective if math.isfinite(objective) else math.inf
         if self.log is not None:
             self.log(trainer.step, means)
         return means
@@ -158,20 +163,28 @@ def run(train: TrainConfig | Mapping[str, Any], data: DataConfig, content: Shard
     if not isinstance(train, TrainConfig):
         train = TrainConfig.from_dict(train)
     locations = {"content": [str(p) for p in _as_list(content)], "style": [str(p) for p in _as_list(style)]}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"train": train, "data": data, **locations, "threads_per_worker": scale.threads_per_worker,
-                           "report_every": report_every, "validation": dict(validation) if validation else None,
-                           **(extra or {})},
+    trainer = torch_trainer(
+        train_worker, {"train": train, "data": data, **locations, "threads_per_worker": scale.threads_per_worker,
+                       "report_every": report_every, "validation": dict(validation) if validation else None,
+                       **(extra or {})},
+        name=name, storage_path=storage_path, scale=scale, max_failures=max_failures, keep=keep, callbacks=callbacks)
+    return trainer.fit()
+
+
+def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *, name: str, storage_path: str | Path,
+                  scale: Scale, max_failures: int, keep: int, callbacks: list | None = None) -> TorchTrainer:
+    """A Ray Train TorchTrainer of ``worker`` laid out by ``scale``: DDP over NCCL on GPUs, gloo on CPUs, one CPU
+    per worker; a re-run with the same ``name`` and ``storage_path`` resumes from the newest of ``keep`` checkpoints,
+    and failed workers are restarted ``max_failures`` times. Every stage that trains runs through it."""
+    return TorchTrainer(
+        worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if scale.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
                                      resources_per_worker={"CPU": 1, "GPU": scale.gpus_per_worker} if scale.use_gpu
                                      else {"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
                              failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=keep)),
-    )
-    return trainer.fit()
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep)))
 
 
 def _as_list(locations: ShardLocations) -> list:

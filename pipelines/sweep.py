@@ -20,7 +20,7 @@ finished trials are kept, unfinished ones resume from their last Train checkpoin
 child runs are reopened. When the sweep completes, the best finished trial's model goes to
 ``models/sweeps/<model>-<loss>/checkpoint`` (scored by ``evaluate`` as ``<model>-<loss>.sweep``) and
 is logged on its child run; ``reports/sweeps/<model>-<loss>.json`` lists every trial's config,
-outcome (finished, stopped early by ASHA, failed) and scores, and the best config.
+outcome (finished, stopped early by ASHA, diverged, failed) and scores, and the best config.
 """
 from __future__ import annotations
 
@@ -50,7 +50,10 @@ from stylecore.io import atomic_directory, atomic_write_text
 
 METRIC = "val/objective"
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
-RUN_STATUS = {"finished": "FINISHED", "stopped_early": "KILLED", "failed": "FAILED"}  # trial outcome → MLflow run status
+# trial outcome → MLflow run status; "diverged": the trial's training hit the non-finite guard (a result of the
+# search, such as a learning rate too high, not a fault of the sweep)
+RUN_STATUS = {"finished": "FINISHED", "stopped_early": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
+OUTCOMES = tuple(RUN_STATUS)
 
 
 class SweepStageError(RuntimeError):
@@ -128,7 +131,9 @@ def _logged_curve(client, run_id: str | None) -> list[dict[str, float]]:
     afresh; and it includes any report the trial made while Tune was stopping it."""
     if not run_id:
         return []
-    latest = {m.step: m.value for m in sorted(client.get_metric_history(run_id, METRIC), key=lambda m: m.timestamp)}
+    # MLflow's SQL store keeps +inf (a diverged model's score) as the largest float: read it back as inf
+    latest = {m.step: math.inf if m.value >= sys.float_info.max else m.value
+              for m in sorted(client.get_metric_history(run_id, METRIC), key=lambda m: m.timestamp)}
     return [{"step": int(step), METRIC: float(value)} for step, value in sorted(latest.items())]
 
 
@@ -136,7 +141,10 @@ def _trial_record(result, total_steps: int, child_runs: Mapping[str, str], clien
     metrics = dict(result.metrics or {})
     trial_id = metrics.get("trial_id") or Path(result.path).name
     step = int(metrics.get("step", 0))
-    outcome = "failed" if result.error is not None else "finished" if step >= total_steps else "stopped_early"
+    if result.error is not None:
+        outcome = "diverged" if "NonFiniteLossError" in str(result.error) else "failed"
+    else:
+        outcome = "finished" if step >= total_steps else "stopped_early"
     curve = _logged_curve(client, child_runs.get(trial_id))
     if not curve:  # no MLflow run (the trial died before opening it): Tune's own record
         frame = result.metrics_dataframe
@@ -300,7 +308,7 @@ def publish_best(plan: SweepPlan, trials: list[dict[str, Any]], parent: str, cli
               "best": {"trial_id": best["trial_id"], "config": best["config"], "metrics": best["metrics"],
                        "checkpoint": str(out), "model_uri": model_uri, "mlflow_run_id": best["mlflow_run_id"]},
               "counts": {outcome: sum(t["outcome"] == outcome for t in trials)
-                         for outcome in ("finished", "stopped_early", "failed")},
+                         for outcome in OUTCOMES},
               "trials": [{k: v for k, v in t.items() if k != "checkpoint"} for t in trials],  # deleted later
               "mlflow_parent_run_id": parent,
               "wall_seconds": round(time.perf_counter() - started, 1)}
@@ -374,7 +382,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
         locations.remove_tree(locations.join(storage, "trials", f"{plan.key}-{trial['trial_id']}"))
     best = report["best"]
     print(f"{stage}: {len(trials)} trials ({report['counts']['finished']} finished, {report['counts']['stopped_early']} "
-          f"stopped early by ASHA, {report['counts']['failed']} failed) in {report['wall_seconds']} s; best "
+          f"stopped early by ASHA, {report['counts']['diverged']} diverged, {report['counts']['failed']} failed) in {report['wall_seconds']} s; best "
           f"{best['trial_id']} {best['config']} {METRIC} {best['metrics'][METRIC]:.4g}; checkpoint "
           f"{best['checkpoint']}, model {best['model_uri']}", flush=True)
     return report
