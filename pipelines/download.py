@@ -42,7 +42,7 @@ def _previous(folder: Path) -> dict[str, Any]:
 def generate_synthetic(source: Source, files: Path) -> dict[str, Any]:
     """Write the demo images (PNG, deterministic from the seed) and labels.json."""
     from stylecore.data import save_image
-    from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo
+    from stylecore.synthetic import PAINTERS_PER_FAMILY, STYLE_FAMILIES, synthetic_artwork, synthetic_photo
 
     size, seed = int(source.options.get("size", 128)), int(source.options.get("seed", 0))
     counts = source.options.get("count") or {"train": 64, "val": 16}
@@ -58,9 +58,10 @@ def generate_synthetic(source: Source, files: Path) -> dict[str, Any]:
                 labels[path] = {"scene": "synthetic", "synthetic": True}
             else:
                 family = STYLE_FAMILIES[i % len(STYLE_FAMILIES)]
-                artist = f"{family}-painter-{(i // len(STYLE_FAMILIES)) % 3}"
+                painter = (i // len(STYLE_FAMILIES)) % PAINTERS_PER_FAMILY
+                artist = f"{family}-painter-{painter}"
                 path = f"{split}/{family}-{i:05d}.png"
-                image = synthetic_artwork(image_seed, family, size)
+                image = synthetic_artwork(image_seed, family, size, painter)
                 labels[path] = {"style": family, "artist": artist, "synthetic": True}
             save_image(image, tmp / path)
     atomic_write_text(tmp / "labels.json", json.dumps(labels, indent=1, sort_keys=True) + "\n")

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 STYLE_FAMILIES = ("stripes", "checks", "dots", "waves", "noise")
+PAINTERS_PER_FAMILY = 3  # the demo's synthetic "artists": three hands per style family
 
 
 def _grid(size: int) -> tuple[Tensor, Tensor]:
@@ -35,8 +36,12 @@ def synthetic_photo(seed: int, size: int = 128) -> Tensor:
     return image.clamp(0, 1)
 
 
-def synthetic_artwork(seed: int, family: str, size: int = 128) -> Tensor:
-    """A (3, size, size) "artwork" of a style family (see STYLE_FAMILIES), in [0, 1]."""
+def synthetic_artwork(seed: int, family: str, size: int = 128, painter: int | None = None) -> Tensor:
+    """A (3, size, size) "artwork" of a style family (see STYLE_FAMILIES), in [0, 1].
+
+    ``painter`` (0, 1, 2, …) gives the works of one painter within a family a trait of their own, so that an
+    artist classifier has something to learn: painter p mixes its two colours from the p-th band of lightness
+    (channel values in ((p + 0.15)/3, (p + 0.85)/3) for three painters), a dark, a middle and a light hand."""
     if family not in STYLE_FAMILIES:
         raise ValueError(f"unknown style family {family!r}; choose one of {', '.join(STYLE_FAMILIES)}")
     g = torch.Generator().manual_seed(int(seed))
@@ -57,5 +62,8 @@ def synthetic_artwork(seed: int, family: str, size: int = 128) -> Tensor:
         coarse = torch.rand(1, 1, 8, 8, generator=g)
         pattern = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0, 0]
     first, second = torch.rand(3, 1, 1, generator=g), torch.rand(3, 1, 1, generator=g)
+    if painter is not None:
+        band = int(painter) % PAINTERS_PER_FAMILY
+        first, second = ((band + 0.15 + 0.7 * colour) / PAINTERS_PER_FAMILY for colour in (first, second))
     grain = 0.05 * torch.rand(3, size, size, generator=g)
     return (first * pattern + second * (1 - pattern) + grain).clamp(0, 1)
