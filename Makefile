@@ -24,7 +24,7 @@ $(STAMP):
 	touch $@
 
 # The main job: the DVC pipeline on the offline demo profile (generated sources → shards → the
-# model × loss grid trained with Ray Train and tracked in MLflow → sweep → evaluate → register →
+# model × loss grid trained with Ray Train and tracked in MLflow → sweep → the artist classifier → evaluate → register →
 # stylize), all stages sharing one local Ray (pipelines/repro.py), then a stylization with two mixed
 # styles by one of the trained models.
 DEMO := models/adain-balanced_gram/checkpoint
@@ -41,7 +41,8 @@ run: $(STAMP)
 		--output reports/demo --overwrite
 	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
 	@echo "      the sweep's trials in reports/sweeps/ (best model in models/sweeps/),"
-	@echo "      evaluation in reports/summary.md and reports/comparison.jpg (dvc metrics show),"
+	@echo "      the deception rate's artist classifier in models/classifier/ (stylecore-artist-classifier),"
+	@echo "      evaluation in reports/index.html, reports/summary.md and reports/comparison.jpg (dvc metrics show),"
 	@echo "      registered models stylecore-<model>-<loss>@champion (reports/registry.json),"
 	@echo "      each champion's stylized held-out photos in reports/stylized/stylecore-<model>-<loss>/,"
 	@echo "      stylized image reports/demo/photo.jpg"

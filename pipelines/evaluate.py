@@ -8,7 +8,8 @@ sized by the protocol ``evaluate.protocol`` names (``demo``, ``styleid``, ``chen
 seed paper's (:mod:`stylecore.metrics.paper`): content loss, the classic and the balanced Gram style losses,
 the mean/std distance, SSIM to the content, and the per-style spread of the classic style loss; and the
 field's (:mod:`stylecore.metrics.field`): ArtFID, FID, LPIPS, LPIPS_gray, CFSD and the colour-histogram
-distance. Every gram vs balanced_gram comparison carries a paired bootstrap interval
+distance; and, judged by the ``classifier`` stage's artist classifier, the deception rate
+(:mod:`stylecore.metrics.deception`, the seed paper's Table 6). Every gram vs balanced_gram comparison carries a paired bootstrap interval
 (:mod:`pipelines.evaluation_report`).
 
 Writes, under ``reports/``:
@@ -98,8 +99,28 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
     return found
 
 
+def deception_scorer(classifier_path: Path | None, pairs, batch_size: int, device):
+    """The deception-rate scorer judged by the classifier stage's checkpoint, or None (said) when there is none or
+    the held-out styles carry no artists."""
+    from stylecore.classifier import load_classifier
+    from stylecore.metrics.deception import DeceptionRate
+
+    if classifier_path is None or not (classifier_path / "config.json").is_file():
+        print(f"evaluate: no artist classifier at {classifier_path}; no deception rate (run `dvc repro classifier`)",
+              flush=True)
+        return None
+    if not all(pairs.style_artists):
+        print("evaluate: some held-out styles have no artist label; no deception rate", flush=True)
+        return None
+    classifier = load_classifier(classifier_path, device=device)
+    return DeceptionRate(classifier, pairs.styles, pairs.style_artists, batch_size)
+
+
 def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
-        models_root: Path = Path("models"), reports: Path = Path("reports")) -> dict[str, dict[str, float]]:
+        models_root: Path = Path("models"), reports: Path = Path("reports"),
+        classifier: Path | None = None) -> dict[str, dict[str, float]]:
+    """Score every candidate; ``classifier`` (default ``<models_root>/classifier/checkpoint``) judges the deception
+    rate, which is left out, with a line saying so, when there is none."""
     import torch
 
     import stylecore
@@ -140,7 +161,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         raise EvaluateStageError(f"the metric backbones of protocol {settings['protocol']}: {error}\n  Or set "
                                  f"evaluate.protocols.{settings['protocol']}.<fid|lpips|cfsd>_weights (and "
                                  "evaluate.weights) to files or random:<seed>: uncalibrated.") from None
-    metrics = EvaluationMetrics(paper, field).to(device)
+    judge = deception_scorer(classifier or models_root / "classifier" / "checkpoint", pairs, settings["batch_size"],
+                             device)
+    metrics = EvaluationMetrics(paper, field, judge).to(device)
     backbones = metrics.describe()
     calibrated = field.calibrated and paper.describe()["pretrained"] == "true"
     described = ", ".join(f"{name} {part['weights']}" for name, part in backbones.items() if "weights" in part)
@@ -178,7 +201,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         row = table[candidate.name]
         print(f"evaluate: {candidate.name:<28} classic {row['style_classic']:.4g}  content {row['content']:.4g}  "
               f"spread {row['style_spread']:.3g}  ArtFID {row['artfid']:.4g}  FID {row['fid']:.4g}  "
-              f"LPIPS {row['lpips']:.3g}  CFSD {row['cfsd']:.3g}", flush=True)
+              f"LPIPS {row['lpips']:.3g}  CFSD {row['cfsd']:.3g}"
+              + (f"  deception {row['deception_knn']:.3f}" if "deception_knn" in row else ""), flush=True)
     comparisons = report.compare_losses(scores, list(dict.fromkeys(c.model for c in candidates)), pairs, settings,
                                         references)
     notes = [note for note in [rank_deficiency_note(len(pairs), style_features.shape[1])] if note]
@@ -281,9 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", default="data/shards")
     parser.add_argument("--models", default="models")
     parser.add_argument("--reports", default="reports")
+    parser.add_argument("--classifier", help="the artist classifier judging the deception rate (default: the "
+                                             "classifier stage's <models>/classifier/checkpoint)")
     args = parser.parse_args(argv)
     return run_stage("evaluate", lambda: run(params_path=Path(args.params), shards_root=Path(args.shards),
-                                             models_root=Path(args.models), reports=Path(args.reports)),
+                                             models_root=Path(args.models), reports=Path(args.reports),
+                                             classifier=Path(args.classifier) if args.classifier else None),
                      (CatalogueError, EvaluateStageError))
 
 

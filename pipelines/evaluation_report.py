@@ -20,6 +20,8 @@ from stylecore.metrics.statistics import Comparison, compare, compare_many
 #: per-candidate columns of the two tables: the seed paper's and the field's
 PAPER_COLUMNS = ("content", "style_classic", "style_balanced", "mean_std", "ssim", "style_spread")
 FIELD_COLUMNS = ("artfid", "fid", "lpips", "lpips_gray", "cfsd", "histogram")
+#: the deception rate's readings (:mod:`stylecore.metrics.deception`); NaN pairs (unseen artists) are left out
+DECEPTION_COLUMNS = ("deception_knn", "deception_top1", "deception_top5")
 #: what each compared metric is, and which direction is better
 COMPARED = {"style_classic": ("classic style loss (Table 5)", "lower"),
             "style_balanced": ("balanced style loss", "lower"),
@@ -27,7 +29,9 @@ COMPARED = {"style_classic": ("classic style loss (Table 5)", "lower"),
             "style_spread": ("per-style spread of the classic loss", "lower"),
             "artfid": ("ArtFID", "lower"), "fid": ("FID to the styles", "lower"),
             "lpips": ("LPIPS to the content", "lower"), "cfsd": ("CFSD", "lower"),
-            "histogram": ("colour-histogram distance to the style", "lower")}
+            "histogram": ("colour-histogram distance to the style", "lower"),
+            "deception_knn": ("deception rate, nearest style image (Table 6)", "higher"),
+            "deception_top1": ("deception rate, classifier top-1", "higher")}
 
 
 @dataclass
@@ -44,6 +48,11 @@ def split_scores(values: Mapping[str, torch.Tensor]) -> CandidateScores:
     return CandidateScores(scalars, values.get(FEATURES))
 
 
+def _mean(name: str, values: torch.Tensor) -> float:
+    """A metric's mean over pairs; the deception readings leave out their NaN pairs (artists the classifier never saw)."""
+    return float(values.double().nanmean() if name in DECEPTION_COLUMNS else values.double().mean())
+
+
 def per_style_means(values: torch.Tensor, contents: int) -> torch.Tensor:
     """(styles,) means of style-major per-pair values."""
     return values.double().view(-1, contents).mean(1)
@@ -57,8 +66,8 @@ def summarise(scores: CandidateScores, pairs, percentiles: list[float], referenc
     for index, key in enumerate(pairs.style_keys):
         window = slice(index * contents, (index + 1) * contents)  # pairs are style-major
         rows.append({"style": key, "label": pairs.style_labels[index] if pairs.style_labels else "",
-                     **{name: float(v[window].double().mean()) for name, v in scores.values.items()}})
-    totals = {name: float(v.double().mean()) for name, v in scores.values.items()}
+                     **{name: _mean(name, v[window]) for name, v in scores.values.items()}})
+    totals = {name: _mean(name, v) for name, v in scores.values.items()}
     high, low = percentiles
     totals["style_spread"] = spread_ratio([row["style_classic"] for row in rows], high=high, low=low)
     if scores.features is not None and reference_features is not None:
@@ -84,6 +93,12 @@ def compare_losses(scored: Mapping[str, CandidateScores], models: list[str], pai
             if metric in gram.values:
                 found[metric] = compare(gram.values[metric], balanced.values[metric], resamples=boot["resamples"],
                                         **options)
+        for metric in ("deception_knn", "deception_top1"):  # over the pairs whose style's artist the judge knows
+            if metric in gram.values:
+                known = gram.values[metric].isfinite() & balanced.values[metric].isfinite()
+                if bool(known.any()):
+                    found[metric] = compare(gram.values[metric][known], balanced.values[metric][known],
+                                            resamples=boot["resamples"], **options)
         spread = lambda means, idx: spread_ratio(means[idx], high=high, low=low)  # noqa: E731
         found["style_spread"] = compare(per_style_means(gram.values["style_classic"], contents),
                                         per_style_means(balanced.values["style_classic"], contents), spread,
@@ -153,6 +168,7 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
     else:
         lines += ["", "No model was trained with both gram and balanced_gram (params.yaml: train.grid.losses); "
                       "nothing to compare."]
+    lines += deception_table(comparisons, backbones.get("deception"))
     if calibrations:
         lines += ["", "Balanced style weights, calibrated per model (train.losses.balanced_gram.calibrate_batches): at "
                       "initialisation the balanced style term is as large relative to the content term as the gram "
@@ -169,7 +185,41 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
     if any("artfid" in row for row in table.values()):
         lines += _table("The field's metrics (ArtFID = (1 + LPIPS)·(1 + FID); FID over all pairs)", table,
                         FIELD_COLUMNS)
+    if any("deception_knn" in row for row in table.values()):
+        lines += _table("Deception rates (share of outputs the artist classifier attributes to the style's artist)",
+                        table, DECEPTION_COLUMNS)
     return "\n".join(lines)
+
+
+def table6_rows(comparisons: Mapping[str, Mapping[str, Comparison]], metric: str = "deception_knn") -> list[list[str]]:
+    """The seed paper's Table 6 layout per model: classic (gram) rate, balanced rate, Imp. (absolute, points) and
+    RImp. (relative), each change with its interval, and the verdict."""
+    rows = []
+    for model, found in comparisons.items():
+        c = found.get(metric)
+        if c is None:
+            continue
+        c = c if isinstance(c, Comparison) else Comparison(**{k: v for k, v in c.items() if k != "verdict"})
+        relative = (f"{c.relative * 100:+.0f} % [{c.relative_low * 100:+.0f}, {c.relative_high * 100:+.0f}]"
+                    if c.relative == c.relative else "– (gram rate 0)")
+        rows.append([model, f"{c.before * 100:.2f} %", f"{c.after * 100:.2f} %",
+                     f"{c.difference * 100:+.2f} [{c.low * 100:+.2f}, {c.high * 100:+.2f}]", relative, c.verdict])
+    return rows
+
+
+def deception_table(comparisons: Mapping[str, Mapping[str, Comparison]], judge: Mapping[str, Any] | None) -> list[str]:
+    """Table 6 as markdown, with the classifier that judged it (or why there is none)."""
+    rows = table6_rows(comparisons)
+    if judge is None:
+        return ["", "Deception rate (Table 6): no artist classifier was given (`dvc repro classifier`)."]
+    lines = ["", f"Deception rate (Table 6, the seed paper's nearest-style-image variant), judged by the "
+                 f"{judge.get('classifier')}; gallery: {judge.get('gallery')}"
+                 + ("" if judge.get("pretrained") == "true" else " — uncalibrated") + ".", ""]
+    if not rows:
+        return lines + ["No model was trained with both losses; nothing to compare."]
+    lines += ["| model | classic loss | balanced loss | Imp. (points, interval) | RImp. (interval) | verdict |",
+              "|---|---|---|---|---|---|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _table(title: str, table: Mapping[str, Mapping[str, float]], columns: tuple[str, ...]) -> list[str]:

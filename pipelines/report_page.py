@@ -14,7 +14,7 @@ import html
 import io
 from typing import Any, Mapping
 
-from pipelines.evaluation_report import COMPARED, FIELD_COLUMNS, PAPER_COLUMNS
+from pipelines.evaluation_report import COMPARED, DECEPTION_COLUMNS, FIELD_COLUMNS, PAPER_COLUMNS, table6_rows
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -151,6 +151,15 @@ def render(*, table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str
     if any("artfid" in row for row in table.values()):
         parts.append(_table("The field's metrics: ArtFID = (1 + LPIPS)·(1 + FID)", ["candidate", *FIELD_COLUMNS],
                             [[n, *(row.get(k, "–") for k in FIELD_COLUMNS)] for n, row in table.items()]))
+    table6 = table6_rows(comparisons)
+    if table6:
+        parts.append("<h2>Deception rate (Table 6)</h2>")
+        parts.append(_table("share of outputs whose nearest style image (artist classifier's embedding) is by the "
+                            "style image's artist; balanced − gram with its interval",
+                            ["model", "classic loss", "balanced loss", "Imp. (points)", "RImp.", "verdict"], table6))
+    if any("deception_knn" in row for row in table.values()):
+        parts.append(_table("Deception rates per candidate", ["candidate", *DECEPTION_COLUMNS],
+                            [[n, *(row.get(k, "–") for k in DECEPTION_COLUMNS)] for n, row in table.items()]))
     if calibrations:
         parts.append(_table("Balanced style weights, calibrated per model (style/content at initialisation)",
                             ["model", "gram weight", "balanced weight", "ratio: gram", "ratio: balanced"],

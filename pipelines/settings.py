@@ -169,16 +169,18 @@ def _read_evaluate(values: Mapping[str, Any]) -> dict[str, Any]:
 class RegisterSettings:
     metric: str = setting(Rule(lambda v: v in _register_metrics(), "an evaluation metric: content, style_classic, "
                                                                    "style_balanced, mean_std, ssim, style_spread, "
-                                                                   "artfid, fid, lpips, lpips_gray, cfsd, histogram"))
+                                                                   "artfid, fid, lpips, lpips_gray, cfsd, histogram, "
+                                                                   "deception_knn, deception_top1, deception_top5"))
     mode: str = setting(one_of("min", "max"))
     name: str = setting(TEXT)
 
 
 def _register_metrics() -> tuple[str, ...]:
     from stylecore.metrics import METRICS
+    from stylecore.metrics.deception import DECEPTION
     from stylecore.metrics.field import PAIR_METRICS, SET_METRICS
 
-    return (*METRICS, "style_spread", *PAIR_METRICS, *SET_METRICS)
+    return (*METRICS, "style_spread", *PAIR_METRICS, *SET_METRICS, *DECEPTION)
 
 
 @dataclass(frozen=True)
@@ -211,12 +213,24 @@ class MlflowSettings:
     system_metrics_interval: float = setting(number(positive=True))
 
 
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """``classifier``: the artist classifier stage. Each profile's entry is a
+    :class:`stylecore.classifier.ClassifierConfig` (checked by the stage, which knows the active profile)."""
+
+    min_works: int = setting(integer(2))  # artists with fewer training works are left out
+    report_every: int = setting(integer(1))
+    registered_name: str = setting(TEXT)
+    ray: RaySettings = setting(Rule(lambda v: isinstance(v, RaySettings), "the Ray workers' settings (see train.ray)"))
+    profiles: dict[str, Any] = setting(MAPPING)
+
+
 SECTIONS: dict[str, type] = {"shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
                              "register": RegisterSettings, "stylize": StylizeSettings, "storage": StorageSettings,
-                             "mlflow": MlflowSettings}
+                             "mlflow": MlflowSettings, "classifier": ClassifierSettings}
 #: nested sections: (section, key) → class
 NESTED = {("sweep", "validation"): HeldOutSettings, ("sweep", "asha"): AshaSettings,
-          ("evaluate", "bootstrap"): BootstrapSettings}
+          ("evaluate", "bootstrap"): BootstrapSettings, ("classifier", "ray"): RaySettings}
 
 
 def read(params: Mapping[str, Any], section: str) -> Any:

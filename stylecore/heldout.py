@@ -35,6 +35,7 @@ class HeldOutPairs:
     styles: Tensor
     style_keys: list[str]
     style_labels: list[str] = field(default_factory=list)
+    style_artists: list[str] = field(default_factory=list)  # each style's labels.artist ("" when the shard has none)
 
     def __len__(self) -> int:
         return len(self.content_keys) * len(self.style_keys)
@@ -212,5 +213,10 @@ def select_heldout(content: ShardLocations, style: ShardLocations, *, contents: 
     def stack(picked: list[tuple[str, dict, str]]) -> Tensor:
         return torch.stack([center_square(decode_sample(sample)[1], size) for _, sample, _ in picked])
 
+    def artist(sample: dict) -> str:
+        meta = json.loads(sample["json"]) if "json" in sample else {}
+        return str((meta.get("labels") or {}).get("artist") or "")
+
     return HeldOutPairs(stack(picked_contents), [k for k, _, _ in picked_contents],
-                        stack(picked_styles), [k for k, _, _ in picked_styles], [label for _, _, label in picked_styles])
+                        stack(picked_styles), [k for k, _, _ in picked_styles], [label for _, _, label in picked_styles],
+                        [artist(sample) for _, sample, _ in picked_styles])

@@ -113,18 +113,21 @@ class EvaluationMetrics(nn.Module):
     """The seed paper's metrics (:class:`stylecore.metrics.StylizationMetrics`) and, when given, the field's, as
     one scorer for :func:`stylecore.heldout.score_models`."""
 
-    def __init__(self, paper: nn.Module, field: FieldMetrics | None = None) -> None:
+    def __init__(self, paper: nn.Module, field: FieldMetrics | None = None, deception: nn.Module | None = None) -> None:
         super().__init__()
         self.paper = paper
         self.field = field
+        self.deception = deception  # a stylecore.metrics.deception.DeceptionRate, when an artist classifier is given
 
     def describe(self) -> dict[str, object]:
-        return {"paper": self.paper.describe(), **(self.field.describe() if self.field is not None else {})}
+        return {"paper": self.paper.describe(), **(self.field.describe() if self.field is not None else {}),
+                **({"deception": self.deception.describe()} if self.deception is not None else {})}
 
     @torch.no_grad()
     def encode_references(self, contents: Tensor, styles: Tensor) -> dict[str, object]:
         return {"paper": self.paper.encode_references(contents, styles),
-                "field": self.field.encode_references(contents, styles) if self.field is not None else None}
+                "field": self.field.encode_references(contents, styles) if self.field is not None else None,
+                "deception": self.deception.encode_references(contents, styles) if self.deception is not None else None}
 
     @torch.no_grad()
     def score_indexed(self, output: Tensor, contents: Tensor, styles: Tensor, content_index: Tensor,
@@ -135,4 +138,7 @@ class EvaluationMetrics(nn.Module):
         if self.field is not None:
             values.update(self.field.score_indexed(output, contents, styles, content_index, style_index,
                                                    references["field"]))
+        if self.deception is not None:
+            values.update(self.deception.score_indexed(output, contents, styles, content_index, style_index,
+                                                       references["deception"]))
         return values

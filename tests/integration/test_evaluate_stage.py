@@ -16,6 +16,7 @@ pytest.importorskip("mlflow")
 
 from pipelines import evaluate  # noqa: E402
 from pipelines.tracking import start_run  # noqa: E402
+from stylecore.classifier import ClassifierConfig, ClassifierTrainer, LabelledStream, label_counts  # noqa: E402
 from stylecore.data import ShardPairStream  # noqa: E402
 from stylecore.metrics import spread_ratio  # noqa: E402
 from stylecore.shards import ShardImages  # noqa: E402
@@ -57,6 +58,13 @@ def workspace(tmp_path_factory):
         run_id = start_run(params["mlflow"]["tracking_uri"], "stylecore-demo", root / "mlartifacts", f"adain-{loss}", {}, {})
         (checkpoint / "mlflow.json").write_text(json.dumps({"tracking_uri": params["mlflow"]["tracking_uri"],
                                                             "run_id": run_id}))
+    # the judge of the deception rate, as the classifier stage leaves it: a few steps on the artworks' train shards
+    artworks = str(root / "shards/demo_artworks-train")
+    artists = sorted(label_counts(artworks, "artist"))
+    judge = ClassifierTrainer(ClassifierConfig(input_size=32, load_size=40, batch_size=4, steps=3, warmup_steps=1,
+                                               checkpoint_every=3), artists)
+    judge.fit(LabelledStream(artworks, artists, [], 4, 32, 40))
+    shutil.copytree(judge.save_checkpoint(root / "steps" / "classifier"), root / "models/classifier/checkpoint")
     return root
 
 
@@ -159,16 +167,28 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     assert set(details["comparisons"]["adain"]) >= {"artfid", "fid", "style_spread", "lpips", "cfsd"}
     assert details["calibrated"] is False and details["backbones"]["fid"]["weights"] == "random:0"
 
+    # Table 6: the deception rate of every candidate, and gram vs balanced_gram with its interval
+    for name, row in table.items():
+        assert 0 <= row["deception_top1"] <= row["deception_top5"] <= 1 and 0 <= row["deception_knn"] <= 1
+    knn = details["comparisons"]["adain"]["deception_knn"]
+    assert knn["difference"] == pytest.approx(table["adain-balanced_gram"]["deception_knn"]
+                                              - table["adain-gram"]["deception_knn"], abs=1e-9)
+    table6 = next(line for line in summary.splitlines() if line.startswith("| adain | ") and " % | " in line)
+    assert f"{table['adain-gram']['deception_knn'] * 100:.2f} %" in table6 and table6.endswith(f"| {knn['verdict']} |")
+    assert "Deception rate (Table 6" in summary and "resnet18 artist classifier" in summary
+
     from PIL import Image
 
     page = _parse_page((workspace / "reports/index.html").read_text())
     assert len(page.tables) >= 3 and any("Uncalibrated" in text for text in page.text)
     for caption, rows in page.tables.items():  # every per-candidate table lists every candidate
-        if caption.startswith(("The seed paper", "The field")):
+        if caption.startswith(("The seed paper", "The field", "Deception rates per candidate")):
             assert sorted(r[0] for r in rows) == sorted(table), caption
     comparison_rows = next(rows for caption, rows in page.tables.items() if caption.startswith("balanced − gram"))
     assert {r[0] for r in comparison_rows} == {"adain"} and {r[-1] for r in comparison_rows} <= {
         "lower", "higher", "no difference"}
+    assert [r[0] for r in next(rows for caption, rows in page.tables.items() if "nearest style image" in caption)] == [
+        "adain"]
     assert len(page.images) == 4  # the grid, per-style bars, the spread, the training curves
     for source in page.images:  # self-contained: every image is inside the page, and opens
         assert source.startswith("data:image/")
