@@ -95,6 +95,17 @@ class SweepSettings:
     asha: AshaSettings = setting(Rule(lambda v: isinstance(v, AshaSettings), "a mapping of its settings"))
     profiles: dict[str, Any] = setting(MAPPING)
     combinations: dict[str, Any] = setting(MAPPING)
+    # profile → the combinations it sweeps; the others' stages run as cheap "skipped" stages there
+    run_in: dict[str, list[str]] = setting(Rule(
+        lambda v: isinstance(v, Mapping) and all(isinstance(names, list) and all(isinstance(n, str) for n in names)
+                                                 for names in v.values()),
+        "a mapping of profile → list of sweep.combinations keys"))
+
+    def validate(self) -> None:
+        unknown = sorted({n for names in self.run_in.values() for n in names} - set(self.combinations))
+        if unknown:
+            raise ConfigError(f"params.yaml: sweep.run_in names {', '.join(unknown)}, which sweep.combinations does not "
+                              f"define (defined: {', '.join(self.combinations) or 'none'})")
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from pipelines.ray_session import Scale, ray_session, scaling
 from pipelines.search_space import check_space, search_space, with_values
 from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
                                 resolve_combination)
-from pipelines.sources import CatalogueError, load_params, profile_shards
+from pipelines.sources import CatalogueError, active_profile, load_params, profile_shards
 from pipelines.stage import run_stage
 from pipelines.tracking import Tracking, fluent_store, tracking_settings
 from stylecore.config import to_dict
@@ -173,6 +173,30 @@ class SweepPlan:
     @property
     def reports_per_trial(self) -> int:
         return math.ceil(self.combination.train.steps / self.combination.report_every)
+
+
+def skip_reason(name: str, params: Mapping[str, Any]) -> str | None:
+    """Why the active profile does not sweep ``name`` (``sweep.run_in``), or None when it does."""
+    settings: SweepSettings = read(params, "sweep")
+    if name not in settings.combinations:
+        raise CatalogueError(f"params.yaml: sweep.combinations has no {name!r}; defined: "
+                             f"{', '.join(settings.combinations) or 'none'}")
+    profile = active_profile(params)
+    if name in settings.run_in.get(profile, []):
+        return None
+    used = [other for other, names in settings.run_in.items() if name in names]
+    return f"not in profile {profile!r} (sweep.run_in; swept in: {', '.join(used) or 'no profile'})"
+
+
+def write_skipped(name: str, reason: str, models_root: Path, reports: Path) -> dict[str, Any]:
+    """A skipped sweep's outputs: a report that says why, and a checkpoint folder with no model in it (evaluate
+    passes it over), replacing whatever a sweep in another profile left."""
+    report = {"combination": name, "skipped": reason}
+    with atomic_directory(models_root / "sweeps" / name / "checkpoint") as building:
+        (building / "SKIPPED.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(reports / "sweeps" / f"{name}.json", json.dumps(report, indent=2) + "\n")
+    print(f"sweep@{name}: skipped, {reason}", flush=True)
+    return report
 
 
 def plan_sweep(name: str, params: Mapping[str, Any], shards_root: Path) -> SweepPlan:
@@ -338,6 +362,9 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
 
     root = params_path.resolve().parent
     params = load_params(params_path)
+    reason = skip_reason(name, params)
+    if reason is not None:
+        return write_skipped(name, reason, models_root, reports)
     plan = plan_sweep(name, params, shards_root)
     combination, settings = plan.combination, plan.settings
     storage = locations.ray_storage(params, root, "sweeps", ray_storage)

@@ -118,7 +118,8 @@ def _tiny_params() -> dict:
     params["train"]["ray"]["workers"] = 1
     params["sweep"].update(samples=1, validation={"contents": 2, "styles_per_label": 1, "size": 32, "seed": 0,
                                                   "batch_size": 16},
-                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4]}}})
+                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4]}}},
+                           run_in={"demo": ["adain-balanced_gram"], "full": ["adain-balanced_gram"]})
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
     params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=1, size=32)
     params["stylize"].update(contents=3, size=32, style_size=32)

@@ -23,6 +23,7 @@ from pipelines.sources import CatalogueError  # noqa: E402
 
 from workspace_helpers import REPO, demo_workspace  # noqa: E402
 NAME = "adain-balanced_gram"
+OTHER = "linear-balanced_gram"  # swept in the full profile only
 GOOD, BAD = [1e-4, 2e-4], [0.5, 1.0]  # a learning rate of 0.5 wrecks the decoder at its first step
 
 
@@ -34,7 +35,8 @@ def workspace(tmp_path_factory):
         # worker each) the wrecked ones start only after a sane one has passed ASHA's first rung, so ASHA
         # must stop them there.
         params["sweep"].update(samples=1, max_concurrent="auto", asha={"grace_period": 1, "reduction_factor": 2},
-                               combinations={NAME: {"lr": {"grid": GOOD + BAD}}})
+                               combinations={NAME: {"lr": {"grid": GOOD + BAD}}, OTHER: {"lr": {"grid": [1e-4]}}},
+                               run_in={"demo": [NAME], "full": [NAME, OTHER]})
         params["sweep"]["profiles"]["demo"] = {"steps": 12, "report_every": 3}
 
     root = tmp_path_factory.mktemp("sweep")
@@ -149,7 +151,7 @@ def test_a_sweep_interrupted_and_rerun_completes_with_asha_stops_and_mlflow_pare
 ])
 def test_a_bad_search_space_fails_before_ray_starts_and_names_the_key(workspace, space, message):
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["sweep"]["combinations"] = {NAME: space}
+    params["sweep"]["combinations"][NAME] = space
     (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(CatalogueError, match=message):
         sweep.run(NAME, params_path=workspace / "bad.yaml", shards_root=workspace / "shards",
@@ -201,4 +203,22 @@ def test_a_diverged_model_scores_the_worst_validation_objective_so_asha_can_stop
             parameter.fill_(float("nan"))
     wrecked = validate(Trained)
     assert math.isnan(wrecked["val/style_classic"]) and wrecked["val/objective"] == math.inf
+
+
+def test_a_combination_outside_the_profile_is_a_cheap_skipped_stage_and_run_in_names_only_defined_ones(workspace, capsys):
+    stale = workspace / "skip-models/sweeps" / OTHER / "checkpoint"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text("{}")  # a sweep of another profile left a model here: it must go
+    report = sweep.run(OTHER, params_path=workspace / "params.yaml", shards_root=workspace / "shards",
+                       models_root=workspace / "skip-models", reports=workspace / "skip-reports",
+                       ray_storage=workspace / "skip-ray")
+    assert "not in profile 'demo'" in report["skipped"] and "swept in: full" in report["skipped"]
+    assert json.loads((workspace / "skip-reports/sweeps" / f"{OTHER}.json").read_text()) == report
+    assert [p.name for p in stale.iterdir()] == ["SKIPPED.json"] and not (workspace / "skip-ray").exists()
+    assert f"sweep@{OTHER}: skipped, not in profile 'demo'" in capsys.readouterr().out
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["sweep"]["run_in"]["demo"].append("sanet-gram")
+    (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(CatalogueError, match=r"sweep.run_in names sanet-gram, which sweep.combinations does not define"):
+        sweep.run(NAME, params_path=workspace / "bad.yaml", shards_root=workspace / "shards")
 

@@ -39,7 +39,8 @@ def _params(**changes) -> dict:
     # one small sweep: a sane and a wrecking learning rate, two reports each
     params["sweep"].update(samples=1, validation={"contents": 2, "styles_per_label": 1, "size": 32, "seed": 0,
                                                   "batch_size": 16},
-                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4, 1.0]}}})
+                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4, 1.0]}}},
+                           run_in={"demo": ["adain-balanced_gram"], "full": ["adain-balanced_gram"]})
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
     params["stylize"].update(contents=3, size=32, style_size=32)
     # The DVC wiring is the same for every cell; each model's own training and logged model are tested apart
