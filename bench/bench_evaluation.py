@@ -4,7 +4,8 @@ protocol's cost.
 Each per-pair metric is timed on the output side only, as the stage runs it (references — contents' and
 styles' features — are encoded once per batch for all candidates): the seed paper's VGG-16 pass, LPIPS
 (AlexNet), LPIPS_gray, CFSD (VGG-19 to relu3_1 and the self-similarity KL), the colour histogram, and the
-Inception pool3 features FID reads. Random weights (timing does not depend on them). Then the Fréchet
+Inception pool3 features FID reads, and the deception rate's artist classifier (the demo's ResNet-18 at 64 px, the
+full profile's ResNet-50 at 224). Random weights (timing does not depend on them). Then the Fréchet
 distance by both routes, and the 200-resample ArtFID bootstrap of one comparison at 800 pairs.
 
 The styleid protocol's cost (20 × 40 = 800 pairs at 512 px per candidate) is estimated from these CPU
@@ -28,7 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stylecore.classifier import ArtistClassifier  # noqa: E402
 from stylecore.metrics import StylizationMetrics  # noqa: E402
+from stylecore.metrics.deception import DeceptionRate  # noqa: E402
 from stylecore.metrics.cfsd import CFSD  # noqa: E402
 from stylecore.metrics.field import pack_set_inputs, set_statistics  # noqa: E402
 from stylecore.metrics.frechet import frechet_distance_of_features  # noqa: E402
@@ -93,6 +96,13 @@ def main() -> None:
             paper_refs = paper.encode_references(contents, styles)
             lpips_refs, gray_refs = lpips.features(contents), lpips.features(contents, gray=True)
             cfsd_refs, style_hist = cfsd.features(contents), rgb_uv_histogram(styles)
+        # the deception rate's judge as each profile's classifier stage trains it: demo ResNet-18 at 64, full ResNet-50
+        backbone, judge_size = ("resnet18", 64) if size < 75 else ("resnet50", 224)
+        judge = ArtistClassifier([f"artist-{i}" for i in range(15)], backbone=backbone, input_size=judge_size).eval()
+        deception = DeceptionRate(judge, styles, [f"artist-{i % 15}" for i in range(args.batch)])
+        deception_name = f"deception ({backbone} at {judge_size})"
+        with torch.no_grad():
+            deception_refs = deception.encode_references(contents, styles)
         calls = {
             "paper (VGG-16)": lambda: paper.score_indexed(outputs, contents, styles, index, index, paper_refs),
             "lpips (AlexNet)": lambda: lpips.distance(lpips.features(outputs), lpips_refs),
@@ -100,6 +110,7 @@ def main() -> None:
             "cfsd (VGG-19 relu3_1)": lambda: cfsd.distance(cfsd.features(outputs), cfsd_refs),
             "histogram": lambda: hellinger(rgb_uv_histogram(outputs), style_hist),
             "inception pool3" + (" (at 96)" if size < 75 else ""): lambda: inception(outputs),
+            deception_name: lambda: deception.score_indexed(outputs, contents, styles, index, index, deception_refs),
         }
         row = {}
         with torch.no_grad():

@@ -52,7 +52,7 @@ class DeceptionRate(nn.Module):
     def describe(self) -> dict[str, str]:
         known = int((self.classifier_index >= 0).sum())
         return {"classifier": self.classifier.describe(), "gallery": f"{len(self.gallery)} style images by "
-                f"{len(self.gallery_names)} artists, {known} of them by artists the classifier knows",
+                f"{len(self.gallery_names)} artists; {known} of the images are by artists the classifier learned",
                 "weights": self.classifier.weights.get("spec", "?"),
                 "pretrained": "true" if self.classifier.weights.get("pretrained") == "true" else "false"}
 
