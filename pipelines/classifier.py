@@ -139,27 +139,28 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer.fit(stream, on_step=on_step)
 
 
-def held_out(val: list[str], known: list[str], size: int) -> tuple[Any, list[str]]:
-    """Every validation artwork (centre square at ``size``) and its artist."""
+def held_out(val: list[str], known: list[str], size: int) -> tuple[Any, list[str], list[str]]:
+    """Every validation artwork (centre square at ``size``), its artist and its style."""
     import torch
 
     from stylecore.heldout import center_square
     from stylecore.shards import ShardImages
 
-    images, artists = [], []
+    images, artists, styles = [], [], []
     for location in val:
         source = ShardImages(location)
         for index in range(len(source)):
-            artist = str((source.metadata(index).get("labels") or {}).get("artist") or "")
-            if artist:
+            labels = source.metadata(index).get("labels") or {}
+            if labels.get("artist"):
                 images.append(center_square(source[index][1], size))
-                artists.append(artist)
+                artists.append(str(labels["artist"]))
+                styles.append(str(labels.get("style") or ""))
     if not images:
         raise ClassifierStageError(f"no labelled artworks in the validation shards {', '.join(val)}")
     if not set(artists) & set(known):
         raise ClassifierStageError("no validation artwork is by an artist the classifier learned; the train and val "
                                    "shards must share artists")
-    return torch.stack(images), artists
+    return torch.stack(images), artists, styles
 
 
 def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
@@ -222,17 +223,18 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
             for name in ("config.json", "model.safetensors"):  # the optimizer state stays with Ray's copy
                 shutil.copy2(Path(source, name), building / name)
     classifier = load_classifier(checkpoint)
-    images, artists = held_out(job.val, job.artists, config.input_size)
-    accuracy = accuracy_report(classifier, images, artists)
+    images, artists, styles = held_out(job.val, job.artists, config.input_size)
+    accuracy = accuracy_report(classifier, images, artists, styles)
     metrics = {"step": config.steps, "artists": len(job.artists), "styles": len(job.styles),
-               "heldout": {k: v for k, v in accuracy.items() if k != "per_artist_top1"},
-               "per_artist_top1": accuracy["per_artist_top1"], "backbone": classifier.describe(),
+               "heldout": {k: v for k, v in accuracy.items() if k != "per_artist"},
+               "per_artist": accuracy["per_artist"], "backbone": classifier.describe(),
                "pretrained": classifier.weights.get("pretrained") == "true",
                "wall_seconds": round(time.perf_counter() - started, 1)}
     with fluent_store(tracking.uri, tracking.interval), mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"heldout/{k}": float(v) for k, v in metrics["heldout"].items()}, step=config.steps)
-        mlflow.log_table({"artist": list(accuracy["per_artist_top1"]), "top1": list(accuracy["per_artist_top1"].values())},
-                         "per_artist.json")
+        per_artist = accuracy["per_artist"]
+        mlflow.log_table({"artist": list(per_artist), **{key: [row[key] for row in per_artist.values()]
+                                                         for key in ("images", "top1", "top5")}}, "per_artist.json")
         mlflow.log_artifacts(str(checkpoint), "checkpoint")
         artifact_uri = mlflow.get_artifact_uri("checkpoint")
     metrics["registered"] = register(client, job.settings["registered_name"], artifact_uri, run_id, metrics)

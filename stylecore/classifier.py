@@ -380,16 +380,28 @@ def classify(model: ArtistClassifier, images: Tensor, batch_size: int = 32) -> d
     return {name: torch.cat(values) for name, values in parts.items()}
 
 
-def accuracy_report(model: ArtistClassifier, images: Tensor, artists: Sequence[str], batch_size: int = 32) -> dict[str, Any]:
+def accuracy_report(model: ArtistClassifier, images: Tensor, artists: Sequence[str], styles: Sequence[str] | None = None,
+                    batch_size: int = 32) -> dict[str, Any]:
     """Held-out top-1 / top-5 accuracy over the images whose artist the classifier knows, overall and per artist,
-    and chance (one over the number of artists)."""
+    and chance (one over the number of artists); with ``styles``, the style head's top-1 as well."""
     known = [i for i, name in enumerate(artists) if name in model.artists]
     if not known:
         raise ValueError("none of the held-out images is by an artist the classifier knows")
-    logits = classify(model, images[known], batch_size)["artist"]
+    out = classify(model, images[known], batch_size)
+    logits = out["artist"]
     targets = torch.tensor([model.artists.index(artists[i]) for i in known])
     top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
     hit1, hit5 = top5[:, 0] == targets, (top5 == targets[:, None]).any(1)
-    per_artist = {model.artists[t]: float(hit1[targets == t].float().mean()) for t in targets.unique().tolist()}
-    return {"images": len(known), "skipped_unknown_artist": len(artists) - len(known), "top1": float(hit1.float().mean()),
-            "top5": float(hit5.float().mean()), "chance_top1": 1.0 / len(model.artists), "per_artist_top1": per_artist}
+    per_artist = {model.artists[t]: {"images": int((targets == t).sum()), "top1": float(hit1[targets == t].float().mean()),
+                                     "top5": float(hit5[targets == t].float().mean())} for t in targets.unique().tolist()}
+    report = {"images": len(known), "skipped_unknown_artist": len(artists) - len(known),
+              "top1": float(hit1.float().mean()), "top5": float(hit5.float().mean()),
+              "chance_top1": 1.0 / len(model.artists), "per_artist": per_artist}
+    if styles is not None and "style" in out:
+        style_known = [k for k, i in enumerate(known) if styles[i] in model.styles]
+        if style_known:
+            style_targets = torch.tensor([model.styles.index(styles[known[k]]) for k in style_known])
+            predicted = out["style"][style_known].argmax(1)
+            report["style_top1"] = float((predicted == style_targets).float().mean())
+            report["style_chance_top1"] = 1.0 / len(model.styles)
+    return report

@@ -50,7 +50,13 @@ def test_the_stage_trains_with_ray_scores_held_out_artworks_logs_and_registers(w
     assert metrics["artists"] == 15 and metrics["styles"] == 5 and metrics["step"] == 40
     heldout = metrics["heldout"]
     assert heldout["images"] == 30 and heldout["chance_top1"] == pytest.approx(1 / 15)
-    assert 0 <= heldout["top1"] <= heldout["top5"] <= 1 and len(metrics["per_artist_top1"]) <= 15
+    assert 0 <= heldout["top1"] <= heldout["top5"] <= 1 and 0 <= heldout["style_top1"] <= 1
+    assert heldout["style_chance_top1"] == pytest.approx(1 / 5)
+    per_artist = metrics["per_artist"]
+    assert sum(row["images"] for row in per_artist.values()) == 30 and set(per_artist) <= set(json.loads(
+        (workspace / "models/classifier/checkpoint/config.json").read_text())["artists"])
+    # the overall top-1 is the per-artist top-1s weighted by their images
+    assert heldout["top1"] == pytest.approx(sum(r["top1"] * r["images"] for r in per_artist.values()) / 30)
     assert metrics["pretrained"] is False and "randomly initialised" in metrics["backbone"]
     assert "uncalibrated" in done.stdout
 

@@ -62,7 +62,10 @@ def test_the_demo_painters_are_learnable_well_above_chance(trained):
     assert report["images"] == 60 and report["skipped_unknown_artist"] == 0
     assert report["chance_top1"] == pytest.approx(1 / 15)
     assert report["top1"] >= 3 * report["chance_top1"], report  # 15 artists: chance is 6.7 %
-    assert report["top5"] >= report["top1"] and set(report["per_artist_top1"]) <= set(model.artists)
+    assert report["top5"] >= report["top1"] and set(report["per_artist"]) <= set(model.artists)
+    styles = [artist.split("-")[0] for artist in artists]
+    with_styles = accuracy_report(model, images, artists, styles)
+    assert with_styles["style_top1"] > with_styles["style_chance_top1"] == pytest.approx(1 / 5), with_styles
 
 
 def test_deception_of_outputs_that_are_the_styles_is_the_classifier_accuracy_and_of_the_contents_is_near_chance(trained):
