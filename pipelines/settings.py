@@ -229,7 +229,7 @@ class ClassifierSettings:
     """``classifier``: the artist classifier stage. Each profile's entry is a
     :class:`stylecore.classifier.ClassifierConfig` (checked by the stage, which knows the active profile)."""
 
-    min_works: int = setting(integer(2))  # artists with fewer training works are left out
+    min_works: int = setting(integer(1))  # artists with fewer training works are left out
     report_every: int = setting(integer(1))
     registered_name: str = setting(TEXT)
     ray: RaySettings = setting(Rule(lambda v: isinstance(v, RaySettings), "the Ray workers' settings (see train.ray)"))

@@ -123,6 +123,10 @@ def _tiny_params() -> dict:
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
     params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=1, size=32)
     params["stylize"].update(contents=3, size=32, style_size=32)
+    # the deception rate's judge: one work per synthetic painter here, so any artist with a work counts
+    params["classifier"].update(min_works=1, report_every=2)
+    params["classifier"]["ray"]["workers"] = 1
+    params["classifier"]["profiles"]["demo"].update(steps=4, batch_size=4, input_size=32, load_size=40, warmup_steps=1)
     return params
 
 

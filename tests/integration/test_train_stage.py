@@ -43,6 +43,10 @@ def _params(**changes) -> dict:
                            run_in={"demo": ["adain-balanced_gram"], "full": ["adain-balanced_gram"]})
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
     params["stylize"].update(contents=3, size=32, style_size=32)
+    # the deception rate's judge: one work per synthetic painter here, so any artist with a work counts
+    params["classifier"].update(min_works=1, report_every=2)
+    params["classifier"]["ray"]["workers"] = 1
+    params["classifier"]["profiles"]["demo"].update(steps=4, batch_size=4, input_size=32, load_size=40, warmup_steps=1)
     # The DVC wiring is the same for every cell; each model's own training and logged model are tested apart
     # (tests/unit/test_training.py, test_every_model_is_logged_as_a_model_mlflow_serves_at_any_size).
     params["train"]["grid"] = {"models": ["adain", "linear"], "losses": ["gram", "balanced_gram"]}
@@ -303,8 +307,8 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     params = yaml.safe_load((repo / "params.yaml").read_text())
     grid = [(m, loss) for m in params["train"]["grid"]["models"] for loss in params["train"]["grid"]["losses"]]
     assert len(grid) == 4 and all(f"train@{m}-{loss}" in first for m, loss in grid)
-    # every train stage, the sweep and the stylize stage (all champions in one pipeline) connect to that one Ray
-    assert first.count("ray: starting a local instance") == 1 and first.count("ray: connecting to the shared local Ray") == 6
+    # every train stage, the sweep, the classifier and the stylize stage (all champions in one pipeline) connect to it
+    assert first.count("ray: starting a local instance") == 1 and first.count("ray: connecting to the shared local Ray") == 7
 
     uri = f"sqlite:///{repo / 'mlflow.db'}"  # the default store: in the repository
     client = MlflowClient(uri)
@@ -313,7 +317,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not traces
     every_run = client.search_runs([experiment.experiment_id])
     runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
-    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram"}
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier"}
     # the sweep ran after its combination's training, a child run per trial, its best a checkpoint of its own
     sweep = json.loads((repo / "reports/sweeps/adain-balanced_gram.json").read_text())
     assert sorted(t["config"]["lr"] for t in sweep["trials"]) == [1e-4, 1.0]
