@@ -94,6 +94,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import torch
     from ray.train import Checkpoint
 
+    from pipelines.ray_training import window_means
     from stylecore.classifier import ClassifierTrainer, LabelledStream
 
     torch.set_num_threads(config["threads"])
@@ -119,7 +120,7 @@ def train_worker(config: dict[str, Any]) -> None:
         window.append(figures)
         if trainer.step % config["report_every"] and trainer.step != train.steps:
             return
-        means = {key: sum(f[key] for f in window) / len(window) for key in window[-1]}
+        means = {**window_means(window), "lr": figures["lr"]}  # the rate the window ended at, as the train stage
         window.clear()
         metrics = {"step": trainer.step, **means}
         if rank == 0:

@@ -64,10 +64,8 @@ class _ReportEvery(TrainingHooks):
         now = time.perf_counter()
         samples = sum(r.samples for r in window)
         throughput, self.window_started = samples / max(now - self.window_started, 1e-9), now
-        # A window can span a phase change (linear: autoencoder → transform) whose terms differ: average
-        # each term over the steps that have it.
-        terms = {name: sum(values) / len(values) for name in window[-1].terms
-                 if (values := [r.terms[name] for r in window if name in r.terms])}
+        # A window can span a phase change (linear: autoencoder → transform) whose terms differ
+        terms = window_means([r.terms for r in window])
         metrics = {"step": result.step, **{f"loss/{k}": v for k, v in terms.items()}, "lr": result.lr,
                    "samples_per_second": sum(r.samples_per_second for r in window) / len(window),
                    "throughput": throughput,
@@ -82,6 +80,13 @@ class _ReportEvery(TrainingHooks):
                                  checkpoint_dir_name=f"step-{result.step:06d}")
         else:
             ray.train.report(metrics)
+
+
+def window_means(rows: list[Mapping[str, float]]) -> dict[str, float]:
+    """Each figure's mean over the rows of a report window that have it, for the figures of the last row: a
+    window may span steps whose terms differ (a phase change, a batch without a style label)."""
+    return {name: sum(values) / len(values) for name in rows[-1]
+            if (values := [row[name] for row in rows if name in row])}
 
 
 class Validation:

@@ -92,3 +92,12 @@ def test_settings_and_data_problems_stop_the_stage_before_ray_and_name_the_fix(w
     (workspace / "bad.yaml").write_text(yaml.safe_dump(params))
     done = _stage(workspace, "--params", "bad.yaml")
     assert done.returncode == 1 and "classifier.profiles.demo" in done.stderr and "alexnet" in done.stderr
+
+
+def test_a_report_averages_each_figure_over_the_steps_that_have_it():
+    """A batch without a style label has no style loss: the window's mean must not fail on it, nor dilute it."""
+    from pipelines.ray_training import window_means
+
+    assert window_means([{"loss/artist": 1.0, "loss/style": 2.0}, {"loss/artist": 3.0}]) == {"loss/artist": 2.0}
+    assert window_means([{"loss/artist": 1.0}, {"loss/artist": 3.0, "loss/style": 4.0}]) == {
+        "loss/artist": 2.0, "loss/style": 4.0}
