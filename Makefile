@@ -8,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Tested versions; on the dev machines these wheels come from local disk.
 TORCH  := torch==2.14.1 torchvision==0.29.1
-EXTRAS := dev,pipeline
+EXTRAS := dev,pipeline,pretrained
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)-$(EXTRAS)
 
 .PHONY: run test setup bench list clean-venv

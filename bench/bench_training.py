@@ -36,6 +36,7 @@ OFFLINE = {
     "sanet": {"encoder_weights": "random:0"},
     "magenta": {"encoder_weights": "random:0", "predictor_weights": "random:0"},
     "vae_adain": {"encoder_weights": "random:0"},
+    "magenta_lite": {"encoder_weights": "random:0", "weights": "random:0"},  # weights do not change a step's cost
 }
 
 

@@ -20,7 +20,8 @@ def uri_scheme(location) -> str | None:
 
 def load(path, device=None, allow_pickle: bool = False):
     """Rebuild a trained model for inference, in eval mode, from a checkpoint directory (see
-    :func:`stylecore.training.load`) or a URI such as ``models:/stylecore-adain-gram@champion``.
+    :func:`stylecore.training.load`), a URI such as ``models:/stylecore-adain-gram@champion``, or
+    ``pretrained:<name>`` for a model with published weights (``pretrained:magenta_lite``).
 
     A URI goes to the resolver registered for its scheme (entry-point group ``stylecore.resolvers``; the
     ``pipeline`` extra registers MLflow's, with the tracking server from ``MLFLOW_TRACKING_URI``). Nothing is
@@ -30,6 +31,10 @@ def load(path, device=None, allow_pickle: bool = False):
         from stylecore.devices import best_device
 
         device = best_device()
+    if isinstance(path, str) and path.startswith("pretrained:"):
+        from stylecore.checkpoint import pretrained
+
+        return pretrained(path.split(":", 1)[1], device=device)
     scheme = uri_scheme(path)
     if scheme is None:
         from stylecore.training import load as _load

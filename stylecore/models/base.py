@@ -142,6 +142,8 @@ class StyleTransferModel(nn.Module):
     blend: ClassVar[str] = "code"
     #: constructor arguments replaced when rebuilding from a checkpoint (its state supersedes them)
     checkpoint_overrides: ClassVar[dict[str, Any]] = {}
+    #: the ``weights`` spec of published pretrained weights (``stylecore.load("pretrained:<name>")``), if any
+    pretrained_weights: ClassVar[str | None] = None
 
     def __init__(self, **params: Any) -> None:
         super().__init__()

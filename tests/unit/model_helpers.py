@@ -10,6 +10,7 @@ OFFLINE_PARAMS = {
     "sanet": {"encoder_weights": "random:0"},
     "magenta": {"encoder_weights": "random:0", "predictor": "mobilenet_v2", "predictor_weights": "random:0"},
     "vae_adain": {"encoder_weights": "random:0"},
+    "magenta_lite": {"encoder_weights": "random:0", "weights": "random:0"},  # the published weights: test_magenta_lite
 }
 
 

@@ -10,10 +10,10 @@ from stylecore.objective import build_objective
 
 from model_helpers import images, offline_model
 
-ALL = ["adain", "linear", "magenta", "sanet", "vae_adain"]
+ALL = ["adain", "linear", "magenta", "magenta_lite", "sanet", "vae_adain"]
 
 
-def test_registry_lists_the_five_models_and_rejects_unknown_names():
+def test_registry_lists_the_six_models_and_rejects_unknown_names():
     assert models.names() == ALL
     for name in ALL:
         assert models.describe(name)

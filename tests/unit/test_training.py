@@ -11,7 +11,7 @@ from stylecore.training import (CheckpointError, NonFiniteLossError, Trainer, Tr
 
 from model_helpers import OFFLINE_PARAMS, images
 
-ALL = ["adain", "linear", "magenta", "sanet", "vae_adain"]
+ALL = ["adain", "linear", "magenta", "magenta_lite", "sanet", "vae_adain"]
 
 
 def config(name, **overrides):
