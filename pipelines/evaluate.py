@@ -44,6 +44,10 @@ from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
 from stylecore.io import atomic_write_bytes, atomic_write_text, csv_text
 
+#: the "loss" of a model with published weights (it was not trained here)
+PRETRAINED = "pretrained"
+
+
 class EvaluateStageError(RuntimeError):
     """Missing checkpoints or held-out data; the message names the stage or setting to fix."""
 
@@ -55,7 +59,7 @@ class Candidate:
     name: str  # adain-gram, or adain-gram.sweep
     model: str
     loss: str
-    source: str  # train | sweep
+    source: str  # train | sweep | pretrained
     checkpoint: str
     mlflow: dict[str, Any]  # tracking_uri, run_id (from the checkpoint's mlflow.json), when tracked
     calibration: dict[str, Any] | None = None  # a balanced_gram cell's measured style weight (its metrics.json)
@@ -75,7 +79,8 @@ def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candidate]:
-    """Every grid cell's trained checkpoint (required) and its sweep's best (when the sweep ran)."""
+    """Every grid cell's trained checkpoint (required), its sweep's best (when the sweep ran), and every model of
+    ``pretrained.models`` (required: the pretrained stage's checkpoint), whose loss is :data:`PRETRAINED`."""
     grid = ((params.get("train") or {}).get("grid")) or {}
     found, missing = [], []
     for model in grid.get("models", []):
@@ -91,6 +96,14 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
                 calibration = json.loads(metrics.read_text()).get("calibration") if metrics.is_file() else None
                 found.append(Candidate(name, model, loss, source, str(checkpoint),
                                        json.loads(tracking.read_text()) if tracking.is_file() else {}, calibration))
+    for model in ((params.get("pretrained") or {}).get("models") or {}):  # baselines with published weights
+        checkpoint = models_root / "pretrained" / model / "checkpoint"
+        if not (checkpoint / "config.json").is_file():
+            missing.append("pretrained")
+            continue
+        tracking = checkpoint / "mlflow.json"
+        found.append(Candidate(model, model, PRETRAINED, "pretrained", str(checkpoint),
+                               json.loads(tracking.read_text()) if tracking.is_file() else {}))
     if missing:
         raise EvaluateStageError(f"no trained checkpoint for {', '.join(missing)} under {models_root}; "
                                  f"run `dvc repro {missing[0]}` (or all of `dvc repro train`) first")

