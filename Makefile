@@ -48,7 +48,14 @@ run: $(STAMP)
 	@echo "      stylized image reports/demo/photo.jpg"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 
+# The browser test (tests/integration/test_serve.py) drives Debian's chromium with Playwright; installed when
+# missing (Playwright's own browser download is not used). Its screenshot lands in test-artifacts/.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 test: $(STAMP)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+		echo "make test: installing chromium (apt-get) for the browser test"; \
+		$(SUDO) apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }; }
 	$(PY) -X faulthandler -m pytest
 
 bench: $(STAMP)

@@ -160,7 +160,7 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
 def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("reports")) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import tracking_settings
+    from pipelines.tracking import fluent_store, tracking_settings
 
     params = load_params(params_path)
     settings = settings_of(params)
@@ -172,10 +172,12 @@ def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("report
     client = MlflowClient(tracking.uri, registry_uri=tracking.uri)
     protocol = protocol_digest(evaluation)
     registry = {}
-    for (model, loss), candidate in sorted(best_candidates(evaluation, settings["metric"], settings["mode"]).items()):
-        template = settings["pretrained_name"] if loss == PRETRAINED else settings["name"]
-        name = template.format(model=model, loss=loss)
-        registry[name] = register_candidate(client, name, candidate, settings, protocol)
+    # MLflow resolves a version's models:/m-… source through the process-wide store, not the client's: set it
+    with fluent_store(tracking.uri):
+        for (model, loss), candidate in sorted(best_candidates(evaluation, settings["metric"], settings["mode"]).items()):
+            template = settings["pretrained_name"] if loss == PRETRAINED else settings["name"]
+            name = template.format(model=model, loss=loss)
+            registry[name] = register_candidate(client, name, candidate, settings, protocol)
     atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
     print(f"register: {len(registry)} registered models at {tracking.uri}; reports/registry.json", flush=True)
     return registry

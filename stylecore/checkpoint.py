@@ -158,15 +158,15 @@ def load(path: Path | str, device: str | torch.device | None = None) -> StyleTra
 
 
 def save_model(model: StyleTransferModel, checkpoint_dir: Path | str, provenance: Mapping[str, Any] | None = None) -> Path:
-    """Write an inference checkpoint of ``model`` as it is (no training state): ``checkpoint_dir/step-000000``
-    with ``config.json`` and ``model.safetensors``, atomically, readable by :func:`load` and everything built on
-    it (evaluation, the registry, Ray Data, serving). ``provenance`` (where the weights came from) is kept in the
-    config. For pretrained models, which enter the pipeline without training."""
+    """Write an inference checkpoint of ``model`` as it is (no training state): ``checkpoint_dir`` holding
+    ``config.json`` and ``model.safetensors``, replaced atomically, readable by :func:`load` and everything built
+    on it (evaluation, the registry, Ray Data, serving). ``provenance`` (where the weights came from) is kept in
+    the config. For pretrained models, which enter the pipeline without training."""
     from safetensors.torch import save_file
 
     from stylecore.io import atomic_directory
 
-    path = Path(checkpoint_dir) / "step-000000"
+    path = Path(checkpoint_dir)
     state = {key: value.detach().cpu().contiguous() for key, value in model.persistent_state().items()}
     config = {"format": CHECKPOINT_FORMAT, "model": model.config(), "step": 0, "phase": "pretrained",
               "provenance": dict(provenance or {})}

@@ -192,6 +192,36 @@ class Stylizer:
         finished = [out.cpu() for out in outputs if out is not None]
         return finished[0] if single else finished
 
+    @torch.inference_mode()
+    def stylize_pairs(self, contents: Sequence[ImageLike], styles: Sequence[ImageLike],
+                      alpha: float | None = None) -> list[Tensor]:
+        """Content i with style i, for every i (one style each, no mixing): pairs whose content and style sizes
+        agree run as one batch through the model (a server's requests, each with its own style). Colour
+        preservation and α as in :meth:`__call__`; no tiling (keep such inputs within ``max_pixels``)."""
+        if len(contents) != len(styles):
+            raise ValueError(f"{len(contents)} contents and {len(styles)} styles: give one style per content")
+        alpha = self.alpha if alpha is None else float(alpha)
+        images = [as_image(c, "content").to(self.device) for c in contents]
+        style_images = [self._style_batch(s)[0] for s in styles]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for index, (image, style) in enumerate(zip(images, style_images)):
+            groups.setdefault((*image.shape[-2:], *style.shape[-2:]), []).append(index)
+        outputs: list[Tensor] = [torch.empty(0)] * len(images)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                batch = torch.stack([images[i] for i in chunk])
+                style_batch = torch.stack([style_images[i] for i in chunk])
+                if self.preserve_color == "coral":
+                    style_batch = torch.cat([SF.coral(s[None], c[None]) for s, c in zip(style_batch, batch)])
+                index = torch.arange(len(chunk), device=batch.device)
+                out = self.model.stylize_pairs(batch, style_batch, index, index, alpha).float().clamp(0, 1)
+                if self.preserve_color == "luminance":
+                    out = preserve_luminance(out, batch)
+                for i, image in zip(chunk, out):
+                    outputs[i] = image.cpu()
+        return outputs
+
     def _tile_side(self, h: int, w: int) -> int | None:
         """The tile side for an h × w content, or None to stylize it whole."""
         if self.max_side is not None:

@@ -39,6 +39,7 @@ def workspace(tmp_path_factory):
     """Demo shards (train and val) from the real stages, and adain trained 2 steps with each grid loss."""
     def edit(params):
         params["train"]["grid"] = {"models": ["adain"], "losses": ["gram", "balanced_gram"]}
+        params["pretrained"]["models"] = {}  # the pretrained candidates: tests/integration/test_pretrained_stage.py
         params["evaluate"]["grid_pairs"] = 3
         params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=2, size=32)
 
