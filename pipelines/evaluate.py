@@ -112,6 +112,18 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
     return found
 
 
+def style_embedding_scorer():
+    """The pretrained style distance (magenta_lite's style predictor), or None (said) when its weights are not installed."""
+    from stylecore.backbones import EncoderWeightsUnavailable
+    from stylecore.metrics.style_embedding import StyleEmbeddingDistance
+
+    try:
+        return StyleEmbeddingDistance.pretrained()
+    except EncoderWeightsUnavailable as error:
+        print(f"evaluate: no pretrained style distance ({str(error).splitlines()[0]})", flush=True)
+        return None
+
+
 def deception_scorer(classifier_path: Path | None, pairs, batch_size: int, device):
     """The deception-rate scorer judged by the classifier stage's checkpoint, or None (said) when there is none or
     the held-out styles carry no artists."""
@@ -176,7 +188,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                                  "evaluate.weights) to files or random:<seed>: uncalibrated.") from None
     judge = deception_scorer(classifier or models_root / "classifier" / "checkpoint", pairs, settings["batch_size"],
                              device)
-    metrics = EvaluationMetrics(paper, field, judge).to(device)
+    metrics = EvaluationMetrics(paper, field, judge, style_embedding_scorer()).to(device)
     backbones = metrics.describe()
     calibrated = field.calibrated and paper.describe()["pretrained"] == "true"
     described = ", ".join(f"{name} {part['weights']}" for name, part in backbones.items() if "weights" in part)

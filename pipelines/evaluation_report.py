@@ -22,6 +22,8 @@ PAPER_COLUMNS = ("content", "style_classic", "style_balanced", "mean_std", "ssim
 FIELD_COLUMNS = ("artfid", "fid", "lpips", "lpips_gray", "cfsd", "histogram")
 #: the deception rate's readings (:mod:`stylecore.metrics.deception`); NaN pairs (unseen artists) are left out
 DECEPTION_COLUMNS = ("deception_knn", "deception_top1", "deception_top5")
+#: measured with trained weights even offline (stylecore.metrics.style_embedding)
+PRETRAINED_COLUMNS = ("style_embedding",)
 #: what each compared metric is, and which direction is better
 COMPARED = {"style_classic": ("classic style loss (Table 5)", "lower"),
             "style_balanced": ("balanced style loss", "lower"),
@@ -31,7 +33,8 @@ COMPARED = {"style_classic": ("classic style loss (Table 5)", "lower"),
             "lpips": ("LPIPS to the content", "lower"), "cfsd": ("CFSD", "lower"),
             "histogram": ("colour-histogram distance to the style", "lower"),
             "deception_knn": ("deception rate, nearest style image (Table 6)", "higher"),
-            "deception_top1": ("deception rate, classifier top-1", "higher")}
+            "deception_top1": ("deception rate, classifier top-1", "higher"),
+            "style_embedding": ("style distance in Magenta's style embedding (pretrained)", "lower")}
 
 
 @dataclass
@@ -89,7 +92,7 @@ def compare_losses(scored: Mapping[str, CandidateScores], models: list[str], pai
             continue
         options = dict(confidence=boot["confidence"], seed=settings["seed"], min_effect=boot["min_effect"])
         found = {}
-        for metric in ("style_classic", "style_balanced", "content", "lpips", "cfsd", "histogram"):
+        for metric in ("style_classic", "style_balanced", "content", "lpips", "cfsd", "histogram", "style_embedding"):
             if metric in gram.values:
                 found[metric] = compare(gram.values[metric], balanced.values[metric], resamples=boot["resamples"],
                                         **options)
@@ -135,6 +138,11 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
                   "not the science, and compare with nothing outside this run.**", ""]
     lines += ["Backbones:", "",
               f"- seed-paper metrics: VGG-16, weights {paper.get('weights')} (pretrained: {paper.get('pretrained')})"]
+    if "style_embedding" in backbones:
+        part = backbones["style_embedding"]
+        lines.append(f"- style_embedding: {part.get('network')}, weights {part.get('weights')} (pretrained: "
+                     f"{part.get('pretrained')}): trained weights even offline, so the one style measure here that "
+                     "is calibrated when the VGG metrics are not")
     for name in ("fid", "lpips", "cfsd"):
         if name in backbones:
             part = backbones[name]
@@ -188,6 +196,9 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
     if any("deception_knn" in row for row in table.values()):
         lines += _table("Deception rates (share of outputs the artist classifier attributes to the style's artist)",
                         table, DECEPTION_COLUMNS)
+    if any("style_embedding" in row for row in table.values()):
+        lines += _table("Style distance in Magenta's style embedding, 1 − cos(P(output), P(style)) (pretrained "
+                        "weights: calibrated offline too)", table, PRETRAINED_COLUMNS)
     return "\n".join(lines)
 
 

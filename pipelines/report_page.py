@@ -14,7 +14,8 @@ import html
 import io
 from typing import Any, Mapping
 
-from pipelines.evaluation_report import COMPARED, DECEPTION_COLUMNS, FIELD_COLUMNS, PAPER_COLUMNS, table6_rows
+from pipelines.evaluation_report import (COMPARED, DECEPTION_COLUMNS, FIELD_COLUMNS, PAPER_COLUMNS, PRETRAINED_COLUMNS,
+                                        table6_rows)
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -160,6 +161,11 @@ def render(*, table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str
     if any("deception_knn" in row for row in table.values()):
         parts.append(_table("Deception rates per candidate", ["candidate", *DECEPTION_COLUMNS],
                             [[n, *(row.get(k, "–") for k in DECEPTION_COLUMNS)] for n, row in table.items()]))
+    if any("style_embedding" in row for row in table.values()):
+        parts.append(_table("Style distance in Magenta's style embedding, 1 − cos(P(output), P(style)): pretrained "
+                            "weights, so calibrated even offline (lower: closer to the style)",
+                            ["candidate", *PRETRAINED_COLUMNS],
+                            [[n, *(row.get(k, "–") for k in PRETRAINED_COLUMNS)] for n, row in table.items()]))
     if calibrations:
         parts.append(_table("Balanced style weights, calibrated per model (style/content at initialisation)",
                             ["model", "gram weight", "balanced weight", "ratio: gram", "ratio: balanced"],

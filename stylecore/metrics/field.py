@@ -113,21 +113,27 @@ class EvaluationMetrics(nn.Module):
     """The seed paper's metrics (:class:`stylecore.metrics.StylizationMetrics`) and, when given, the field's, as
     one scorer for :func:`stylecore.heldout.score_models`."""
 
-    def __init__(self, paper: nn.Module, field: FieldMetrics | None = None, deception: nn.Module | None = None) -> None:
+    def __init__(self, paper: nn.Module, field: FieldMetrics | None = None, deception: nn.Module | None = None,
+                 style_embedding: nn.Module | None = None) -> None:
         super().__init__()
         self.paper = paper
         self.field = field
         self.deception = deception  # a stylecore.metrics.deception.DeceptionRate, when an artist classifier is given
+        self.style_embedding = style_embedding  # a StyleEmbeddingDistance, when magenta_lite's weights are installed
+
+    def _optional(self) -> dict[str, nn.Module]:
+        return {name: part for name, part in (("deception", self.deception), ("style_embedding", self.style_embedding))
+                if part is not None}
 
     def describe(self) -> dict[str, object]:
         return {"paper": self.paper.describe(), **(self.field.describe() if self.field is not None else {}),
-                **({"deception": self.deception.describe()} if self.deception is not None else {})}
+                **{name: part.describe() for name, part in self._optional().items()}}
 
     @torch.no_grad()
     def encode_references(self, contents: Tensor, styles: Tensor) -> dict[str, object]:
         return {"paper": self.paper.encode_references(contents, styles),
                 "field": self.field.encode_references(contents, styles) if self.field is not None else None,
-                "deception": self.deception.encode_references(contents, styles) if self.deception is not None else None}
+                **{name: part.encode_references(contents, styles) for name, part in self._optional().items()}}
 
     @torch.no_grad()
     def score_indexed(self, output: Tensor, contents: Tensor, styles: Tensor, content_index: Tensor,
@@ -138,7 +144,6 @@ class EvaluationMetrics(nn.Module):
         if self.field is not None:
             values.update(self.field.score_indexed(output, contents, styles, content_index, style_index,
                                                    references["field"]))
-        if self.deception is not None:
-            values.update(self.deception.score_indexed(output, contents, styles, content_index, style_index,
-                                                       references["deception"]))
+        for name, part in self._optional().items():
+            values.update(part.score_indexed(output, contents, styles, content_index, style_index, references[name]))
         return values

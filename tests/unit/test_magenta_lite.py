@@ -220,3 +220,21 @@ def test_pretrained_names_load_and_models_without_published_weights_are_refused(
     with pytest.raises(CheckpointError, match="magenta_lite"):
         stylecore.load("pretrained:adain", device="cpu")
 
+
+
+def test_the_pretrained_style_distance_is_zero_for_the_style_itself_and_ranks_a_stylization_closer_than_the_photo(model):
+    from stylecore.metrics.style_embedding import StyleEmbeddingDistance
+
+    metric = StyleEmbeddingDistance(model)
+    contents = torch.cat([square("chelsea.png", 128), square("astronaut.png", 128)])
+    styles = torch.cat([square("gravel.png", 256), square("brick.png", 256)])
+    index = torch.arange(2)
+    with torch.no_grad():
+        stylized = model(contents, styles)
+    same = metric.score_indexed(torch.nn.functional.interpolate(styles, size=(128, 128), mode="area"), contents, styles,
+                                index, index)["style_embedding"]
+    photo = metric.score_indexed(contents, contents, styles, index, index)["style_embedding"]
+    styled = metric.score_indexed(stylized, contents, styles, index, index)["style_embedding"]
+    assert bool((same < 0.05).all()) and bool((photo <= 2.0).all()) and bool((styled >= 0.0).all())
+    assert bool((styled < photo).all())  # the stylization reads as the style far more than the photo does
+    assert metric.describe()["pretrained"] == "true"
