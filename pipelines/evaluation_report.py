@@ -137,7 +137,9 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
         lines += ["**Uncalibrated: some backbones are random (offline run); these numbers prove the pipeline, "
                   "not the science, and compare with nothing outside this run.**", ""]
     lines += ["Backbones:", "",
-              f"- seed-paper metrics: VGG-16, weights {paper.get('weights')} (pretrained: {paper.get('pretrained')})"]
+              f"- seed-paper metrics (content, Gram, balanced, mean/std): "
+              f"{'VGG-16' if paper.get('arch') == 'vgg16' else paper.get('network', paper.get('arch'))}, weights "
+              f"{paper.get('weights')} (pretrained: {paper.get('pretrained')})"]
     if "style_embedding" in backbones:
         part = backbones["style_embedding"]
         lines.append(f"- style_embedding: {part.get('network')}, weights {part.get('weights')} (pretrained: "

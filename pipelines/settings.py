@@ -122,6 +122,8 @@ class ProtocolSettings:
     lpips_net: str = setting(one_of("alex", "vgg"))
     lpips_weights: str | None = setting(optional(TEXT))
     cfsd_weights: str | None = setting(optional(TEXT))
+    # the seed-paper metrics' encoder: vgg16 (the paper's) or magenta_lite (trained features offline)
+    encoder: str = setting(one_of("vgg16", "magenta_lite"))
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,18 @@ CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 _TORCHVISION_WEIGHTS = {"vgg16": "VGG16_Weights", "vgg19": "VGG19_Weights"}
 
 
+#: encoders that are not VGG: arch → their named layers, shallow to deep (the classes live with their networks:
+#: ``magenta_lite``: :class:`stylecore.models.magenta_lite.MagentaLiteEncoder`, Magenta's trained style predictor)
+FEATURE_ARCHS: dict[str, tuple[str, ...]] = {
+    "magenta_lite": ("stem", *(f"block{i}" for i in range(1, 18)), "head"),
+}
+
+
+def known_layer_names() -> list[str]:
+    """Every layer name of every encoder (VGG-19's include VGG-16's): what a loss may name before it meets one."""
+    return [*layer_names("vgg19"), *(name for names in FEATURE_ARCHS.values() for name in names)]
+
+
 def _layer_plan(arch: str) -> list[tuple[str, str, int, int]]:
     """(name, kind, torchvision features index, out channels) for every layer of the arch."""
     if arch not in _BLOCK_DEPTHS:
@@ -71,6 +83,8 @@ def _layer_plan(arch: str) -> list[tuple[str, str, int, int]]:
 
 def layer_names(arch: Arch = "vgg19") -> list[str]:
     """All addressable layer names of ``arch``, shallow to deep."""
+    if arch in FEATURE_ARCHS:
+        return list(FEATURE_ARCHS[arch])
     return [name for name, *_ in _layer_plan(arch)]
 
 
@@ -94,7 +108,7 @@ def layer_stride(layer: str) -> int:
 
 def check_layer_names(layers: Iterable[str], arch: Arch = "vgg19", argument: str = "layers") -> list[str]:
     layers = list(layers)
-    valid = layer_names(arch)
+    valid = known_layer_names() if arch == "any" else layer_names(arch)
     bad = [layer for layer in layers if layer not in valid]
     if bad:
         raise ValueError(

@@ -74,8 +74,8 @@ def parse_layer_weights(layers: LayerSpec, default: Sequence[str], loss_name: st
         weights = {str(k): 1.0 for k in layers}
     if not weights:
         raise ValueError(f"{loss_name}: layers is empty; give at least one layer name")
-    # VGG-19's names include every VGG-16 name; the encoder in use checks its own arch later.
-    check_layer_names(weights, "vgg19", argument=f"{loss_name}: layers")
+    # Any encoder's names (VGG-19's include VGG-16's); the encoder in use checks its own arch later.
+    check_layer_names(weights, "any", argument=f"{loss_name}: layers")
     if not any(w > 0 for w in weights.values()):
         raise ValueError(f"{loss_name}: every layer weight is 0; at least one must be positive")
     return weights

