@@ -120,6 +120,8 @@ def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
                                                       "model_alias": alias, "model_run_id": version.run_id}
     if model.startswith(stylecore.MLFLOW_SCHEMES):
         return model, {}
+    if model.startswith("pretrained:"):  # published weights (magenta_lite): every actor builds the same model
+        return model, {"model_name": model.split(":", 1)[1], "model_version": "pretrained"}
     path = Path(model)
     if not path.exists():
         raise StylizeError(f"model {model}: no such checkpoint; pass a checkpoint directory or a models:/ URI")
@@ -288,7 +290,8 @@ def add_command(subparsers) -> None:
     """The ``stylecore stylize-dataset`` subcommand (registered as a ``stylecore.commands`` entry point)."""
     command = subparsers.add_parser("stylize-dataset", help="stylize a whole dataset with Ray Data (resumable)")
     command.add_argument("--model", required=True, help="models:/name@alias or models:/name/version (tracking store "
-                                                        "from MLFLOW_TRACKING_URI), or a checkpoint directory")
+                                                        "from MLFLOW_TRACKING_URI), a checkpoint directory, or "
+                                                        "pretrained:magenta_lite")
     command.add_argument("--input", required=True, nargs="+", help="shard folders / .tar files, or one image folder")
     command.add_argument("--styles", required=True, nargs="+", help="style image files, a folder or a shard set")
     command.add_argument("--output", required=True, help="output folder (re-running it resumes)")

