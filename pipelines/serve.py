@@ -129,11 +129,13 @@ def _deployments():
         def __init__(self, served: dict[str, str], tracking_uri: str | None, settings: dict[str, Any]) -> None:
             if tracking_uri:
                 os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-            self.served, self.settings = Served(**served), settings
+            self.served, self.settings = Served(**served), dict(settings)
             self.batch_sizes: list[int] = []
-            self.stylize.set_max_batch_size(int(settings["max_batch_size"]))
-            self.stylize.set_batch_wait_timeout_s(float(settings["batch_wait_timeout_s"]))
             self._load()
+            if self.settings["max_batch_size"] == "auto":  # on CPU a batch costs its images' time plus the wait
+                self.settings["max_batch_size"] = 8 if self.description["device"].startswith("cuda") else 1
+            self.stylize.set_max_batch_size(int(self.settings["max_batch_size"]))
+            self.stylize.set_batch_wait_timeout_s(float(self.settings["batch_wait_timeout_s"]))
 
         def _load(self) -> None:
             import stylecore
@@ -146,8 +148,7 @@ def _deployments():
                 self.pinned, self.record = resolve_model(self.served.uri)
             model = stylecore.load(self.pinned)
             self.stylizers = {mode: Stylizer(model, preserve_color=None if mode == "none" else mode,
-                                             style_size=self.settings["style_size"],
-                                             batch_size=int(self.settings["max_batch_size"]), max_pixels=None)
+                                             style_size=self.settings["style_size"], batch_size=16, max_pixels=None)
                               for mode in COLOR_CHOICES}
             self.description = {"name": self.served.name, "uri": self.served.uri, "pinned": self.pinned,
                                 "model": model.name, "device": str(model.device),
@@ -354,7 +355,8 @@ def build_app(settings: Mapping[str, Any], served: list[Served], styles: list[di
             name=f"model-{index}-{''.join(c if c.isalnum() or c in '-_' else '-' for c in item.name)}",
             ray_actor_options={"num_cpus": float(settings["cpus_per_replica"]), "num_gpus": gpus},
             autoscaling_config={"min_replicas": int(replicas["min"]), "max_replicas": int(replicas["max"]),
-                                "target_ongoing_requests": int(settings["max_batch_size"])},
+                                "target_ongoing_requests": 8 if settings["max_batch_size"] == "auto"
+                                else int(settings["max_batch_size"])},
         ).bind(asdict(item), tracking_uri, dict(settings))
     return gateway.options(ray_actor_options={"num_cpus": 0}).bind(handles, styles, dict(settings))
 

@@ -248,7 +248,7 @@ class ServeSettings:
     models: list = setting(Rule(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
                                 "a list of champions, models:/… URIs, pretrained:<name> or checkpoint directories"))
     gallery: int = setting(integer(0))
-    max_batch_size: int = setting(integer(1))
+    max_batch_size: str | int = setting(either(AUTO, integer(1)))  # auto: 8 on a GPU replica, 1 on CPU
     batch_wait_timeout_s: float = setting(number(minimum=0))
     replicas: dict = setting(Rule(lambda v: isinstance(v, dict) and set(v) == {"min", "max"}
                                   and all(isinstance(x, int) and x >= 1 for x in v.values()) and v["min"] <= v["max"],
