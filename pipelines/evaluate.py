@@ -243,7 +243,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     atomic_write_bytes(reports / "comparison.jpg", buffer.getvalue())
     summary = report.summary_markdown(table, comparisons, [c.name for c in candidates], settings, len(pairs),
                                       backbones, calibrated, notes,
-                                      {c.model: c.calibration for c in candidates if c.calibration})
+                                      {c.model: c.calibration for c in candidates if c.calibration},
+                                      training_encoders(candidates))
     atomic_write_text(reports / "summary.md", summary)
     long_rows = [{"model": c.model, "loss": c.loss + (" (sweep)" if c.source == "sweep" else ""), "candidate": c.name,
                   **row} for c in candidates for row in per_style[c.name]]
@@ -272,6 +273,25 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
           f"reports/metrics.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
+
+
+def training_encoders(candidates: list[Candidate]) -> dict[str, list[str]]:
+    """What each trained candidate's objective read (its checkpoint's ``encoder`` entry, written by the Trainer:
+    the model's own VGG or magenta_lite's trained features, TrainConfig.loss_encoder) → the candidates."""
+    from stylecore.checkpoint import CheckpointError, read_checkpoint_config
+
+    found: dict[str, list[str]] = {}
+    for candidate in candidates:
+        if candidate.source == "pretrained":
+            continue  # published weights: trained elsewhere, on Magenta's own objective
+        try:
+            encoder = read_checkpoint_config(Path(candidate.checkpoint)).get("encoder") or {}
+        except CheckpointError:
+            continue
+        label = (f"{encoder.get('network', encoder.get('arch', '?'))}, weights {encoder.get('weights', '?')} "
+                 f"(pretrained: {encoder.get('pretrained', '?')})")
+        found.setdefault(label, []).append(candidate.name)
+    return found
 
 
 def training_curves(candidates: list[Candidate]) -> dict[str, list[dict[str, float]]]:

@@ -124,8 +124,10 @@ def _interval(c: Comparison) -> str:
 def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str, Mapping[str, Comparison]],
                      candidate_names: list[str], settings: Mapping[str, Any], pair_count: int,
                      backbones: Mapping[str, Any], calibrated: bool, notes: list[str],
-                     calibrations: Mapping[str, Mapping[str, float]] | None = None) -> str:
-    """The Table 5 comparison and the field's metrics, each comparison with its interval and verdict."""
+                     calibrations: Mapping[str, Mapping[str, float]] | None = None,
+                     trained_on: Mapping[str, list[str]] | None = None) -> str:
+    """The Table 5 comparison and the field's metrics, each comparison with its interval and verdict;
+    ``trained_on``: the encoder each candidate's training objective read → those candidates."""
     high, low = settings["spread_percentiles"]
     confidence = settings["bootstrap"]["confidence"]
     paper = backbones.get("paper", {})
@@ -151,6 +153,9 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
             lines.append(f"- {name}: {part.get('network')}, weights {part.get('weights')} "
                          f"(pretrained: {part.get('pretrained')})"
                          + (f", resize {part.get('resize')}" if name == "fid" else ""))
+    if trained_on:
+        lines += ["", "Training objectives read (the loss encoder, `loss_encoder`):", ""]
+        lines += [f"- {encoder}: {', '.join(names)}" for encoder, names in trained_on.items()]
     lines += ["", f"Comparisons are balanced_gram − gram on the same pairs, with a paired bootstrap "
                   f"{confidence * 100:g} % interval ({settings['bootstrap']['resamples']} resamples; "
                   f"{settings['bootstrap']['fid_resamples']} for FID and ArtFID; styles for the spread, "

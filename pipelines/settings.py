@@ -373,8 +373,9 @@ class Combination:
                 "weights": self.weights, "content": self.content, "style": self.style, "calibration": self.calibration}
 
     def model_weights(self) -> dict[str, str]:
-        """The pretrained-weights parameters of the model (what the run is tagged with)."""
-        return model_weights(self.train.model_params)
+        """The pretrained-weights parameters of the model and the network its objective reads (``loss_encoder``:
+        model, or magenta_lite's trained features): what the run is tagged with."""
+        return {**model_weights(self.train.model_params), "loss_encoder": self.train.loss_encoder}
 
 
 def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards_root: Path) -> Combination:

@@ -23,7 +23,7 @@ from typing import Any, Collection, Iterable, Mapping
 import torch
 from torch import Tensor
 
-from stylecore.config import STYLE_TERM, TrainConfig, TrainingSettings, training_settings
+from stylecore.config import STYLE_TERM, TrainConfig, TrainingSettings, phase_objective, training_settings
 
 CLASSIC, BALANCED = "gram", "balanced_gram"
 
@@ -50,15 +50,12 @@ def measure_terms(config: TrainConfig, batches: list[tuple[Tensor, Tensor]], dev
     """Each weighted objective term of ``config``'s first training phase with a style term (LinearTransfer's
     reconstruction phase has none), at the model's seeded initial weights, averaged over ``batches`` (forward
     passes only); and the style term's weight in that objective."""
-    from stylecore.objective import merge_objective
     from stylecore.training import Trainer
 
     trainer = Trainer(config, device=device)
     styled = [p.name for p in trainer.phases if STYLE_TERM in trainer.step_module.objectives[p.name].terms]
     phase = styled[0] if styled else trainer.phases[0].name
-    objective = trainer.model.default_objective(phase, config.style_loss or None, config.style_params)
-    if config.objective:
-        objective = merge_objective(objective, config.objective)
+    objective = phase_objective(trainer.model, phase, config)
     style_weight = float((objective.get(STYLE_TERM) or {}).get("weight", 1.0))
     sums: dict[str, float] = {}
     with torch.no_grad():

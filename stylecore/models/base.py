@@ -144,6 +144,9 @@ class StyleTransferModel(nn.Module):
     checkpoint_overrides: ClassVar[dict[str, Any]] = {}
     #: the ``weights`` spec of published pretrained weights (``stylecore.load("pretrained:<name>")``), if any
     pretrained_weights: ClassVar[str | None] = None
+    #: feature roles the model computes in its own encoder's space (no image has them) → the role that stands in
+    #: for each when the objective reads another encoder (``TrainConfig.loss_encoder``), e.g. AdaIN's target → content
+    own_space_roles: ClassVar[dict[str, str]] = {}
 
     def __init__(self, **params: Any) -> None:
         super().__init__()

@@ -64,6 +64,9 @@ class VariationalAdaIN(StyleTransferModel):
     1000 steps), ``disentanglement`` (weight 1) between two contents stylized with the same code.
     """
 
+    # AdaIN's target lives in its own VGG's relu4_1 space; scored on another encoder, the content image stands in
+    own_space_roles = {"adain_target": "content"}
+
     layer = "relu4_1"
 
     def __init__(self, code_dim: int = 64, hidden: int = 512, encoder_weights: str = "imagenet",

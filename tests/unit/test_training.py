@@ -6,8 +6,9 @@ import torch
 
 import stylecore
 from stylecore.data import PairStream, SyntheticImages
+from stylecore.objective import merge_objective
 from stylecore.training import (CheckpointError, NonFiniteLossError, Trainer, TrainConfig, TrainingHooks,
-                                checkpoint_steps, load, merge_objective)
+                                checkpoint_steps, load)
 
 from model_helpers import OFFLINE_PARAMS, images
 
