@@ -245,6 +245,27 @@ def evaluation_metrics(device: torch.device, smoke: bool) -> dict[str, Any]:
     return figures
 
 
+def optimization(method: str, device: torch.device, smoke: bool) -> dict[str, Any]:
+    """One content × style pair by an optimisation method (stylecore optimize), a few steps at every scale of its
+    schedule: seconds per step of each scale, and the seconds a full pair takes at the schedule's steps."""
+    from stylecore import optimize
+
+    size, steps = (32, 2) if smoke else (512, 10)
+    generator = torch.Generator().manual_seed(0)
+    content, style = torch.rand(1, 3, size, size, generator=generator), torch.rand(1, 3, size, size, generator=generator)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    result = optimize.build(method, size=size, steps=steps, device=device, encoder_weights="random:0",
+                            **({"smallest": 32} if method == "strotss" and smoke else {})).run(content, style)
+    per_step = [record.seconds / record.steps for record in result.scales]
+    schedule = 250 if method == "strotss" else 300
+    figures = {"size": size, "precision": result.precision, "scales": len(per_step),
+               "s_per_step": [round(x, 4) for x in per_step], "s_per_pair": round(schedule * sum(per_step), 1)}
+    if device.type == "cuda":
+        figures["peak_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return figures
+
+
 def markdown(results: list[dict[str, Any]], title: str) -> str:
     lines = [f"# {title}", "", "| check | status | seconds | figures |", "|---|---|---|---|"]
     for record in results:
@@ -284,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         check("host-syncs", lambda: host_syncs(device), skip=no_cuda)
         check("loader", lambda: loader(scratch, smoke))
         check("evaluation", lambda: evaluation_metrics(device, smoke))
+        for method in ("strotss", "gatys"):
+            check(f"optimize/{method}", lambda m=method: optimization(m, device, smoke))
         if not args.skip_ray:
             import ray
 

@@ -16,14 +16,18 @@ from stylecore.io import atomic_write_text
 def _cmd_list(args: argparse.Namespace) -> int:
     import stylecore.losses as losses
     import stylecore.models as models
+    import stylecore.optimize as optimize
 
-    width = max(len(name) for name in losses.names() + models.names())
+    width = max(len(name) for name in losses.names() + models.names() + optimize.names())
     print("models:")
     for name in models.names():
         print(f"  {name:<{width}}  {models.describe(name)}")
     print("losses:")
     for name in losses.names():
         print(f"  {name:<{width}}  {losses.describe(name)}")
+    print("optimisation methods (stylecore optimize):")
+    for name in optimize.names():
+        print(f"  {name:<{width}}  {optimize.METHODS.describe(name)}")
     return 0
 
 
@@ -73,7 +77,8 @@ def training_configs(args: argparse.Namespace):
             calibration = (params.get("train") or {}, settings, str(profile))
     if args.config:
         values.update(yaml.safe_load(Path(args.config).read_text()) or {})
-    for key in ("model", "style_loss", "steps", "lr", "precision", "seed", "checkpoint_every", "sample_every"):
+    for key in ("model", "style_loss", "steps", "lr", "precision", "seed", "checkpoint_every", "sample_every",
+                "loss_encoder"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.compile:
@@ -135,11 +140,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (EncoderWeightsUnavailable, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    encoder = trainer.model.loss_encoder().describe()
+    encoder = trainer.loss_encoder.describe()
     print(f"model {config.model} ({sum(p.numel() for p in trainer.parameters):,} trained parameters), "
           f"objective terms {', '.join(trainer.step_module.objectives[trainer.phases[-1].name].terms)}, "
           f"precision {trainer.precision}, device {trainer.device}")
-    print(f"encoder weights: {encoder['weights']} (pretrained: {encoder['pretrained']})")
+    which = "the model's own" if config.loss_encoder == "model" else config.loss_encoder
+    print(f"loss encoder: {which} ({encoder['arch']}), weights {encoder['weights']} (pretrained: {encoder['pretrained']})")
     print(f"data: batch {data_config.batch_size}, crop {data_config.crop_size}, load "
           f"{data_config.load_size or data_config.crop_size}, flip {'on' if data_config.flip else 'off'}, style jitter "
           f"{'on' if data_config.style_jitter else 'off'}, {data_config.loader_workers} loader thread(s)"
@@ -296,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", help="list the models and losses with one-line descriptions").set_defaults(func=_cmd_list)
 
-    from stylecore.config import DataConfig, TrainConfig
+    from stylecore.config import LOSS_ENCODERS, DataConfig, TrainConfig
 
     data_default = DataConfig()
     train = sub.add_parser("train", help="train a model in this process (no Ray); resumes from --output")
@@ -334,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--objective", action="append", default=[], metavar="TERM=WEIGHT",
                        help="override an objective term's weight (or null to drop it), e.g. style=5 (repeatable)")
     train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--loss-encoder", choices=LOSS_ENCODERS,
+                       help="the network the objective reads: model (its own VGG, the papers') or magenta_lite "
+                            "(trained features, offline; VGG layers become their equivalents) (default: model)")
     train.add_argument("--compile", action="store_true", help="torch.compile the trained and encoder modules")
     train.add_argument("--seed", type=int)
     train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
@@ -380,6 +389,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--output", help="write the report as JSON here")
     check.set_defaults(func=_cmd_check_losses)
+
+    from stylecore.cli_optimize import add_command as add_optimize
+
+    add_optimize(sub)
 
     # Commands other packages add (the pipeline's `stylize-dataset`), found by entry point: stylecore itself
     # knows nothing of them.

@@ -33,3 +33,12 @@ def best_device() -> torch.device:
     if reason:
         warnings.warn(reason, RuntimeWarning, stacklevel=2)
     return torch.device("cpu")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a device running out of memory: CUDA's OutOfMemoryError, or the CPU allocator's
+    RuntimeError ("DefaultCPUAllocator: can't allocate memory …")."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("alloc" in text or "out of memory" in text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 from typing import Iterator, Literal, Mapping, Sequence
 
 import torch
@@ -278,14 +279,27 @@ def sample_hypercolumns(features: Mapping[str, Tensor] | Sequence[Tensor], locat
     return torch.cat(columns, dim=2)
 
 
-# RGB → a fixed decorrelated colour space (YUV, BT.601), for the STROTSS palette term.
+# RGB → YUV (BT.601): luminance and two chroma axes, for colour preservation (stylize's "luminance" mode).
 RGB_TO_YUV = torch.tensor(
     [[0.299, 0.587, 0.114], [-0.14713, -0.28886, 0.436], [0.615, -0.51499, -0.10001]]
 )
 
+# RGB → STROTSS's palette space (its reference's rgb_to_yuv_pc): an orthonormal basis whose first axis is the
+# grey axis (1, 1, 1)/√3 and whose two chroma axes are symmetric in G and B. Being a rotation, it keeps Euclidean
+# distances: the palette term's Euclidean part is the RGB distance, and only its cosine part sees the rotation.
+_G = 1 / math.sqrt(3)
+RGB_TO_PALETTE = torch.tensor([[_G, _G, _G], [-_G, (1 + _G) / 2, (_G - 1) / 2], [-_G, (_G - 1) / 2, (1 + _G) / 2]])
 
-def rgb_to_decorrelated(x: Tensor) -> Tensor:
-    """Map (B, 3, H, W) RGB to YUV (BT.601), whose channels are far less correlated than RGB's."""
+
+def rgb_to_palette_space(x: Tensor) -> Tensor:
+    """Map (B, 3, H, W) RGB to STROTSS's orthonormal palette space (:data:`RGB_TO_PALETTE`)."""
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected an RGB batch (B, 3, H, W); got {tuple(x.shape)}")
+    return torch.einsum("ij,bjhw->bihw", RGB_TO_PALETTE.to(x.device, torch.float32), x.float())
+
+
+def rgb_to_yuv(x: Tensor) -> Tensor:
+    """Map (B, 3, H, W) RGB to YUV (BT.601): Y the luminance, U and V the chroma."""
     if x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"expected an RGB batch (B, 3, H, W); got {tuple(x.shape)}")
     return torch.einsum("ij,bjhw->bihw", RGB_TO_YUV.to(x.device, torch.float32), x.float())

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from stylecore import functional as SF
 from stylecore.data import load_image, resize_short_side
+from stylecore.devices import is_out_of_memory
 from stylecore.models.base import StyleTransferModel, check_image_batch, normalize_weights
 
 ImageLike = Union[Tensor, str, Path]
@@ -63,8 +64,8 @@ def _expand(code: Any, batch: int) -> Any:
 
 def preserve_luminance(stylized: Tensor, content: Tensor) -> Tensor:
     """The stylized luminance with the content's chroma (BT.601 YUV), both (B, 3, H, W) in [0, 1]."""
-    out = SF.rgb_to_decorrelated(stylized.float())
-    ref = SF.rgb_to_decorrelated(content.float())
+    out = SF.rgb_to_yuv(stylized.float())
+    ref = SF.rgb_to_yuv(content.float())
     yuv = torch.cat([out[:, :1], ref[:, 1:]], dim=1)
     matrix = torch.linalg.inv(SF.RGB_TO_YUV.to(yuv))
     return torch.einsum("ij,bjhw->bihw", matrix, yuv).clamp(0, 1)
@@ -236,9 +237,9 @@ class Stylizer:
         try:
             out = self._tiled(batch, codes, weights, alpha, tile) if tile else self._plain(batch, codes, weights, alpha)
         except (torch.OutOfMemoryError, RuntimeError) as error:
-            text = str(error)
-            if not isinstance(error, torch.OutOfMemoryError) and "alloc" not in text and "out of memory" not in text:
+            if not is_out_of_memory(error):
                 raise
+            text = str(error)
             raise StylizeMemoryError(
                 f"out of memory stylizing {batch.shape[0]} image(s) of {w}x{h} on {batch.device} "
                 f"({'tiles of ' + str(tile) if tile else 'whole'}): {text.splitlines()[0][:200]}. Lower max_side "

@@ -26,35 +26,70 @@ def relaxed_emd(cost: Tensor) -> Tensor:
     return torch.maximum(cost.min(dim=2).values.mean(dim=1), cost.min(dim=1).values.mean(dim=1))
 
 
-def moment_distance(a: Tensor, b: Tensor, channels_first: bool = False) -> Tensor:
+def set_moments(vectors: Tensor) -> tuple[Tensor, Tensor]:
+    """The mean (B, d) and covariance (B, d, d), divided by the count, of vector sets (B, N, d)."""
+    vectors = vectors.transpose(1, 2)
+    return vectors.mean(dim=2), SF.feature_covariance(vectors)
+
+
+def moment_distance(a: Tensor, b: Tensor, channels_first: bool = False,
+                    b_moments: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """(1/d)‖μ_A − μ_B‖₁ + (1/d²)‖Σ_A − Σ_B‖₁ for vector sets (B, N, d), (B, M, d) → (B,);
-    with ``channels_first`` the sets are (B, d, N), (B, d, M) (flattened feature maps)."""
+    with ``channels_first`` the sets are (B, d, N), (B, d, M) (flattened feature maps). ``b_moments``: B's
+    (:func:`set_moments`), when a fixed target's are computed once."""
     if not channels_first:
         a, b = a.transpose(1, 2), b.transpose(1, 2)
-    mean_term = (a.mean(dim=2) - b.mean(dim=2)).abs().mean(dim=1)
-    cov_term = (SF.feature_covariance(a) - SF.feature_covariance(b)).abs().mean(dim=(1, 2))
+    b_mean, b_cov = b_moments if b_moments is not None else (b.mean(dim=2), SF.feature_covariance(b))
+    mean_term = (a.mean(dim=2) - b_mean).abs().mean(dim=1)
+    cov_term = (SF.feature_covariance(a) - b_cov).abs().mean(dim=(1, 2))
     return mean_term + cov_term
 
 
 def self_similarity_distance(x: Tensor, c: Tensor) -> Tensor:
-    """(1/n²) Σ_ij |D^X_ij / Σ_i D^X_ij − D^C_ij / Σ_i D^C_ij| with D the cosine-distance matrix
-    among the n vectors of each set; x, c: (B, n, d) at corresponding locations → (B,)."""
+    """(1/n) Σ_ij |D^X_ij / Σ_i D^X_ij − D^C_ij / Σ_i D^C_ij| with D the cosine-distance matrix
+    among the n vectors of each set; x, c: (B, n, d) at corresponding locations → (B,).
+
+    The reference's scale (STROTSS ``dp_loss``: the mean over the n² entries times n). Each normalised column
+    sums to 1, so the mean alone shrinks as 1/n, and with it the content term's weight against the style
+    terms; times n it is of order one at any number of samples, and α weighs it as the paper's runs did."""
     dx, dc = SF.cosine_distance(x, x), SF.cosine_distance(c, c)
     dx = dx / dx.sum(dim=1, keepdim=True).clamp_min(1e-12)
     dc = dc / dc.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    return (dx - dc).abs().mean(dim=(1, 2))
+    return (dx - dc).abs().mean(dim=(1, 2)) * x.shape[1]
 
 
 def palette_cost(x: Tensor, y: Tensor) -> Tensor:
-    """STROTSS colour cost between pixel sets (B, N, 3), (B, M, 3) in a decorrelated space:
-    cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3)."""
+    """STROTSS colour cost between pixel sets (B, N, 3), (B, M, 3) in its palette space
+    (:func:`stylecore.functional.rgb_to_palette_space`): cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3)."""
     euclidean = torch.cdist(x.float(), y.float()).square().clamp(1e-5, 1e5).div(x.shape[2]).sqrt()
     return SF.cosine_distance(x, y) + euclidean
 
 
 def _image_pixels(image: Tensor, locations: Tensor) -> Tensor:
-    """Pixel colours of (B, 3, H, W) RGB images at locations, in the decorrelated colour space."""
-    return SF.sample_hypercolumns([SF.rgb_to_decorrelated(image)], locations)
+    """Pixel colours of (B, 3, H, W) RGB images at locations, in RGB: (B, N, 3)."""
+    return SF.sample_hypercolumns([image], locations)
+
+
+def palette_distance(x_rgb: Tensor, y_rgb: Tensor) -> Tensor:
+    """STROTSS's palette term between RGB pixel sets (B, N, 3), (B, M, 3): REMD of :func:`palette_cost` in its
+    palette space (:data:`stylecore.functional.RGB_TO_PALETTE`) → (B,)."""
+    rotation = SF.RGB_TO_PALETTE.to(x_rgb.device).T
+    return relaxed_emd(palette_cost(x_rgb.float() @ rotation, y_rgb.float() @ rotation))
+
+
+def strotss_objective(x: Tensor, c: Tensor, s: Tensor, alpha: float, x_rgb: Tensor, s_rgb: Tensor,
+                      s_moments: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """The STROTSS objective of its reference (``remd_dp_g``): (α ℓ_C + ℓ_r + ℓ_m + ℓ_p / max(α, 1)) / (α + 2).
+
+    ``x``, ``c``: hypercolumns (B, n, d) of the output and the content at the same n locations; ``s``: (B, m, d)
+    of the style; ``x_rgb``, ``s_rgb``: the RGB pixels of the output and the style there (the palette term's);
+    ``s_moments``: the style set's :func:`set_moments`, when it is fixed over many steps (its covariance is the
+    costliest part of the objective)."""
+    content_term = self_similarity_distance(x, c)
+    remd_term = relaxed_emd(SF.cosine_distance(x, s))
+    moment_term = moment_distance(x, s, b_moments=s_moments)
+    palette_term = palette_distance(x_rgb, s_rgb)
+    return (alpha * content_term + remd_term + moment_term + palette_term / max(alpha, 1.0)) / (alpha + 2.0)
 
 
 class HypercolumnLoss(FeatureLoss):
@@ -120,10 +155,11 @@ class RelaxedEMDLoss(HypercolumnLoss):
 
 @register_loss("self_similarity")
 class SelfSimilarityLoss(HypercolumnLoss):
-    """STROTSS content loss: (1/n²) Σ_ij |D^X_ij / Σ_i D^X_ij − D^C_ij / Σ_i D^C_ij|.
+    """STROTSS content loss: (1/n) Σ_ij |D^X_ij / Σ_i D^X_ij − D^C_ij / Σ_i D^C_ij|.
 
     D^X, D^C are cosine-distance matrices among hypercolumns of the output X and the content C at the
-    same n locations, so X may change appearance while keeping C's self-similarity structure.
+    same n locations, so X may change appearance while keeping C's self-similarity structure. The 1/n (not
+    1/n²) is the reference's scale (:func:`self_similarity_distance`).
     """
 
     slots = {"input": ("features", "pred"), "target": ("features", "content")}
@@ -141,8 +177,9 @@ class SelfSimilarityLoss(HypercolumnLoss):
 class PaletteLoss(Loss):
     """STROTSS colour-palette term: ℓ_p = REMD(Y(P), Y(S)) between pixel colours of output and style.
 
-    Colours are mapped to a decorrelated space (YUV, BT.601) and compared with the reference's cost:
-    cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3), at n_samples random pixels of each image.
+    Colours are mapped to the reference's palette space (an orthonormal rotation of RGB whose first axis is
+    grey, :data:`stylecore.functional.RGB_TO_PALETTE`; so the Euclidean part equals RGB's) and compared with
+    its cost: cosine distance + sqrt(clamp(‖x − y‖², 1e-5, 1e5) / 3), at n_samples random pixels of each image.
     """
 
     slots = {"input": ("image", "pred"), "target": ("image", "style")}
@@ -163,16 +200,19 @@ class PaletteLoss(Loss):
         batch = input.shape[0]
         x = _image_pixels(input, SF.random_locations(batch, self.n_samples, self.generator, input.device))
         y = _image_pixels(target, SF.random_locations(batch, self.n_samples, self.generator, input.device))
-        return reduce(relaxed_emd(palette_cost(x, y)), reduction)  # type: ignore[arg-type]
+        return reduce(palette_distance(x, y), reduction)  # type: ignore[arg-type]
 
 
 @register_loss("strotss")
 class StrotssLoss(HypercolumnLoss):
-    """The STROTSS objective: (α ℓ_C + ℓ_m + ℓ_r + ℓ_p / α) / (2 + α + 1/α) (Kolkin et al. 2019).
+    """The STROTSS objective as its reference computes it (Kolkin et al. 2019, nkolkin13/STROTSS):
+    (α ℓ_C + ℓ_r + ℓ_m + ℓ_p / max(α, 1)) / (α + 2).
 
-    ℓ_C self-similarity to the content, ℓ_m moment matching and ℓ_r REMD to the style on hypercolumns
-    (STROTSS's VGG-16 layers plus the raw RGB pixels), ℓ_p the palette term. ``alpha`` is the content
-    weight (the reference starts at 16 and halves it each scale of its pyramid).
+    ℓ_C self-similarity to the content (at the reference's scale, :func:`self_similarity_distance`), ℓ_m moment
+    matching and ℓ_r REMD to the style on hypercolumns (STROTSS's VGG-16 layers plus the raw RGB pixels), ℓ_p the
+    palette term. ``alpha`` is the content weight: the reference's CLI value × 16, halved each scale of its
+    pyramid. The paper writes the same terms as (α ℓ_C + ℓ_m + ℓ_r + ℓ_p / α) / (2 + α + 1/α); this is the
+    code's normalisation (its `remd_dp_g` objective), whose terms keep the balance the published results had.
     """
 
     slots = {
@@ -212,11 +252,6 @@ class StrotssLoss(HypercolumnLoss):
         x = self.columns(input, input_image, shared)
         c = self.columns(content, content_image, shared)
         s = self.columns(style, style_image, style_locations)
-        content_term = self_similarity_distance(x, c)
-        remd_term = relaxed_emd(SF.cosine_distance(x, s))
-        moment_term = moment_distance(x, s)
-        palette_term = relaxed_emd(palette_cost(_image_pixels(input_image, shared),
-                                                _image_pixels(style_image, style_locations)))
-        a = self.alpha
-        total = (a * content_term + moment_term + remd_term + palette_term / a) / (2.0 + a + 1.0 / a)
+        total = strotss_objective(x, c, s, self.alpha, _image_pixels(input_image, shared),
+                                  _image_pixels(style_image, style_locations))
         return reduce(total, reduction)  # type: ignore[arg-type]

@@ -25,13 +25,14 @@ def test_the_device_check_runs_every_path_on_cpu_and_reports_each(tmp_path):
     models = ["adain", "linear", "sanet", "magenta", "vae_adain", "magenta_lite"]
     expected = {"environment", "decisions", "host-syncs", "loader", "ray-train", "ray-data", "evaluation",
                 *(f"step/{m}/{mode}" for m in models for mode in ("fp32", "bf16+channels_last")),
-                "step/adain/compile", "step/sanet/compile"}
+                "step/adain/compile", "step/sanet/compile", "optimize/strotss", "optimize/gatys"}
     assert set(statuses) == expected
     # on CPU only what needs CUDA (the sync count) and the compile timing are skipped; the rest ran
     assert {c for c, s in statuses.items() if s == "skip"} == {"host-syncs", "step/adain/compile", "step/sanet/compile"}
     by_name = {record["check"]: record for record in report["checks"]}
     assert by_name["step/adain/fp32"]["samples_per_s"] > 0 and by_name["ray-data"]["images"] == 8
     assert by_name["evaluation"]["outputs_per_s"] > 0 and by_name["evaluation"]["size"] == 64
+    assert by_name["optimize/strotss"]["s_per_pair"] > 0 and by_name["optimize/gatys"]["scales"] == 1
     assert by_name["decisions"]["auto_use_gpu"] is False and by_name["decisions"]["inference_device"] == "cpu"
     table = (tmp_path / "device_check.md").read_text()
     assert all(f"| {name} |" in table for name in expected)

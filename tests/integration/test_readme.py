@@ -78,6 +78,8 @@ RULES = (
     Rule("stylecore train --model sanet", "run", "a long run: 2 steps, a smaller batch and crop, the generated inputs",
          (("--steps 160000", "--steps 2"), ("--batch 8 --size 256", "--batch 2 --size 64"),
           ("path/to/photos", "photos"), ("path/to/paintings", "paintings"))),
+    Rule("stylecore optimize --method strotss", "run", "long runs: 64 px, 3 steps a scale",
+         (("--size 512", "--size 64 --steps 3"), ("--scales 2", "--size 64 --steps 3 --scales 2"))),
     Rule("import stylecore", "run", "a long run: 2 steps, a smaller batch and crop",
          (("steps=2000", "steps=2"), ("batch_size=8, crop_size=256", "batch_size=2, crop_size=64"))),
     Rule("stylecore/", "check", "the layout: every module it names exists, and every module of stylecore/ and "
@@ -173,6 +175,12 @@ def build_workspace(root: Path) -> Path:
     save_image(synthetic_photo(7, 96), workspace / "photo.jpg")
     for index, family in enumerate(("waves", "checks")):
         save_image(synthetic_artwork(3 + index, family, 96), workspace / f"{'ab'[index]}.jpg")
+    regions = torch.zeros(3, 96, 96)  # the guidance masks: photo left ↔ style top (red), right ↔ bottom (blue)
+    regions[0, :, :48], regions[2, :, 48:] = 1, 1
+    save_image(regions, workspace / "photo-regions.png")
+    regions = torch.zeros(3, 96, 96)
+    regions[0, :48], regions[2, 48:] = 1, 1
+    save_image(regions, workspace / "a-regions.png")
     for i in range(3):
         save_image(synthetic_photo(20 + i, 80), workspace / "photos" / f"p{i}.jpg")
         save_image(synthetic_artwork(30 + i, ("dots", "stripes", "noise")[i], 80), workspace / "paintings" / f"s{i}.jpg")

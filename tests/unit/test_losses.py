@@ -223,7 +223,41 @@ def test_remd_is_seeded():
     assert a.item() == b.item() and a.item() != c.item()
 
 
-def test_self_similarity_against_explicit_formula():
+# -- STROTSS, against its reference's formulas (nkolkin13/STROTSS contextual_loss.py, utils.py), in numpy -------------
+
+# the reference's palette matrix, as printed in its utils.py (rgb_to_yuv_pc)
+REFERENCE_PALETTE_MATRIX = np.array([[0.577350, 0.577350, 0.577350], [-0.577350, 0.788675, -0.211325],
+                                     [-0.577350, -0.211325, 0.788675]])
+
+
+def reference_cosine(x, y):
+    return 1 - (x @ y.T) / np.linalg.norm(x, axis=1)[:, None] / np.linalg.norm(y, axis=1)[None, :]
+
+
+def reference_remd(cost):
+    return max(cost.min(axis=1).mean(), cost.min(axis=0).mean())
+
+
+def reference_self_similarity(x, c):
+    """dp_loss: mean |Mx / colsum(Mx) − Mc / colsum(Mc)| · n."""
+    mx, mc = reference_cosine(x, x), reference_cosine(c, c)
+    return np.abs(mx / mx.sum(axis=0, keepdims=True) - mc / mc.sum(axis=0, keepdims=True)).mean() * x.shape[0]
+
+
+def reference_palette(x_rgb, y_rgb):
+    """remd_loss on 3-channel input: rotate by the palette matrix, cost = cosine + sqrt(clamp(‖x − y‖², 1e-5, 1e5)/3)."""
+    x, y = x_rgb @ REFERENCE_PALETTE_MATRIX.T, y_rgb @ REFERENCE_PALETTE_MATRIX.T
+    squared = (x ** 2).sum(1)[:, None] + (y ** 2).sum(1)[None, :] - 2 * x @ y.T
+    return reference_remd(reference_cosine(x, y) + np.sqrt(np.clip(squared, 1e-5, 1e5) / 3))
+
+
+def reference_moments(x, y):
+    mx, my = x.mean(0), y.mean(0)
+    sx, sy = (x - mx).T @ (x - mx) / len(x), (y - my).T @ (y - my) / len(y)
+    return np.abs(mx - my).mean() + np.abs(sx - sy).mean()
+
+
+def test_self_similarity_against_the_references_formula():
     from stylecore.functional import random_locations, sample_hypercolumns
 
     p, c = features(seed=23, layers=["relu1_2"], channels=(4,)), features(seed=24, layers=["relu1_2"], channels=(4,))
@@ -232,15 +266,33 @@ def test_self_similarity_against_explicit_formula():
     locations = random_locations(2, n, torch.Generator().manual_seed(3))
     x = sample_hypercolumns(p, locations).double().numpy()
     y = sample_hypercolumns(c, locations).double().numpy()
-
-    def normalised_distances(v):
-        d = np.array([[1 - v[i] @ v[j] / (np.linalg.norm(v[i]) * np.linalg.norm(v[j])) for j in range(n)]
-                      for i in range(n)])
-        return d / d.sum(axis=0, keepdims=True)  # D_ij / Σ_i D_ij
-
     for k in range(2):
-        expected = np.abs(normalised_distances(x[k]) - normalised_distances(y[k])).sum() / n ** 2
-        assert got[k].item() == pytest.approx(expected, rel=1e-4)
+        assert got[k].item() == pytest.approx(reference_self_similarity(x[k], y[k]), rel=1e-4)
+
+
+def test_the_palette_space_is_the_references_orthonormal_rotation_so_distances_stay_rgbs():
+    from stylecore.functional import RGB_TO_PALETTE, rgb_to_palette_space
+
+    matrix = RGB_TO_PALETTE.double().numpy()
+    np.testing.assert_allclose(matrix, REFERENCE_PALETTE_MATRIX, atol=1e-6)
+    np.testing.assert_allclose(matrix @ matrix.T, np.eye(3), atol=1e-6)  # float32 entries
+    a, b = torch.rand(1, 3, 4, 4), torch.rand(1, 3, 4, 4)
+    torch.testing.assert_close((rgb_to_palette_space(a) - rgb_to_palette_space(b)).norm(dim=1), (a - b).norm(dim=1))
+
+
+def test_the_palette_loss_is_the_references_on_random_pixels():
+    """BT.601 YUV (what stylecore used before) is not a rotation, and moved this value by a third."""
+    from stylecore.functional import random_locations, sample_hypercolumns
+
+    image, style = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    n = 64
+    got = L.build("palette", n_samples=n, seed=5)(image, style, reduction="none")
+    g = torch.Generator().manual_seed(5)
+    first, second = random_locations(2, n, g), random_locations(2, n, g)
+    x = sample_hypercolumns([image], first).double().numpy()
+    y = sample_hypercolumns([style], second).double().numpy()
+    for k in range(2):
+        assert got[k].item() == pytest.approx(reference_palette(x[k], y[k]), rel=1e-4)
 
 
 def test_self_similarity_ignores_feature_scale_and_is_zero_for_equal_inputs():
@@ -260,27 +312,26 @@ def test_palette_is_small_for_equal_palettes_and_grows_with_colour_shift():
     assert same_palette < 0.5 * shifted
 
 
-def test_strotss_combines_its_terms_as_in_the_paper():
+def test_strotss_is_the_references_objective():
+    """(α·ℓ_C + ℓ_r + ℓ_m + ℓ_p / max(α, 1)) / (α + 2) on hypercolumns of RGB + the layers (remd_dp_g), every term
+    computed here from the reference's formulas."""
     from stylecore import functional as SF
-    from stylecore.losses.transport import moment_distance, palette_cost, self_similarity_distance
 
     layers = ["relu1_2", "relu2_2"]
     p, c, s = (features(seed=i, layers=layers, channels=(4, 6)) for i in (27, 28, 29))
     images = [torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in (30, 31, 32)]
-    alpha, n = 4.0, 12
-    got = L.build("strotss", layers=layers, alpha=alpha, n_samples=n, seed=9)(p, c, s, *images, reduction="none")
-
-    g = torch.Generator().manual_seed(9)
-    shared, style_locations = SF.random_locations(2, n, g), SF.random_locations(2, n, g)
-    col = lambda f, img, loc: torch.cat([SF.sample_hypercolumns([img], loc), SF.sample_hypercolumns(f, loc)], 2)  # noqa
-    x, cc, ss = col(p, images[0], shared), col(c, images[1], shared), col(s, images[2], style_locations)
-    l_c = self_similarity_distance(x, cc)
-    l_r = relaxed_emd(SF.cosine_distance(x, ss))
-    l_m = moment_distance(x, ss)
-    yuv = lambda img, loc: SF.sample_hypercolumns([SF.rgb_to_decorrelated(img)], loc)  # noqa: E731
-    l_p = relaxed_emd(palette_cost(yuv(images[0], shared), yuv(images[2], style_locations)))
-    expected = (alpha * l_c + l_m + l_r + l_p / alpha) / (2 + alpha + 1 / alpha)
-    torch.testing.assert_close(got, expected)
+    n = 12
+    for alpha in (16.0, 0.5):
+        got = L.build("strotss", layers=layers, alpha=alpha, n_samples=n, seed=9)(p, c, s, *images, reduction="none")
+        g = torch.Generator().manual_seed(9)
+        shared, style_locations = SF.random_locations(2, n, g), SF.random_locations(2, n, g)
+        col = lambda f, img, loc: torch.cat([SF.sample_hypercolumns([img], loc), SF.sample_hypercolumns(f, loc)],  # noqa
+                                            2).double().numpy()
+        x, cc, ss = col(p, images[0], shared), col(c, images[1], shared), col(s, images[2], style_locations)
+        for k in range(2):
+            terms = (alpha * reference_self_similarity(x[k], cc[k]) + reference_remd(reference_cosine(x[k], ss[k]))
+                     + reference_moments(x[k], ss[k]) + reference_palette(x[k, :, :3], ss[k, :, :3]) / max(alpha, 1))
+            assert got[k].item() == pytest.approx(terms / (alpha + 2), rel=1e-4)
 
 
 # -- regularizers -----------------------------------------------------------------------------------
