@@ -104,7 +104,9 @@ class Gatys(OptimizationMethod):
         generator = torch.Generator().manual_seed(self.seed)
         full = scaled_size(*content.shape[-2:], self.size)
         self.check_memory(self.network, full)
-        content, style = content.to(self.device).float(), style.to(self.device).float()
+        # contiguous: an image decoded as (H, W, C) and permuted keeps its strides through clone(), which
+        # L-BFGS's flat views of the gradient cannot take
+        content, style = (x.to(self.device).float().contiguous() for x in (content, style))
         if self.preserve_color == "coral":
             style = SF.coral(style, content)
         records: list[ScaleRecord] = []

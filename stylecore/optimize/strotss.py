@@ -160,7 +160,9 @@ class Strotss(OptimizationMethod):
         else:
             regions = [Region((255, 255, 255), torch.ones(full, dtype=torch.bool),
                               torch.ones(style.shape[-2:], dtype=torch.bool))]
-        content, style = content.to(self.device).float(), style.to(self.device).float()
+        # contiguous: an image decoded as (H, W, C) and permuted keeps its strides through clone(), which
+        # L-BFGS's flat views of the gradient cannot take
+        content, style = (x.to(self.device).float().contiguous() for x in (content, style))
         sides = self.long_sides()
         records: list[ScaleRecord] = []
         image: Tensor | None = None

@@ -69,6 +69,13 @@ def test_gatys_lowers_its_objective_from_the_content_and_its_content_weight_keep
     assert similarity[1e4] > similarity[1.0] + 0.05 and similarity[1e4] > 0.25, similarity
 
 
+def test_gatys_takes_images_of_any_memory_layout_at_their_own_size():
+    """A decoded (H, W, C) array permuted to (C, H, W) keeps its strides; at its own size nothing resizes it."""
+    content = torch.rand(1, 32, 32, 3).permute(0, 3, 1, 2)
+    result = optimize.build("gatys", size=32, steps=2, **OFFLINE).run(content, torch.rand(1, 3, 32, 32))
+    assert result.image.shape == (1, 3, 32, 32)
+
+
 def test_gatys_coarse_to_fine_from_noise_and_colour_preservation(pair):
     content, style = pair
     result = optimize.build("gatys", size=64, steps=10, scales=2, init="noise", optimizer="adam",
