@@ -14,7 +14,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from pipelines.stylize_inputs import PARTS, RUN_TOKEN, Inputs
 from stylecore.imaging import encode_image
@@ -53,33 +53,42 @@ class _JobWriter:
         if (self.job.output / PARTS / RUN_TOKEN).read_text() != self.job.run_token:
             raise RuntimeError(f"{self.job.output} is being written by a newer run; this one stops")
 
-    def stylize_and_commit(self, items: list[tuple[str, int, Any]],
+    def _stylize(self, images: list[Any], style: int) -> list[tuple[Any, dict[str, Any]]]:
+        """Each image stylized, with what the stylizer reports about it (an optimisation's final losses; a model:
+        nothing)."""
+        results = self.stylizer(images, self._style(style))
+        details = self.stylizer.details() if hasattr(self.stylizer, "details") else [{}] * len(results)
+        return list(zip(results, details))
+
+    def stylize_and_commit(self, items: list[tuple[str, str, int, Any]],
                            rejected: list[dict]) -> tuple[list[dict], list[dict]]:
-        """Stylize (key, style, image) items, write them, commit them and ``rejected`` with one part record;
-        returns what was written and every rejection (the given ones and the inputs this model could not
-        stylize)."""
+        """Stylize (output key, input key, style, image) items, write them, commit them and ``rejected`` with one
+        part record; returns what was written and every rejection (the given ones and the inputs this model could
+        not stylize)."""
         rejected = list(rejected)
-        by_style: dict[int, list[tuple[str, Any]]] = {}
-        for key, style, image in items:
-            by_style.setdefault(style, []).append((key, image))
-        outputs: list[tuple[str, int, bytes]] = []
+        by_style: dict[int, list[tuple[str, str, Any]]] = {}
+        for key, source, style, image in items:
+            by_style.setdefault(style, []).append((key, source, image))
+        outputs: list[tuple[str, str, int, bytes, dict[str, Any]]] = []
         for style, group in by_style.items():
             try:
-                results = self.stylizer([image for _, image in group], self._style(style))
+                results = self._stylize([image for _, _, image in group], style)
             except ValueError:  # one bad image (e.g. too small for the model) must not sink its batch
                 results = []
-                for key, image in group:
+                for key, _, image in group:
                     try:
-                        results.append(self.stylizer(image, self._style(style)))
+                        results += self._stylize([image], style)
                     except ValueError as error:
                         rejected.append({"key": key, "reason": f"cannot stylize: {error}"})
                         results.append(None)
-            for (key, _), result in zip(group, results):
+            for (key, source, _), result in zip(group, results):
                 if result is not None:
-                    outputs.append((key, style, encode_output(result, self.image_format, self.quality)))
+                    image, detail = result
+                    outputs.append((key, source, style, encode_output(image, self.image_format, self.quality), detail))
         self._check_current()
         records = self._write(outputs)
-        written = [{"key": key, "style": self.style_keys[style], "file": file} for (key, style, _), file in zip(outputs, records)]
+        written = [{"key": key, **({"source": source} if source != key else {}), "style": self.style_keys[style],
+                    "file": file, **detail} for (key, source, style, _, detail), file in zip(outputs, records)]
         keys = sorted([w["key"] for w in written] + [r["key"] for r in rejected])
         if keys:
             self._check_current()
@@ -88,7 +97,7 @@ class _JobWriter:
                               json.dumps({"written": written, "rejected": rejected}, indent=1) + "\n")
         return written, rejected
 
-    def _write(self, outputs: list[tuple[str, int, bytes]]) -> list[str]:
+    def _write(self, outputs: list[tuple[str, str, int, bytes, dict[str, Any]]]) -> list[str]:
         """Write the batch's images (a shard, or one file each) before its part record; returns their paths."""
         if not outputs:
             return []
@@ -96,19 +105,19 @@ class _JobWriter:
         suffix = "jpg" if self.image_format == "jpg" else "png"
         if self.output_format == "files":
             files = []
-            for key, _, data in outputs:
+            for key, _, _, data, _ in outputs:
                 relative = f"{key}.{suffix}"
                 atomic_write_bytes(confined_path(output, relative), data)  # keys were checked; a link was not
                 files.append(relative)
             return files
         import webdataset as wds
 
-        name = "shard-" + hashlib.sha256("\n".join(sorted(k for k, _, _ in outputs)).encode()).hexdigest()[:16] + ".tar"
+        name = "shard-" + hashlib.sha256("\n".join(sorted(o[0] for o in outputs)).encode()).hexdigest()[:16] + ".tar"
         buffer = io.BytesIO()
         with wds.TarWriter(buffer, mtime=0) as writer:
-            for key, style, data in outputs:
+            for key, source, style, data, detail in outputs:
                 writer.write({"__key__": check_output_name(key), suffix: data, "json": json.dumps(
-                    {"source_key": key, "style_key": self.style_keys[style], **self.provenance}).encode()})
+                    {"source_key": source, "style_key": self.style_keys[style], **self.provenance, **detail}).encode()})
         atomic_write_bytes(output / name, buffer.getvalue())
         return [name] * len(outputs)
 
@@ -170,26 +179,27 @@ def _drop_keys(output: Path, part: Path, record: dict, keys: set[str], output_fo
     return record
 
 
-def _finish(job: Job, listed: Inputs, counts: Mapping[str, int], seconds: float, pipeline_written: int, models: int,
-            settings: Mapping[str, Any]) -> dict[str, Any]:
-    """Write ``<output>/manifest.json`` for one job from what its folder holds now."""
+def _finish(job: Job, listed: Inputs, targets: Sequence[str], counts: Mapping[str, int], seconds: float,
+            pipeline_written: int, models: int, settings: Mapping[str, Any], label: str = "stylize") -> dict[str, Any]:
+    """Write ``<output>/manifest.json`` for one job from what its folder holds now; ``targets``: the output keys
+    the run was to make."""
     written, rejected = committed(job.output, settings["format"])
     rejected = listed.refused + rejected
     rejected_keys = {r["key"] for r in rejected}
-    missing = [key for key in listed.keys if key not in written and key not in rejected_keys]
+    missing = [key for key in targets if key not in written and key not in rejected_keys]
 
     def rate(images: int) -> float:
         return round(images / seconds, 3) if seconds > 0 and images else 0.0
 
-    manifest = {"inputs": len(listed.keys), "written": len(written), "rejected": rejected, "missing": missing,
+    manifest = {"inputs": len(listed.keys), "expected": len(targets), "written": len(written), "rejected": rejected, "missing": missing,
                 "model": job.model, **job.model_info, **settings,
                 # with several models in one pipeline the wall time is shared: the pipeline's rate counts them all
                 "this_run": {**counts, "seconds": round(seconds, 2), "images_per_second": rate(counts["written"]),
                              "models_in_pipeline": models, "pipeline_images_per_second": rate(pipeline_written)},
                 "outputs": sorted(written.values(), key=lambda item: item["key"])}
     atomic_write_text(job.output / "manifest.json", json.dumps(manifest, indent=1) + "\n")
-    print(f"stylize: {job.model}: {counts['written']} written and {counts['rejected']} rejected in {seconds:.1f} s; "
-          f"{len(written)} of {len(listed.keys)} done, {len(rejected)} rejected in all; {job.output / 'manifest.json'}",
+    print(f"{label}: {job.model}: {counts['written']} written and {counts['rejected']} rejected in {seconds:.1f} s; "
+          f"{len(written)} of {len(targets)} done, {len(rejected)} rejected in all; {job.output / 'manifest.json'}",
           flush=True)
     return manifest
 

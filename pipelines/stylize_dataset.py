@@ -32,13 +32,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from pipelines.stylize_commit import Job, _finish, _JobWriter, committed
 from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Inputs, StylizeError, arrow_filesystem,
-                                      assign_styles, decode_batch, decode_resize, list_inputs, load_styles)
+                                      decode_batch, decode_resize, list_inputs, load_styles, plan_outputs)
+
+#: a "model" that is an optimisation method (stylecore.optimize): ``optimize:strotss``; its settings travel beside it
+METHOD_PREFIX = "optimize:"
 from stylecore.io import atomic_write_text, remove_stale_temporaries
 
 
@@ -62,10 +65,19 @@ class StylizeActor:
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
         self.style_data, self.decoded_styles = [data for _, data in styles], {}
-        self.writers = [_JobWriter(job, Stylizer(stylecore.load(job.model, device=device, allow_pickle=allow_pickle), device=device, alpha=alpha,
-                                                 preserve_color=preserve_color, style_size=style_size),
-                                   [key for key, _ in styles], self._style_image, output_format, image_format, quality,
-                                   provenance) for job in jobs]
+
+        def stylizer(job: Job):
+            if job.model.startswith(METHOD_PREFIX):  # each pair optimised on its own, behind the same interface
+                from stylecore.optimize import build
+                from stylecore.optimize.batch import MethodStylizer
+
+                return MethodStylizer(build(job.model[len(METHOD_PREFIX):], device=device,
+                                            **job.model_info["method_settings"]), style_size=style_size)
+            return Stylizer(stylecore.load(job.model, device=device, allow_pickle=allow_pickle), device=device,
+                            alpha=alpha, preserve_color=preserve_color, style_size=style_size)
+
+        self.writers = [_JobWriter(job, stylizer(job), [key for key, _ in styles], self._style_image, output_format,
+                                   image_format, quality, provenance) for job in jobs]
 
     def _style_image(self, index: int):
         if index not in self.decoded_styles:
@@ -76,8 +88,9 @@ class StylizeActor:
         import torch
 
         pending: dict[int, tuple[list, list]] = {}  # job → (items to stylize, decode rejections)
-        for key, style, jobs, data, h, w, error in zip(batch["key"], batch["style"], batch["jobs"], batch["pixels"],
-                                                       batch["height"], batch["width"], batch["error"]):
+        for key, source, style, jobs, data, h, w, error in zip(batch["key"], batch["source"], batch["style"],
+                                                               batch["jobs"], batch["pixels"], batch["height"],
+                                                               batch["width"], batch["error"]):
             image = None
             if not error:
                 image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(int(h), int(w), 3).permute(2, 0, 1)
@@ -87,7 +100,7 @@ class StylizeActor:
                 if error:
                     rejected.append({"key": str(key), "reason": str(error)})
                 else:
-                    items.append((str(key), int(style), image))
+                    items.append((str(key), str(source), int(style), image))
         job_column, key_column, status_column = [], [], []
         for job, (items, rejected) in sorted(pending.items()):
             written, rejected = self.writers[job].stylize_and_commit(items, rejected)
@@ -99,10 +112,29 @@ class StylizeActor:
                 "status": np.array(status_column, dtype=object)}
 
 
-def resolve_model(model: str) -> tuple[str, dict[str, Any]]:
+def resolve_model(model: str, method_settings: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
     """``models:/name@alias`` → ``models:/name/<version>`` (every actor loads the same version, even if the
-    alias moves mid-run) and what to record about it; a checkpoint path is checked to exist."""
+    alias moves mid-run) and what to record about it; a checkpoint path is checked to exist; an optimisation
+    method (``optimize:<name>``) is built here once with ``method_settings``, so a bad setting or weights that are
+    not there fail before Ray starts, and its settings and encoder are recorded."""
     import stylecore
+
+    if model.startswith(METHOD_PREFIX):
+        from stylecore.backbones import EncoderWeightsUnavailable
+        from stylecore.optimize import build
+        from stylecore.optimize.batch import MethodStylizer
+
+        name = model[len(METHOD_PREFIX):]
+        try:
+            described = MethodStylizer(build(name, device="cpu", **dict(method_settings or {}))).describe()
+        except (KeyError, ValueError, TypeError, EncoderWeightsUnavailable) as error:
+            raise StylizeError(f"method {name}: {error}") from None
+        described["settings"].pop("device")  # each actor's own (its GPU or the CPU), not this driver's check
+        encoder = described["encoder"]
+        print(f"optimize: {name}: encoder {encoder.get('arch')}, weights {encoder.get('weights')} (pretrained: "
+              f"{encoder.get('pretrained')})", flush=True)
+        return model, {"model_name": name, "model_version": "optimisation",
+                       "method_settings": dict(method_settings or {}), "method": described}
 
     if model.startswith("models:/"):
         from mlflow.exceptions import MlflowException
@@ -141,10 +173,18 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
                         style_size: int | None = 512, batch_size: int = 8, actors: int = 2, gpus_per_actor: float = 0.0,
                         cpus_per_actor: float | None = None, output_format: str = "webdataset", image_format: str = "jpg",
                         quality: int = 92, limit: int | None = None, progress: bool = True,
-                        allow_pickle: bool = False) -> list[dict[str, Any]]:
+                        allow_pickle: bool = False, input_keys: Sequence[str] | None = None,
+                        style_keys: Sequence[str] | None = None,
+                        method_settings: Mapping[str, Mapping[str, Any]] | None = None, label: str = "stylize"
+                        ) -> list[dict[str, Any]]:
     """Stylize every input once with each ``(model, output folder)`` job, in one Ray Data pipeline: the inputs
     are read and decoded once, and each actor holds every model. Returns each job's manifest (also written as
     ``<output>/manifest.json``), in job order.
+
+    A model is a ``models:/`` URI, a checkpoint, ``pretrained:<name>``, or an optimisation method
+    ``optimize:<name>`` (``method_settings[<name>]``: its settings), which optimises each pair on its own.
+    ``input_keys`` / ``style_keys``: only these inputs / styles (each must be there). ``label`` starts the
+    progress lines.
 
     Runs on the Ray that is initialised, or starts a local one sized to the machine (``RAY_ADDRESS``:
     that cluster). ``cpus_per_actor`` defaults to 0.5 without GPUs, so the decode tasks and the writer
@@ -175,12 +215,13 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
     folders = [Path(output).resolve() for _, output in jobs]
     if len(set(folders)) < len(folders):
         raise StylizeError(f"two models write to one output folder ({[str(o) for _, o in jobs]}); give each its own")
-    resolved = [resolve_model(model) for model, _ in jobs]
-    listed = list_inputs(inputs, limit)
-    style_list = load_styles(styles)
-    assignment = assign_styles(listed.keys, len(style_list), policy, seed)
+    resolved = [resolve_model(model, (method_settings or {}).get(model[len(METHOD_PREFIX):]))
+                for model, _ in jobs]
+    listed = list_inputs(inputs, limit, only=input_keys)
+    style_list = load_styles(styles, only=style_keys)
+    targets = plan_outputs(listed.keys, [key for key, _ in style_list], policy, seed)
     plan: list[Job] = []
-    work: dict[str, tuple[int, list[int]]] = {}
+    work: dict[str, dict[str, tuple[int, list[int]]]] = {}  # input → its outputs to do → (style, jobs)
     for index, ((model, model_info), (_, output)) in enumerate(zip(resolved, jobs)):
         job = Job(model, model_info, Path(output), uuid.uuid4().hex)
         atomic_write_text(job.output / PARTS / RUN_TOKEN, job.run_token)  # from now on only this run's actors commit
@@ -188,11 +229,12 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
         stale = remove_stale_temporaries(job.output) + remove_stale_temporaries(job.output / PARTS)
         done, rejected_before = committed(job.output, output_format)
         previously_rejected = {r["key"] for r in rejected_before}
-        pending = [key for key in listed.keys if key not in done and key not in previously_rejected]
-        for key in pending:
-            work.setdefault(key, (assignment[key], []))[1].append(index)
+        pending = [target for target in targets if target.key not in done and target.key not in previously_rejected]
+        for target in pending:
+            work.setdefault(target.source, {}).setdefault(target.key, (target.style, []))[1].append(index)
         plan.append(job)
-        print(f"stylize: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}; "
+        print(f"{label}: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}"
+              + (f" ({len(targets)} outputs)" if len(targets) != len(listed.keys) else "") + "; "
               f"{len(done)} already written and {len(previously_rejected)} rejected by an earlier run are skipped; "
               f"{len(pending)} to do with {model} into {job.output}"
               + (f"; {len(listed.refused)} refused for unsafe keys (e.g. {listed.refused[0]['key']!r})"
@@ -209,12 +251,14 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
                                    preserve_color=preserve_color, size=size, style_size=style_size,
                                    batch_size=batch_size, actors=actors, gpus_per_actor=gpus_per_actor,
                                    cpus_per_actor=cpus_per_actor, image_format=image_format, quality=quality,
-                                   progress=progress, allow_pickle=allow_pickle)
+                                   progress=progress, allow_pickle=allow_pickle, label=label)
     seconds = time.perf_counter() - started
     settings = {"styles": [key for key, _ in style_list], "policy": policy, "seed": seed, "alpha": alpha,
                 "preserve_color": preserve_color, "size": size, "format": output_format, "image_format": image_format}
     total = sum(c["written"] for c in counts)
-    manifests = [_finish(job, listed, counts[index], seconds, total, len(plan), settings) for index, job in enumerate(plan)]
+    target_keys = [target.key for target in targets]
+    manifests = [_finish(job, listed, target_keys, counts[index], seconds, total, len(plan), settings, label)
+                 for index, job in enumerate(plan)]
     unfinished = [f"{job.output}: {len(m['missing'])} (e.g. {m['missing'][:3]})" for job, m in zip(plan, manifests)
                   if m["missing"]]
     if unfinished:
@@ -232,10 +276,10 @@ def _tracking_uri(models: Sequence[str]) -> str | None:
     return mlflow.get_tracking_uri()
 
 
-def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles, plan: list[Job], *,
+def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]]]], styles, plan: list[Job], *,
                   output_format: str, alpha: float, preserve_color, size, style_size, batch_size: int, actors: int,
                   gpus_per_actor: float, cpus_per_actor, image_format: str, quality: int,
-                  progress: bool, allow_pickle: bool = False) -> list[dict[str, int]]:
+                  progress: bool, allow_pickle: bool = False, label: str = "stylize") -> list[dict[str, int]]:
     import ray
 
     use_gpu = gpus_per_actor > 0
@@ -260,7 +304,7 @@ def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles
     # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
     # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors
     # 6.9 images/s against 6.0 with one in flight; BENCHMARKS.md).
-    batches = -(-len(work) // batch_size)
+    batches = -(-sum(len(outputs) for outputs in work.values()) // batch_size)
     in_flight = 1 if batches < 4 * actors else None
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
@@ -275,7 +319,8 @@ def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(len(jobs) for _, jobs in work.values()), desc="stylize", unit="image")
+        bar = tqdm(total=sum(len(jobs) for outputs in work.values() for _, jobs in outputs.values()), desc=label,
+                   unit="image")
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for job, status in zip(batch["job"], batch["status"]):
             counts[int(job)][str(status)] += 1
@@ -286,20 +331,19 @@ def _run_pipeline(listed: Inputs, work: dict[str, tuple[int, list[int]]], styles
     return counts
 
 
-def add_command(subparsers) -> None:
-    """The ``stylecore stylize-dataset`` subcommand (registered as a ``stylecore.commands`` entry point)."""
-    command = subparsers.add_parser("stylize-dataset", help="stylize a whole dataset with Ray Data (resumable)")
-    command.add_argument("--model", required=True, help="models:/name@alias or models:/name/version (tracking store "
-                                                        "from MLFLOW_TRACKING_URI), a checkpoint directory, or "
-                                                        "pretrained:magenta_lite")
+def add_dataset_arguments(command, policy_seed: bool = True, input_size: bool = True) -> None:
+    """The inputs, styles, output and Ray Data options ``stylize-dataset`` and ``optimize-dataset`` share (the
+    latter's ``--seed`` and ``--size`` are its method's)."""
     command.add_argument("--input", required=True, nargs="+", help="shard folders / .tar files, or one image folder")
     command.add_argument("--styles", required=True, nargs="+", help="style image files, a folder or a shard set")
     command.add_argument("--output", required=True, help="output folder (re-running it resumes)")
-    command.add_argument("--policy", choices=POLICIES, default="round_robin")
-    command.add_argument("--seed", type=int, default=0, help="seed of the random policy")
-    command.add_argument("--alpha", type=float, default=1.0)
-    command.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"])
-    command.add_argument("--size", type=int, help="resize inputs to this short side (default: keep)")
+    command.add_argument("--policy", choices=POLICIES, default="round_robin",
+                         help="each input's style: the first (one), in turn (round_robin), seeded by key (random), or "
+                              "every style (all: outputs <input>/<style>)")
+    if policy_seed:
+        command.add_argument("--seed", type=int, default=0, help="seed of the random policy")
+    if input_size:
+        command.add_argument("--size", type=int, help="resize inputs to this short side (default: keep)")
     command.add_argument("--style-size", dest="style_size", type=int, default=512)
     command.add_argument("--batch-size", dest="batch_size", type=int, default=8)
     command.add_argument("--actors", type=int, default=2, help="model replicas (actor pool size)")
@@ -308,6 +352,17 @@ def add_command(subparsers) -> None:
     command.add_argument("--image-format", dest="image_format", choices=["jpg", "png"], default="jpg")
     command.add_argument("--limit", type=int, help="only the first N inputs in key order")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_command(subparsers) -> None:
+    """The ``stylecore stylize-dataset`` subcommand (registered as a ``stylecore.commands`` entry point)."""
+    command = subparsers.add_parser("stylize-dataset", help="stylize a whole dataset with Ray Data (resumable)")
+    command.add_argument("--model", required=True, help="models:/name@alias or models:/name/version (tracking store "
+                                                        "from MLFLOW_TRACKING_URI), a checkpoint directory, or "
+                                                        "pretrained:magenta_lite")
+    add_dataset_arguments(command)
+    command.add_argument("--alpha", type=float, default=1.0)
+    command.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"])
     command.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
                          help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
                               "(runs code from the store: only for stores you trust)")

@@ -2,8 +2,9 @@
 style by policy) and what the CPU tasks decode. Shared by :mod:`pipelines.stylize_dataset` and its commit log.
 
 Styles are image files, a folder or a shard set; the ``policy`` gives each input its style: ``one``
-(the first style for all), ``round_robin`` (by the input's position in key order) or ``random``
-(seeded by a hash of the key, so the choice survives a restart).
+(the first style for all), ``round_robin`` (by the input's position in key order), ``random``
+(seeded by a hash of the key, so the choice survives a restart) or ``all`` (every input with every style: the
+output ``<input key>/<style key>``, a content × style grid such as the evaluation's pairs).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from stylecore.imaging import IMAGE_SUFFIXES, MAX_PIXELS, open_image
 from stylecore.io import UnsafeName, check_output_name
 
-POLICIES = ("one", "round_robin", "random")
+POLICIES = ("one", "round_robin", "random", "all")
 FORMATS = ("webdataset", "files")
 PARTS = "_parts"
 RUN_TOKEN = "RUN"  # in _parts/: the id of the run allowed to commit
@@ -84,8 +85,22 @@ def _tar_keys(url: str) -> list[str]:
     return list(keys)
 
 
-def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None = None) -> Inputs:
-    """Shard folders / tar files, or an image folder; ``limit`` keeps the first keys in key order."""
+def _keep(keys: list[str], only: Sequence[str] | None, what: str) -> list[str]:
+    """``keys`` restricted to ``only`` (None: all), each of which must be there."""
+    if only is None:
+        return keys
+    present = set(keys)
+    absent = [key for key in only if key not in present]
+    if absent:
+        raise StylizeError(f"{what}: no key{'s' if len(absent) > 1 else ''} {absent[:5]} among them")
+    wanted = set(only)
+    return [key for key in keys if key in wanted]
+
+
+def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None = None,
+                only: Sequence[str] | None = None) -> Inputs:
+    """Shard folders / tar files, or an image folder; ``only`` keeps those keys (each must be there), ``limit``
+    the first keys in key order."""
     from stylecore.shards import is_shard_location, shard_urls
 
     locations = [location] if isinstance(location, (str, Path)) else list(location)
@@ -104,7 +119,7 @@ def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None =
             raise StylizeError(f"input shards repeat the keys {duplicated[:5]}; outputs are named by key, so keys must be "
                                "unique (reshard, or stylize the shard sets separately)")
         safe, refused = _split_unsafe(keys)
-        return Inputs("shards", sorted(safe)[:limit], urls=urls, refused=refused)
+        return Inputs("shards", _keep(sorted(safe), only, f"input {locations}")[:limit], urls=urls, refused=refused)
     if len(locations) != 1 or not Path(locations[0]).is_dir():
         raise StylizeError(f"input {locations}: expected one image folder, or shard folders / .tar files")
     root = Path(locations[0])
@@ -119,12 +134,14 @@ def list_inputs(location: str | Path | Sequence[str | Path], limit: int | None =
     if not files:
         raise StylizeError(f"input folder {root} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     safe, refused = _split_unsafe(list(files))
-    keys = sorted(safe)[:limit]
+    keys = _keep(sorted(safe), only, f"input folder {root}")[:limit]
     return Inputs("files", keys, files={k: files[k] for k in keys}, refused=refused)
 
 
-def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, bytes]]:
-    """Style images as (key, encoded bytes) from files, a folder or a shard set; each is checked readable."""
+def load_styles(location: str | Path | Sequence[str | Path], only: Sequence[str] | None = None
+                ) -> list[tuple[str, bytes]]:
+    """Style images as (key, encoded bytes) from files, a folder or a shard set, in the order found; ``only`` keeps
+    those keys (each must be there). Each kept one is checked readable."""
     from stylecore.shards import ShardImages, is_remote, is_shard_location
 
     locations = [location] if isinstance(location, (str, Path)) else list(location)
@@ -155,6 +172,9 @@ def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, 
             raise StylizeError(f"style {loc}: no such file, folder or shard set")
     if not styles:
         raise StylizeError(f"styles {locations}: no images found")
+    if only is not None:
+        kept = set(_keep([key for key, _ in styles], only, f"styles {locations}"))
+        styles = [(key, data) for key, data in styles if key in kept]
     for key, data in styles:
         try:
             with open_image(data) as image:
@@ -164,14 +184,34 @@ def load_styles(location: str | Path | Sequence[str | Path]) -> list[tuple[str, 
     return styles
 
 
-def assign_styles(keys: Sequence[str], count: int, policy: str, seed: int) -> dict[str, int]:
-    """Each input key's style index under ``policy`` (``keys`` in key order)."""
+@dataclass(frozen=True)
+class Target:
+    """One output to make: its key (its name in the output folder), the input it stylizes and the style index."""
+
+    key: str
+    source: str
+    style: int
+
+
+def plan_outputs(keys: Sequence[str], style_keys: Sequence[str], policy: str, seed: int) -> list[Target]:
+    """The outputs ``policy`` asks for (``keys`` in key order): one per input with the style the policy gives it,
+    or, under ``all``, one per input and style named ``<input key>/<style key>`` (the style keys must be able to
+    name files)."""
+    if policy == "all":
+        for style in style_keys:
+            try:
+                check_output_name(style)
+            except UnsafeName as error:
+                raise StylizeError(f"style key {style!r}: {error}; policy all names outputs <input>/<style>, so "
+                                   "rename the style image") from None
+        return [Target(f"{key}/{style_key}", key, style) for key in keys for style, style_key in enumerate(style_keys)]
+    count = len(style_keys)
     if policy == "one":
-        return {key: 0 for key in keys}
+        return [Target(key, key, 0) for key in keys]
     if policy == "round_robin":
-        return {key: index % count for index, key in enumerate(keys)}
-    return {key: int.from_bytes(hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest(), "big") % count
-            for key in keys}
+        return [Target(key, key, index % count) for index, key in enumerate(keys)]
+    return [Target(key, key, int.from_bytes(hashlib.blake2b(f"{seed}/{key}".encode(), digest_size=8).digest(), "big")
+                   % count) for key in keys]
 
 
 def decode_resize(data: bytes, size: int | None, max_pixels: int = MAX_PIXELS):
@@ -191,37 +231,36 @@ def decode_resize(data: bytes, size: int | None, max_pixels: int = MAX_PIXELS):
     return tensor
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, size: int | None, work: Mapping[str, tuple[int, Sequence[int]]],
-                 key_column: str, data_column: str, key_of_path: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
-    """A Ray Data batch of encoded inputs → pixels (uint8 bytes + shape), style and the jobs (models) still to do
-    for it, or the reason it failed.
+def decode_batch(batch: dict[str, np.ndarray], *, size: int | None,
+                 work: Mapping[str, Mapping[str, tuple[int, Sequence[int]]]], key_column: str, data_column: str,
+                 key_of_path: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """A Ray Data batch of encoded inputs → one row per output still to make from each: its key, the input's key,
+    pixels (uint8 bytes + shape), style and the jobs (models) still to do for it, or the reason it failed.
 
-    ``work`` maps each key to do to (style index, job indices); other rows (done before by every model, or
-    beyond the limit) are dropped here.
+    ``work`` maps each input key to its outputs to do (output key → (style index, job indices)); other rows
+    (done before by every model, or beyond the limit) are dropped here. An input is decoded once for all its
+    outputs.
     """
-    keys, styles, jobs, pixels, heights, widths, errors = [], [], [], [], [], [], []
+    keys, sources, styles, jobs, pixels, heights, widths, errors = [], [], [], [], [], [], [], []
     for name, data in zip(batch[key_column], batch[data_column]):
-        key = key_of_path.get(str(name), str(name)) if key_of_path is not None else str(name)
-        if key not in work:
+        source = key_of_path.get(str(name), str(name)) if key_of_path is not None else str(name)
+        if source not in work:
             continue
-        keys.append(key)
-        style, todo = work[key]
-        styles.append(style)
-        jobs.append(",".join(str(j) for j in todo))
         try:
             image = decode_resize(bytes(data), size)
-            pixels.append(image.permute(1, 2, 0).contiguous().numpy().tobytes())
-            heights.append(image.shape[1])
-            widths.append(image.shape[2])
-            errors.append("")
+            decoded = (image.permute(1, 2, 0).contiguous().numpy().tobytes(), image.shape[1], image.shape[2], "")
         except Exception as error:  # noqa: BLE001 - the input is recorded with the reason, the rest go on
-            pixels.append(b"")
-            heights.append(0)
-            widths.append(0)
-            errors.append(f"unreadable: {type(error).__name__}: {error}")
-    return {"key": np.array(keys, dtype=object), "style": np.array(styles, dtype=np.int64),
-            "jobs": np.array(jobs, dtype=object), "pixels": np.array(pixels, dtype=object),
-            "height": np.array(heights, dtype=np.int64), "width": np.array(widths, dtype=np.int64),
-            "error": np.array(errors, dtype=object)}
+            decoded = (b"", 0, 0, f"unreadable: {type(error).__name__}: {error}")
+        for key, (style, todo) in work[source].items():
+            keys.append(key)
+            sources.append(source)
+            styles.append(style)
+            jobs.append(",".join(str(j) for j in todo))
+            for column, value in zip((pixels, heights, widths, errors), decoded):
+                column.append(value)
+    return {"key": np.array(keys, dtype=object), "source": np.array(sources, dtype=object),
+            "style": np.array(styles, dtype=np.int64), "jobs": np.array(jobs, dtype=object),
+            "pixels": np.array(pixels, dtype=object), "height": np.array(heights, dtype=np.int64),
+            "width": np.array(widths, dtype=np.int64), "error": np.array(errors, dtype=object)}
 
 

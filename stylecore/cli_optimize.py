@@ -15,16 +15,10 @@ SETTING_FLAGS = ("size", "steps", "scales", "content_weight", "style_loss", "sty
                  "optimizer", "lr", "preserve_color", "precision", "seed", "device")
 
 
-def add_command(sub: Any) -> None:
-    # nothing here imports torch: building the parser stays instant; the method name is checked against the
-    # registry when the command runs (`stylecore list` shows the methods)
-    parser = sub.add_parser("optimize", help="stylize one photo by optimising the image itself (gatys, strotss)")
-    parser.add_argument("--method", required=True, help="an optimisation method: gatys or strotss (stylecore list)")
-    parser.add_argument("--content", required=True, help="the content image (photo)")
-    parser.add_argument("--style", required=True, help="the style image (painting)")
-    parser.add_argument("--content-mask", dest="content_mask",
-                        help="strotss: colour-coded regions of the content (pairs with --style-mask by colour)")
-    parser.add_argument("--style-mask", dest="style_mask", help="strotss: colour-coded regions of the style")
+def add_setting_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """The methods' settings as flags (:data:`SETTING_FLAGS`, and the encoder weights); shared by ``stylecore
+    optimize`` and ``stylecore optimize-dataset`` (whose actors choose their device: ``device=False``). Read them
+    back with :func:`method_settings`."""
     parser.add_argument("--size", type=int, help="the output's long side in pixels (default 512)")
     parser.add_argument("--steps", type=int, help="steps per scale (default: gatys 300, strotss 250)")
     parser.add_argument("--scales", type=int, help="gatys: coarse-to-fine scales (default 1)")
@@ -44,7 +38,36 @@ def add_command(sub: Any) -> None:
                              "random:<seed> (not pretrained: for trying the mechanics offline)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto: bf16 where fast")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    if device:
+        parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+
+
+def method_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the flags give ``args.method`` (encoder weights included); raises ``ValueError`` naming a flag
+    the method does not take, or an unknown method naming the known ones."""
+    from stylecore.optimize import METHODS
+    from stylecore.registry import accepted_parameters
+
+    accepted = set(accepted_parameters(METHODS.get(args.method)))
+    given = {flag: getattr(args, flag, None) for flag in SETTING_FLAGS}
+    given = {flag: value for flag, value in given.items() if value is not None}
+    refused = sorted(flag for flag in given if flag not in accepted)
+    if refused:
+        raise ValueError(f"--method {args.method} takes no {', '.join('--' + f.replace('_', '-') for f in refused)}")
+    return {"encoder_weights": args.weights, **given}
+
+
+def add_command(sub: Any) -> None:
+    # nothing here imports torch: building the parser stays instant; the method name is checked against the
+    # registry when the command runs (`stylecore list` shows the methods)
+    parser = sub.add_parser("optimize", help="stylize one photo by optimising the image itself (gatys, strotss)")
+    parser.add_argument("--method", required=True, help="an optimisation method: gatys or strotss (stylecore list)")
+    parser.add_argument("--content", required=True, help="the content image (photo)")
+    parser.add_argument("--style", required=True, help="the style image (painting)")
+    parser.add_argument("--content-mask", dest="content_mask",
+                        help="strotss: colour-coded regions of the content (pairs with --style-mask by colour)")
+    parser.add_argument("--style-mask", dest="style_mask", help="strotss: colour-coded regions of the style")
+    add_setting_arguments(parser)
     parser.add_argument("--output", required=True, help="the output image (.png, .jpg, .webp); its settings and "
                                                        "losses go to the same name with .json")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -59,19 +82,13 @@ def run_command(args: argparse.Namespace) -> int:
     from stylecore.data import ImageLoadError, load_image, save_image
     from stylecore.encoders import EncoderWeightsUnavailable
     from stylecore.io import atomic_write_text
-    from stylecore.optimize import METHODS, OptimizationHooks, OptimizeMemoryError, build
-    from stylecore.registry import accepted_parameters
+    from stylecore.optimize import OptimizationHooks, OptimizeMemoryError, build
 
     output = Path(args.output)
     try:
-        METHODS.get(args.method)  # an unknown name is refused naming the known ones
+        settings = method_settings(args)  # an unknown method or a flag it does not take: refused, named
         if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
             raise ValueError(f"--output {output}: give an image name ending in .png, .jpg or .webp")
-        accepted = set(accepted_parameters(METHODS.get(args.method)))
-        given = {flag: getattr(args, flag) for flag in SETTING_FLAGS if getattr(args, flag) is not None}
-        refused = sorted(flag for flag in given if flag not in accepted)
-        if refused:
-            raise ValueError(f"--method {args.method} takes no {', '.join('--' + f.replace('_', '-') for f in refused)}")
         if (args.content_mask or args.style_mask) and args.method != "strotss":
             raise ValueError("--content-mask / --style-mask (spatial guidance) are strotss's; use --method strotss")
         content, style = load_image(args.content)[None], load_image(args.style)[None]
@@ -80,7 +97,7 @@ def run_command(args: argparse.Namespace) -> int:
             if not (args.content_mask and args.style_mask):
                 raise ValueError("spatial guidance needs both --content-mask and --style-mask")
             masks = {"content_mask": load_image(args.content_mask), "style_mask": load_image(args.style_mask)}
-        method = build(args.method, encoder_weights=args.weights, **given)
+        method = build(args.method, **settings)
     except (EncoderWeightsUnavailable, FileNotFoundError, ImageLoadError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
