@@ -232,6 +232,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
               + (f"  deception {row['deception_knn']:.3f}" if "deception_knn" in row else ""), flush=True)
     comparisons = report.compare_losses(scores, list(dict.fromkeys(c.model for c in candidates)), pairs, settings,
                                         references)
+    optimisation = score_optimisation(reports / "optimized", pairs, scores, metrics, settings, style_features, device)
     notes = [note for note in [rank_deficiency_note(len(pairs), style_features.shape[1])] if note]
 
     reports.mkdir(parents=True, exist_ok=True)
@@ -244,7 +245,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     summary = report.summary_markdown(table, comparisons, [c.name for c in candidates], settings, len(pairs),
                                       backbones, calibrated, notes,
                                       {c.model: c.calibration for c in candidates if c.calibration},
-                                      training_encoders(candidates))
+                                      training_encoders(candidates), optimisation)
     atomic_write_text(reports / "summary.md", summary)
     long_rows = [{"model": c.model, "loss": c.loss + (" (sweep)" if c.source == "sweep" else ""), "candidate": c.name,
                   **row} for c in candidates for row in per_style[c.name]]
@@ -259,20 +260,66 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         table=table, comparisons=comparisons, per_style=per_style, models=list(dict.fromkeys(c.model for c in candidates)),
         settings=settings, pair_count=len(pairs), backbones=backbones, calibrated=calibrated,
         calibrations={c.model: c.calibration for c in candidates if c.calibration}, notes=notes,
-        comparison_jpeg=buffer.getvalue(), curves=curves)
+        comparison_jpeg=buffer.getvalue(), curves=curves, optimisation=optimisation)
     atomic_write_text(reports / "index.html", page)
     details = {"settings": settings, "encoder": paper.describe(), "backbones": backbones, "calibrated": calibrated,
                "pairs": {"contents": pairs.content_keys, "styles": pairs.style_keys, "labels": pairs.style_labels},
                "comparisons": {model: {metric: c.as_dict() for metric, c in found.items()}
                                for model, found in comparisons.items()},
-               "candidates": [{**asdict(c), "metrics": table[c.name]} for c in candidates]}
+               "candidates": [{**asdict(c), "metrics": table[c.name]} for c in candidates],
+               "optimisation": optimisation}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     atomic_write_text(reports / "metrics.json", json.dumps(table, indent=2) + "\n")
     log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image, source_tags(root, "evaluate"),
-                  began)
+                  began, optimisation)
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
           f"reports/metrics.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
+
+
+def score_optimisation(folder: Path, pairs, scores, metrics, settings, style_features, device) -> dict[str, Any] | None:
+    """The optimisation methods' outputs (the ``optimize`` stage's, ``reports/optimized/``) scored with the same
+    metrics on the pairs they cover (the first contents of ``pairs`` × every style), beside every candidate's scores
+    on those same pairs (from its per-pair values); None, said, when the stage has not run or ran no method."""
+    from pipelines import evaluation_report as report
+    from pipelines.optimize import optimized_outputs
+    from stylecore.heldout import HeldOutPairs, PrecomputedOutputs, score_models
+
+    summary_file = folder / "summary.json"
+    if not summary_file.is_file():
+        print(f"evaluate: no {summary_file}; the optimisation methods are not compared (run `dvc repro optimize`)",
+              flush=True)
+        return None
+    summary = json.loads(summary_file.read_text())
+    if not summary.get("methods"):
+        return None
+    covered = summary["pairs"]
+    count = len(covered["contents"])
+    if (covered["contents"] != pairs.content_keys[:count] or covered["styles"] != pairs.style_keys
+            or covered["size"] != settings["size"]):
+        raise EvaluateStageError(f"{folder} holds outputs for other pairs than this evaluation's (another protocol, "
+                                 "seed or size); run `dvc repro optimize`")
+    subset = HeldOutPairs(pairs.contents[:count], pairs.content_keys[:count], pairs.styles, pairs.style_keys,
+                          pairs.style_labels, pairs.style_artists)
+    # the subset's pairs inside the full style-major order
+    indices = [style * len(pairs.content_keys) + content for style in range(len(pairs.style_keys))
+               for content in range(count)]
+    on_subset = {name: report.CandidateScores({metric: values[indices] for metric, values in found.values.items()},
+                                              None if found.features is None else found.features[indices])
+                 for name, found in scores.items()}
+    outputs = {name: PrecomputedOutputs(optimized_outputs(folder / name, subset, settings["size"]))
+               for name in summary["methods"]}
+    scored = score_models(outputs, subset, metrics, settings["batch_size"], device, keep_outputs=[])
+    on_subset.update({name: report.split_scores(values) for name, (values, _) in scored.items()})
+    references = style_features.repeat_interleave(count, dim=0)  # (styles, d): each style once per content
+    table = {name: report.summarise(found, subset, settings["spread_percentiles"], references, settings["fid"])[0]
+             for name, found in on_subset.items()}
+    for name in summary["methods"]:
+        row = table[name]
+        print(f"evaluate: {name + ' (optimisation)':<28} classic {row['style_classic']:.4g}  content "
+              f"{row['content']:.4g}  ArtFID {row['artfid']:.4g}  on {len(subset)} pairs", flush=True)
+    return {"pairs": len(subset), "contents": subset.content_keys, "styles": len(subset.style_keys),
+            "methods": {name: summary["methods"][name]["method"] for name in summary["methods"]}, "table": table}
 
 
 def training_encoders(candidates: list[Candidate]) -> dict[str, list[str]]:
@@ -307,7 +354,8 @@ def training_curves(candidates: list[Candidate]) -> dict[str, list[dict[str, flo
 
 
 def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candidate], reports: Path, settings,
-                  image, git: Mapping[str, str], began: float | None = None) -> None:
+                  image, git: Mapping[str, str], began: float | None = None,
+                  optimisation: Mapping[str, Any] | None = None) -> None:
     """One `evaluate` run with the tables (``log_table``), the summary and the image; each candidate's own run gets
     its scores as ``eval/<metric>``."""
     from mlflow.entities import Metric
@@ -331,6 +379,11 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
                                   **{field: [c.as_dict()[field] for _, _, c in rows]
                                      for field in ("before", "after", "difference", "low", "high", "verdict")}},
                          "comparisons.json")
+    if optimisation:  # every candidate and method on the pairs the optimisation methods cover
+        rows = optimisation["table"]
+        keys = sorted({key for row in rows.values() for key in row})
+        client.log_table(run_id, {"candidate": list(rows), **{key: [row.get(key) for row in rows.values()]
+                                                              for key in keys}}, "optimisation.json")
     client.log_image(run_id, image, artifact_file="comparison.jpg")
     for artifact in ("summary.md", "index.html", "metrics.json", "evaluation.json"):
         client.log_artifact(run_id, str(reports / artifact))

@@ -125,9 +125,11 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
                      candidate_names: list[str], settings: Mapping[str, Any], pair_count: int,
                      backbones: Mapping[str, Any], calibrated: bool, notes: list[str],
                      calibrations: Mapping[str, Mapping[str, float]] | None = None,
-                     trained_on: Mapping[str, list[str]] | None = None) -> str:
+                     trained_on: Mapping[str, list[str]] | None = None,
+                     optimisation: Mapping[str, Any] | None = None) -> str:
     """The Table 5 comparison and the field's metrics, each comparison with its interval and verdict;
-    ``trained_on``: the encoder each candidate's training objective read → those candidates."""
+    ``trained_on``: the encoder each candidate's training objective read → those candidates; ``optimisation``:
+    the optimisation methods beside every candidate on the pairs they cover (:func:`optimisation_title`)."""
     high, low = settings["spread_percentiles"]
     confidence = settings["bootstrap"]["confidence"]
     paper = backbones.get("paper", {})
@@ -206,7 +208,21 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
     if any("style_embedding" in row for row in table.values()):
         lines += _table("Style distance in Magenta's style embedding, 1 − cos(P(output), P(style)) (pretrained "
                         "weights: calibrated offline too)", table, PRETRAINED_COLUMNS)
+    if optimisation:
+        columns = PAPER_COLUMNS + tuple(c for c in ("artfid", "lpips", "style_embedding")
+                                        if any(c in row for row in optimisation["table"].values()))
+        lines += _table(optimisation_title(optimisation), optimisation["table"], columns)
+        lines += ["Encoders of the optimisation methods: " + "; ".join(
+            f"{name} {method['encoder'].get('arch')} {method['encoder'].get('weights')} (pretrained: "
+            f"{method['encoder'].get('pretrained')})" for name, method in optimisation["methods"].items()), ""]
     return "\n".join(lines)
+
+
+def optimisation_title(optimisation: Mapping[str, Any]) -> str:
+    """The heading of the optimisation-vs-feed-forward table: which pairs it is on."""
+    return (f"Optimisation ({', '.join(optimisation['methods'])}) vs feed-forward, on the same {optimisation['pairs']} "
+            f"pairs ({len(optimisation['contents'])} contents × {optimisation['styles']} styles; the optimize stage "
+            "covers these)")
 
 
 def table6_rows(comparisons: Mapping[str, Mapping[str, Comparison]], metric: str = "deception_knn") -> list[list[str]]:

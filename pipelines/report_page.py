@@ -15,7 +15,7 @@ import io
 from typing import Any, Mapping
 
 from pipelines.evaluation_report import (COMPARED, DECEPTION_COLUMNS, FIELD_COLUMNS, PAPER_COLUMNS, PRETRAINED_COLUMNS,
-                                        table6_rows)
+                                        optimisation_title, table6_rows)
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -114,7 +114,8 @@ def _table(caption: str, header: list[str], rows: list[list[Any]], classes: list
 def render(*, table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str, Mapping[str, Any]],
            per_style: Mapping[str, list[dict]], models: list[str], settings: Mapping[str, Any], pair_count: int,
            backbones: Mapping[str, Any], calibrated: bool, calibrations: Mapping[str, Mapping[str, float]],
-           notes: list[str], comparison_jpeg: bytes, curves: Mapping[str, list[dict]]) -> str:
+           notes: list[str], comparison_jpeg: bytes, curves: Mapping[str, list[dict]],
+           optimisation: Mapping[str, Any] | None = None) -> str:
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>stylecore evaluation — "
              f"{html.escape(settings['protocol'])}</title><style>{_STYLE}</style></head><body>",
              "<h1>Evaluation</h1>",
@@ -166,6 +167,11 @@ def render(*, table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str
                             "weights, so calibrated even offline (lower: closer to the style)",
                             ["candidate", *PRETRAINED_COLUMNS],
                             [[n, *(row.get(k, "–") for k in PRETRAINED_COLUMNS)] for n, row in table.items()]))
+    if optimisation:
+        columns = [*PAPER_COLUMNS, *(c for c in ("artfid", "lpips", "style_embedding")
+                                     if any(c in row for row in optimisation["table"].values()))]
+        parts.append(_table(optimisation_title(optimisation), ["candidate", *columns],
+                            [[n, *(row.get(k, "–") for k in columns)] for n, row in optimisation["table"].items()]))
     if calibrations:
         parts.append(_table("Balanced style weights, calibrated per model (style/content at initialisation)",
                             ["model", "gram weight", "balanced weight", "ratio: gram", "ratio: balanced"],

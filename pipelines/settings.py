@@ -214,6 +214,15 @@ class StylizeSettings:
 
 
 @dataclass(frozen=True)
+class OptimizeSettings:
+    """``optimize``: the optimisation methods on the evaluation's held-out pairs (pipelines/optimize.py)."""
+
+    actors: int = setting(integer(1))
+    gpus_per_actor: str | float = setting(either(AUTO, number(minimum=0)))
+    profiles: dict[str, Any] = setting(MAPPING)  # profile → {contents, methods: method → its settings}
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     shards: str | None = setting(optional(TEXT))
     checkpoints: str | None = setting(optional(TEXT))
@@ -269,7 +278,8 @@ class PretrainedSettings:
 
 
 SECTIONS: dict[str, type] = {"pretrained": PretrainedSettings, "serve": ServeSettings, "shard": ShardSettings, "sweep": SweepSettings, "evaluate": EvaluateSettings,
-                             "register": RegisterSettings, "stylize": StylizeSettings, "storage": StorageSettings,
+                             "register": RegisterSettings, "stylize": StylizeSettings, "optimize": OptimizeSettings,
+                             "storage": StorageSettings,
                              "mlflow": MlflowSettings, "classifier": ClassifierSettings}
 #: nested sections: (section, key) → class
 NESTED = {("sweep", "validation"): HeldOutSettings, ("sweep", "asha"): AshaSettings,

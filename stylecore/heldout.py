@@ -119,6 +119,32 @@ def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_
     return results
 
 
+class PrecomputedOutputs:
+    """Outputs made elsewhere (an optimisation method's, one per pair, style-major as :meth:`HeldOutPairs.pairs`
+    orders them) in the place of a model in :func:`score_models`, which asks for them batch by batch in that
+    order; so they are scored by the same code, on the same batches, as the models beside them."""
+
+    training = False
+
+    def __init__(self, outputs: Tensor) -> None:
+        self.outputs, self.served = outputs, 0
+
+    def eval(self) -> "PrecomputedOutputs":
+        return self
+
+    def train(self, mode: bool = True) -> "PrecomputedOutputs":
+        return self
+
+    def stylize_pairs(self, contents: Tensor, styles: Tensor, content_index: Tensor, style_index: Tensor) -> Tensor:
+        count = len(content_index)
+        if self.served + count > len(self.outputs):
+            raise ValueError(f"asked for pairs {self.served}…{self.served + count - 1} of {len(self.outputs)} "
+                             "precomputed outputs; score them once, on the pairs they were made for")
+        batch = self.outputs[self.served:self.served + count]
+        self.served += count
+        return batch.to(contents.device)
+
+
 def score_pairs(model, pairs: HeldOutPairs, metrics, batch_size: int, device: torch.device | str,
                 keep_outputs: Sequence[int] | None = None, reference_cache: dict[tuple[int, int], Any] | None = None
                 ) -> tuple[dict[str, Tensor], Tensor]:

@@ -311,3 +311,59 @@ def test_protocol_settings_fail_before_any_scoring_and_name_their_fix(workspace,
     with pytest.raises(evaluate.EvaluateStageError, match=r"(?s)protocol demo.*art_inception.pth.*random:<seed>"):
         attempt(lambda e: e["protocols"]["demo"].update(fid_weights="art_inception"))
     assert not (workspace / "bad-reports").exists()
+
+
+def test_the_optimisation_methods_are_scored_beside_every_candidate_on_the_same_pairs(workspace, local_ray):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines import optimize
+    from stylecore.data import save_image
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["optimize"]["profiles"]["demo"] = {"contents": None, "methods": {
+        "gatys": {"steps": 2}, "strotss": {"steps": 2, "n_samples": 64, "style_samples": 256}}}
+    params_path = workspace / "optimize.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    try:
+        summary = optimize.run(params_path=params_path, shards_root=workspace / "shards", reports=workspace / "reports")
+        assert {name: row["written"] for name, row in summary.items()} == {"gatys": 30, "strotss": 30}
+        for row in summary.values():  # the methods lowered their objective, and say on which encoder they ran
+            assert row["last_total_mean"] < row["first_total_mean"]
+            assert row["method"]["encoder"]["weights"] == "random:0"
+        table = _run_with(workspace, params_path)
+        details = json.loads((workspace / "reports/evaluation.json").read_text())
+        optimisation = details["optimisation"]
+        assert optimisation["pairs"] == 30 and set(optimisation["table"]) == set(table) | {"gatys", "strotss"}
+        for name, row in table.items():  # every pair covered: each candidate's row is its row in the main table
+            assert optimisation["table"][name] == pytest.approx(row, rel=1e-6)
+        heading = "Optimisation (gatys, strotss) vs feed-forward, on the same 30 pairs"
+        assert heading in (workspace / "reports/summary.md").read_text()
+        page = _parse_page((workspace / "reports/index.html").read_text())
+        rows = next(rows for caption, rows in page.tables.items() if caption.startswith(heading))
+        assert sorted(r[0] for r in rows) == sorted(optimisation["table"])
+
+        client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("stylecore-demo")
+        runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id],
+                                                               order_by=["attributes.start_time DESC"])}
+        assert runs["optimize"].info.status == "FINISHED" and runs["optimize"].data.metrics["gatys/written"] == 30
+        assert {"pairs.json", "samples.jpg", "gatys", "strotss"} <= {
+            a.path for a in client.list_artifacts(runs["optimize"].info.run_id)}
+        assert "optimisation.json" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
+
+        # the outputs are matched to their pairs: "outputs" that are the held-out contents themselves score no
+        # content loss and an SSIM of 1, whatever the method made
+        _, pairs = optimize.heldout_subset(params, workspace / "shards", None)
+        for style in pairs.style_keys:
+            for index, content in enumerate(pairs.content_keys):
+                save_image(pairs.contents[index], workspace / "reports/optimized/gatys" / content / f"{style}.png")
+        _run_with(workspace, params_path)
+        copied = json.loads((workspace / "reports/evaluation.json").read_text())["optimisation"]["table"]["gatys"]
+        assert copied["ssim"] > 0.99 and copied["content"] < 0.01 * min(row["content"] for row in table.values())
+    finally:
+        shutil.rmtree(workspace / "reports/optimized", ignore_errors=True)
+
+
+def _run_with(root: Path, params_path: Path) -> dict:
+    return evaluate.run(params_path=params_path, shards_root=root / "shards", models_root=root / "models",
+                        reports=root / "reports")

@@ -80,6 +80,8 @@ RULES = (
           ("path/to/photos", "photos"), ("path/to/paintings", "paintings"))),
     Rule("stylecore optimize --method strotss", "run", "long runs: 64 px, 3 steps a scale",
          (("--size 512", "--size 64 --steps 3"), ("--scales 2", "--size 64 --steps 3 --scales 2"))),
+    Rule("stylecore optimize-dataset --method strotss", "run", "a long run: 32 px, 2 steps a pair",
+         (("--size 256", "--size 32 --steps 2"),)),
     Rule("import stylecore", "run", "a long run: 2 steps, a smaller batch and crop",
          (("steps=2000", "steps=2"), ("batch_size=8, crop_size=256", "batch_size=2, crop_size=64"))),
     Rule("stylecore/", "check", "the layout: every module it names exists, and every module of stylecore/ and "

@@ -307,8 +307,9 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     params = yaml.safe_load((repo / "params.yaml").read_text())
     grid = [(m, loss) for m in params["train"]["grid"]["models"] for loss in params["train"]["grid"]["losses"]]
     assert len(grid) == 4 and all(f"train@{m}-{loss}" in first for m, loss in grid)
-    # every train stage, the sweep, the classifier and the stylize stage (all champions in one pipeline) connect to it
-    assert first.count("ray: starting a local instance") == 1 and first.count("ray: connecting to the shared local Ray") == 7
+    # every train stage, the sweep, the classifier, optimize and the stylize stage (all champions in one pipeline)
+    # connect to it
+    assert first.count("ray: starting a local instance") == 1 and first.count("ray: connecting to the shared local Ray") == 8
 
     uri = f"sqlite:///{repo / 'mlflow.db'}"  # the default store: in the repository
     client = MlflowClient(uri)
@@ -319,8 +320,8 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
     pretrained = list(params["pretrained"]["models"])
     assert pretrained == ["magenta_lite"]  # the demo's baseline with published weights, beside the trained grid
-    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier"} | {
-        f"{name} (pretrained)" for name in pretrained}
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier",
+                                                               "optimize"} | {f"{name} (pretrained)" for name in pretrained}
     # the sweep ran after its combination's training, a child run per trial, its best a checkpoint of its own
     sweep = json.loads((repo / "reports/sweeps/adain-balanced_gram.json").read_text())
     assert sorted(t["config"]["lr"] for t in sweep["trials"]) == [1e-4, 1.0]
@@ -366,6 +367,8 @@ def test_dvc_repro_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_n
     summary = (repo / "reports" / "summary.md").read_text()
     assert "15 held-out content × style pairs" in summary and "random:0" in summary
     assert re.search(r"lowered the classic style loss for \d of 2 models", summary)
+    # the optimisation methods, scored beside every candidate on the pairs the optimize stage covered (1 content)
+    assert "Optimisation (gatys, strotss) vs feed-forward, on the same 5 pairs" in summary
     for name, row in table.items():
         styles = list(csv.DictReader((repo / "reports" / "per_style" / f"{name}.csv").open()))
         assert len(styles) == 5 and {s["label"] for s in styles} == {"stripes", "checks", "dots", "waves", "noise"}
