@@ -330,12 +330,22 @@ def test_the_optimisation_methods_are_scored_beside_every_candidate_on_the_same_
         for row in summary.values():  # the methods lowered their objective, and say on which encoder they ran
             assert row["last_total_mean"] < row["first_total_mean"]
             assert row["method"]["encoder"]["weights"] == "random:0"
+        # are the outputs matched to their pairs? strotss's replaced by the held-out contents themselves must score
+        # no content loss and an SSIM of 1, whatever the method made
+        _, pairs = optimize.heldout_subset(params, workspace / "shards", None)
+        for style in pairs.style_keys:
+            for index, content in enumerate(pairs.content_keys):
+                save_image(pairs.contents[index], workspace / "reports/optimized/strotss" / content / f"{style}.png")
+
         table = _run_with(workspace, params_path)
         details = json.loads((workspace / "reports/evaluation.json").read_text())
         optimisation = details["optimisation"]
         assert optimisation["pairs"] == 30 and set(optimisation["table"]) == set(table) | {"gatys", "strotss"}
         for name, row in table.items():  # every pair covered: each candidate's row is its row in the main table
             assert optimisation["table"][name] == pytest.approx(row, rel=1e-6)
+        copied = optimisation["table"]["strotss"]
+        assert copied["ssim"] > 0.99 and copied["content"] < 0.01 * min(row["content"] for row in table.values())
+        assert optimisation["table"]["gatys"]["ssim"] < 0.99  # (two steps from the content: not the content)
         heading = "Optimisation (gatys, strotss) vs feed-forward, on the same 30 pairs"
         assert heading in (workspace / "reports/summary.md").read_text()
         page = _parse_page((workspace / "reports/index.html").read_text())
@@ -345,21 +355,11 @@ def test_the_optimisation_methods_are_scored_beside_every_candidate_on_the_same_
         client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
         experiment = client.get_experiment_by_name("stylecore-demo")
         runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id],
-                                                               order_by=["attributes.start_time DESC"])}
+                                                               order_by=["attributes.start_time ASC"])}  # newest wins
         assert runs["optimize"].info.status == "FINISHED" and runs["optimize"].data.metrics["gatys/written"] == 30
         assert {"pairs.json", "samples.jpg", "gatys", "strotss"} <= {
             a.path for a in client.list_artifacts(runs["optimize"].info.run_id)}
         assert "optimisation.json" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
-
-        # the outputs are matched to their pairs: "outputs" that are the held-out contents themselves score no
-        # content loss and an SSIM of 1, whatever the method made
-        _, pairs = optimize.heldout_subset(params, workspace / "shards", None)
-        for style in pairs.style_keys:
-            for index, content in enumerate(pairs.content_keys):
-                save_image(pairs.contents[index], workspace / "reports/optimized/gatys" / content / f"{style}.png")
-        _run_with(workspace, params_path)
-        copied = json.loads((workspace / "reports/evaluation.json").read_text())["optimisation"]["table"]["gatys"]
-        assert copied["ssim"] > 0.99 and copied["content"] < 0.01 * min(row["content"] for row in table.values())
     finally:
         shutil.rmtree(workspace / "reports/optimized", ignore_errors=True)
 
