@@ -276,12 +276,26 @@ def _tracking_uri(models: Sequence[str]) -> str | None:
     return mlflow.get_tracking_uri()
 
 
+def quiet_ray_data() -> None:
+    """Ray Data without its progress report: on a console that is not a terminal (a DVC stage's) it logs every
+    operator's state every 10 s, 60 lines for a one-minute stage. Its warnings and errors still print."""
+    import logging
+
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled. To enable…"
+
+
 def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]]]], styles, plan: list[Job], *,
                   output_format: str, alpha: float, preserve_color, size, style_size, batch_size: int, actors: int,
                   gpus_per_actor: float, cpus_per_actor, image_format: str, quality: int,
                   progress: bool, allow_pickle: bool = False, label: str = "stylize") -> list[dict[str, int]]:
     import ray
 
+    if not progress:
+        quiet_ray_data()
     use_gpu = gpus_per_actor > 0
     if cpus_per_actor is None:
         cpus_per_actor = 1.0 if use_gpu else 0.5
