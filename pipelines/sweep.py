@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import source_tags
-from pipelines.ray_session import Scale, ray_session, scaling
+from pipelines.ray_session import Scale, ray_session, release_train_reservations, scaling
 from pipelines.search_space import check_space, search_space, with_values
 from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
                                 resolve_combination)
@@ -400,6 +400,9 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                        scale, locations.join(storage, "trials"), tracking, parent, tags)
         experiment = locations.join(storage, plan.key)
         results = tune_trials(plan, job, experiment, storage, concurrent, stage)
+        # the trials ASHA stopped were killed with their Train runs' CPU reservations still held (180 s): release
+        # them, or the next Ray Data stage on this Ray waits for CPUs nobody uses
+        release_train_reservations()
         client = MlflowClient(tracking.uri)
         trials = record_trials(results, plan, parent, experiment, client, tracking, stage)
         report = publish_best(plan, trials, parent, client, tracking, storage, models_root, reports, started)
