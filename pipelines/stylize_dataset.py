@@ -314,6 +314,9 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
         decode = {"key_column": "path", "data_column": "bytes", "key_of_path": {listed.files[k]: k for k in work}}
     dataset = dataset.map_batches(decode_batch, fn_kwargs={"size": size, "work": work, **decode},
                                   batch_format="numpy", batch_size=batch_size, **io)
+    # One actor task takes one block, and a decoded block holds every output of its inputs: without this, the one
+    # content of the demo's optimize stage (10 outputs, policy all) went to one actor while the other sat idle.
+    dataset = dataset.repartition(target_num_rows_per_block=batch_size)
     # A batch is seconds of work (every pending model). With few batches per actor, queue none ahead: under Ray
     # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
     # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors
