@@ -288,6 +288,29 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "Progress bars disabled. To enable…"
 
 
+def blocks_of_at_most(dataset, rows: int, remote_args: dict):
+    """``dataset`` with blocks of at most ``rows`` rows, cut inside the tasks that make them.
+
+    ``Dataset.repartition(target_num_rows_per_block=rows)`` alone is a task of its own with Ray's default of one
+    whole CPU, which Ray Data fuses into the upstream ``map_batches`` only where their remote arguments match. Ours
+    ask half a CPU (see ``io`` in ``_run_pipeline``): unfused, on two 1-CPU nodes the repartition task never found
+    a whole CPU beside the actors and the read task, and stylization hung without an error. Ray's API sets no
+    resources on a repartition, so this gives it the upstream's through its logical operator (Ray is pinned);
+    where that fails the blocks stay as they are: slower balancing across actors, never a hang.
+    """
+    import dataclasses
+
+    try:
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data.dataset import Dataset
+
+        split = dataset.repartition(target_num_rows_per_block=rows)
+        operator = dataclasses.replace(split._logical_plan.dag, ray_remote_args=dict(remote_args))
+        return Dataset._from_parent(dataset, LogicalPlan(operator, dataset.context))
+    except Exception:  # noqa: BLE001 - an optimisation of scheduling: never a reason to fail a stage
+        return dataset
+
+
 def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]]]], styles, plan: list[Job], *,
                   output_format: str, alpha: float, preserve_color, size, style_size, batch_size: int, actors: int,
                   gpus_per_actor: float, cpus_per_actor, image_format: str, quality: int,
@@ -316,7 +339,7 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
                                   batch_format="numpy", batch_size=batch_size, **io)
     # One actor task takes one block, and a decoded block holds every output of its inputs: without this, the one
     # content of the demo's optimize stage (10 outputs, policy all) went to one actor while the other sat idle.
-    dataset = dataset.repartition(target_num_rows_per_block=batch_size)
+    dataset = blocks_of_at_most(dataset, batch_size, io)
     # A batch is seconds of work (every pending model). With few batches per actor, queue none ahead: under Ray
     # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
     # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors

@@ -240,3 +240,28 @@ def test_the_pretrained_model_stylizes_a_dataset_like_any_checkpoint(inputs, loc
     content = decode_resize(next((root / "photos").glob(f"{key}.*")).read_bytes(), None).float() / 255
     theirs = reference(content, reference.prepare_styles(decode_resize(style.read_bytes(), None).float() / 255))
     assert (ours - (theirs.clamp(0, 1) * 255).round().to(torch.int16).permute(1, 2, 0)).abs().max() <= 1
+
+
+def test_blocks_are_cut_to_the_actor_batch_inside_the_half_cpu_task_that_makes_them(local_ray):
+    from pipelines.stylize_dataset import blocks_of_at_most
+
+    def ten_rows_per_input(batch: dict) -> dict:  # local: Ray's workers cannot import this test module
+        """Like decode_batch under policy all: every input row becomes ten output rows, in one block."""
+        return {"input": np.repeat(batch["id"], 10), "copy": np.tile(np.arange(10), len(batch["id"]))}
+
+    ray = local_ray
+    io_args = {"num_cpus": 0.5}
+    expanded = ray.data.range(3, override_num_blocks=1).map_batches(ten_rows_per_input, batch_size=3, **io_args)
+    assert [len(block) for block in _blocks(ray, expanded)] == [30]  # one block: one actor task would take it all
+    split = blocks_of_at_most(expanded, 4, io_args)
+    sizes = [len(block) for block in _blocks(ray, split)]
+    assert sum(sizes) == 30 and max(sizes) <= 4
+    rows = split.take_all()
+    assert sorted((int(r["input"]), int(r["copy"])) for r in rows) == [(i, c) for i in range(3) for c in range(10)]
+    # no task of its own asking a whole CPU (which hung stylization on two 1-CPU nodes): fused into the half-CPU map
+    operators = split.stats()
+    assert "MapBatches(ten_rows_per_input)->StreamingRepartition" in operators, operators
+
+
+def _blocks(ray, dataset) -> list:
+    return [ray.get(ref) for bundle in dataset.iter_internal_ref_bundles() for ref in bundle.block_refs]
