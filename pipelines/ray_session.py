@@ -54,9 +54,12 @@ def ray_session() -> Iterator[None]:
     """
     import ray
 
+    from pipelines.console import quiet_libraries
+
     if ray.is_initialized():  # a caller (a test, a notebook) owns the session
         yield
         return
+    level = quiet_libraries()
     address = os.environ.get("RAY_ADDRESS")
     saved = {key: os.environ.get(key) for key in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", PREEMPTION_WATCHER,
                                                   LOCAL_RAY)}
@@ -64,7 +67,7 @@ def ray_session() -> Iterator[None]:
     if address:
         where = "the shared local Ray" if address == os.environ.get(LOCAL_RAY) else "the cluster"
         print(f"ray: connecting to {where} at RAY_ADDRESS={address}", flush=True)
-        ray.init(address=address)
+        ray.init(address=address, logging_level=level)
     else:
         import socket
 
@@ -92,7 +95,7 @@ def ray_session() -> Iterator[None]:
         try:
             # address="local": a new instance, never a cluster some earlier `ray start` left behind.
             ray.init(address="local", num_cpus=cpus, num_gpus=gpus, include_dashboard=True,
-                     dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1")
+                     dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", logging_level=level)
         except BaseException:
             _restore_environment(saved)
             watchdog.stdin.close()

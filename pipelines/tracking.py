@@ -67,6 +67,9 @@ def fluent_store(uri: str, system_metrics_interval: float | None = None) -> Iter
     import mlflow
     from mlflow.tracking._tracking_service import utils
 
+    from pipelines.console import quiet_libraries
+
+    quiet_libraries()
     saved_uri = utils._tracking_uri  # what set_tracking_uri set (None: the default), not the resolved default
     saved = {key: os.environ.get(key) for key in _FLUENT_VARIABLES}
     mlflow.set_tracking_uri(uri)

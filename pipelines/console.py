@@ -1,0 +1,43 @@
+"""The stages' console: the project's own progress lines, and the libraries' routine INFO output off.
+
+``STYLECORE_LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING`` …; default ``WARNING``) is the level the libraries log at:
+``STYLECORE_LOG_LEVEL=INFO dvc repro`` brings back Ray's connection lines, Ray Train's per-report and checkpoint
+lines, MLflow's system-metrics lines and its artifact download bars. Their warnings and errors always print.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+LOG_LEVEL = "STYLECORE_LOG_LEVEL"
+
+# The loggers whose INFO lines repeat on every stage, run or report (ray.train: "Reporting training result …" and
+# "Checkpoint successfully created …" from both ranks at every report; ray: "Connecting to / Connected to" twice a
+# stage; mlflow.system_metrics: "Started / Stopped monitoring" and "Skip logging GPU metrics" per run).
+CHATTY_LOGGERS = ("ray", "ray.train", "ray.tune", "mlflow.system_metrics")
+
+
+def library_level() -> int:
+    """The level from ``STYLECORE_LOG_LEVEL``; a clear error for a name ``logging`` does not know."""
+    name = os.environ.get(LOG_LEVEL, "WARNING").strip().upper()
+    level = logging.getLevelName(name)
+    if not isinstance(level, int):
+        raise ValueError(f"{LOG_LEVEL}={os.environ[LOG_LEVEL]!r} is not a logging level: use DEBUG, INFO, WARNING "
+                         "or ERROR")
+    return level
+
+
+def quiet_libraries() -> int:
+    """Set the chatty loggers of this process to :func:`library_level`; returns the level (for ``ray.init``).
+
+    Called where a stage starts Ray or MLflow and at the start of each Ray Train worker, whose environment a
+    stage's ``STYLECORE_LOG_LEVEL`` reaches through Ray's workers. MLflow's artifact download bars are a tqdm
+    bar per download (two a train stage): off unless the level is INFO or lower, or set explicitly.
+    """
+    level = library_level()
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+    if level > logging.INFO:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return level

@@ -1,0 +1,43 @@
+"""The stages' console: libraries quiet by default, STYLECORE_LOG_LEVEL brings them back, a bad level is named."""
+
+import logging
+import os
+
+import pytest
+
+from pipelines.console import CHATTY_LOGGERS, LOG_LEVEL, library_level, quiet_libraries
+
+
+@pytest.fixture(autouse=True)
+def levels_restored(monkeypatch):
+    saved = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    yield
+    for name, level in saved.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_by_default_the_libraries_info_lines_are_off_and_their_warnings_stay(monkeypatch, caplog):
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    assert quiet_libraries() == logging.WARNING
+    caplog.set_level(logging.DEBUG, logger="")  # the root takes everything: only the libraries' own levels filter
+    logging.getLogger("ray.train.v2._internal.execution.context").info("Reporting training result 2: …")
+    logging.getLogger("mlflow.system_metrics.system_metrics_monitor").info("Started monitoring system metrics.")
+    logging.getLogger("ray.train.v2._internal.execution.storage").warning("a checkpoint upload failed")
+    assert [record.getMessage() for record in caplog.records] == ["a checkpoint upload failed"]
+    assert os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
+def test_the_level_variable_brings_them_back(monkeypatch, caplog):
+    monkeypatch.setenv(LOG_LEVEL, "info")
+    assert quiet_libraries() == logging.INFO
+    caplog.set_level(logging.DEBUG, logger="")
+    logging.getLogger("ray.train.v2._internal.execution.context").info("Reporting training result 2: …")
+    assert [record.getMessage() for record in caplog.records] == ["Reporting training result 2: …"]
+    assert "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR" not in os.environ  # the bars stay as MLflow has them
+
+
+def test_a_level_logging_does_not_know_is_named_with_the_fix(monkeypatch):
+    monkeypatch.setenv(LOG_LEVEL, "chatty")
+    with pytest.raises(ValueError, match=r"STYLECORE_LOG_LEVEL='chatty' is not a logging level: use DEBUG"):
+        library_level()
