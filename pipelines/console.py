@@ -41,3 +41,12 @@ def quiet_libraries() -> int:
     if level > logging.INFO:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return level
+
+
+def quiet_train_worker() -> None:
+    """:func:`quiet_libraries` in a Ray Train worker, with Ray Train's "Reporting training result …" line, which
+    its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train`` logger."""
+    level = quiet_libraries()
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(level)

@@ -120,9 +120,9 @@ class Validation:
 def train_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker: the same Trainer and data stream as `stylecore train` (the same TrainConfig and
     DataConfig objects), resumed from Ray's checkpoint."""
-    from pipelines.console import quiet_libraries
+    from pipelines.console import quiet_train_worker
 
-    quiet_libraries()  # Ray Train's report and checkpoint lines, from every rank at every report
+    quiet_train_worker()  # Ray Train's report and checkpoint lines, from every rank at every report
     train: TrainConfig = config["train"]
     torch.set_num_threads(config["threads_per_worker"])
     context = ray.train.get_context()

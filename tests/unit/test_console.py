@@ -41,3 +41,22 @@ def test_a_level_logging_does_not_know_is_named_with_the_fix(monkeypatch):
     monkeypatch.setenv(LOG_LEVEL, "chatty")
     with pytest.raises(ValueError, match=r"STYLECORE_LOG_LEVEL='chatty' is not a logging level: use DEBUG"):
         library_level()
+
+
+def test_a_train_worker_also_drops_ray_trains_report_line_logged_under_its_file_path(monkeypatch, caplog):
+    pytest.importorskip("ray.train")
+    from ray.train.v2._internal.execution import context
+
+    from pipelines.console import quiet_train_worker
+
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    report_logger = logging.getLogger(context.__file__)
+    saved = report_logger.level
+    try:
+        quiet_train_worker()
+        caplog.set_level(logging.DEBUG, logger="")
+        context.logger.info("Reporting training result 1: TrainingReport(…) from rank 1")
+        context.logger.warning("a report that failed")
+        assert [record.getMessage() for record in caplog.records] == ["a report that failed"]
+    finally:
+        report_logger.setLevel(saved)
