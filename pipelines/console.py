@@ -50,3 +50,11 @@ def quiet_train_worker() -> None:
     from ray.train.v2._internal.execution import context
 
     logging.getLogger(context.__file__).setLevel(level)
+
+
+def tune_verbosity() -> int:
+    """Ray Tune's ``RunConfig(verbose=…)``: 0 (silent) by default, where the sweep stage's own lines say what it
+    started and how each trial ended; 1 (Tune's tables: every trial's config and result, ~230 lines for the demo's
+    four trials) at ``STYLECORE_LOG_LEVEL=INFO``, 2 at ``DEBUG``."""
+    level = library_level()
+    return 0 if level > logging.INFO else 1 if level > logging.DEBUG else 2

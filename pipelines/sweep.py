@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipelines.console import tune_verbosity
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import source_tags
 from pipelines.ray_session import Scale, ray_session, release_train_reservations, scaling
@@ -261,7 +262,7 @@ def tune_trials(plan: SweepPlan, job: SweepJob, experiment: str, storage: str, c
                                     reduction_factor=settings.asha.reduction_factor),
             # A new actor per trial: stopping a trial ends its actor, and with it the Train run it owns.
             reuse_actors=False),
-        run_config=tune.RunConfig(name=plan.key, storage_path=storage, verbose=1,
+        run_config=tune.RunConfig(name=plan.key, storage_path=storage, verbose=tune_verbosity(),
                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures))).fit()
 
 

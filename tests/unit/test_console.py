@@ -60,3 +60,14 @@ def test_a_train_worker_also_drops_ray_trains_report_line_logged_under_its_file_
         assert [record.getMessage() for record in caplog.records] == ["a report that failed"]
     finally:
         report_logger.setLevel(saved)
+
+
+@pytest.mark.parametrize("value, verbosity", [(None, 0), ("WARNING", 0), ("INFO", 1), ("DEBUG", 2)])
+def test_tunes_tables_follow_the_same_switch(monkeypatch, value, verbosity):
+    from pipelines.console import tune_verbosity
+
+    if value is None:
+        monkeypatch.delenv(LOG_LEVEL, raising=False)
+    else:
+        monkeypatch.setenv(LOG_LEVEL, value)
+    assert tune_verbosity() == verbosity
