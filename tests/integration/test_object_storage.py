@@ -5,11 +5,8 @@ pointed at it by AWS_ENDPOINT_URL."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,6 +16,7 @@ pytest.importorskip("ray")
 pytest.importorskip("s3fs")
 pytest.importorskip("moto")
 
+from moto_server import TEST_CREDENTIALS, moto_endpoint  # noqa: E402
 from workspace_helpers import demo_workspace  # noqa: E402
 
 BUCKET = "stylecore-test"
@@ -26,26 +24,8 @@ BUCKET = "stylecore-test"
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(f"{env['AWS_ENDPOINT_URL']}/moto-api/", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError("moto's S3 server did not start")
-            time.sleep(0.2)
-    yield env
-    server.terminate()
-    server.wait(timeout=30)
+    with moto_endpoint() as endpoint:
+        yield {"AWS_ENDPOINT_URL": endpoint, **TEST_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _s3(env):

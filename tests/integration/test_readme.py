@@ -73,8 +73,14 @@ RULES = (
     Rule("sources:", "check", "a params.yaml fragment: merged into params.yaml, the source catalogue accepts it"),
     Rule("sweep:", "check", "a params.yaml fragment: every trial of its search space builds (pipelines.search_space)"),
     Rule("python -m pipelines.cluster_security", "skip",
-         "needs an AWS account; tests/integration/test_cluster_config.py checks cluster.yaml and the security-group "
-         "script against a mocked EC2"),
+         "needs an AWS account; tests/integration/test_cluster_config.py checks cluster.yaml and runs the script "
+         "against moto's EC2 and IAM on 127.0.0.1"),
+    Rule("python -m pipelines.cluster_shared_fs", "skip",
+         "needs an NFS export and an AWS account; tests/integration/test_cluster_config.py writes the same file and "
+         "runs Ray's own checks on it"),
+    Rule("docker build -f deploy/Dockerfile", "skip",
+         "needs Docker and a Kubernetes cluster with KubeRay; tests/integration/test_cluster_config.py checks the "
+         "manifests against KubeRay's schema and runs the entrypoint and the tracking server as written"),
     Rule("stylecore train --model sanet", "run", "a long run: 2 steps, a smaller batch and crop, the generated inputs",
          (("--steps 160000", "--steps 2"), ("--batch 8 --size 256", "--batch 2 --size 64"),
           ("path/to/photos", "photos"), ("path/to/paintings", "paintings"))),
