@@ -97,9 +97,12 @@ def train_worker(config: dict[str, Any]) -> None:
     from pipelines.ray_training import window_means
     from stylecore.classifier import ClassifierTrainer, LabelledStream
 
+    from pipelines.console import quiet_train_worker
+
     torch.set_num_threads(config["threads"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
+    quiet_train_worker(rank)  # Ray Train's report and checkpoint lines; rank 0 alone says what it set up
     train = config["config"]
     trainer = ClassifierTrainer(train, config["artists"], config["styles"], device=ray.train.torch.get_device())
     stream = LabelledStream(config["shards"], config["artists"], config["styles"], train.batch_size, train.input_size,

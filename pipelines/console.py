@@ -7,8 +7,12 @@ lines, MLflow's system-metrics lines and its artifact download bars. Their warni
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
+import time
+from pathlib import Path
 
 LOG_LEVEL = "STYLECORE_LOG_LEVEL"
 
@@ -33,23 +37,31 @@ def quiet_libraries() -> int:
 
     Called where a stage starts Ray or MLflow and at the start of each Ray Train worker, whose environment a
     stage's ``STYLECORE_LOG_LEVEL`` reaches through Ray's workers. MLflow's artifact download bars are a tqdm
-    bar per download (two a train stage): off unless the level is INFO or lower, or set explicitly.
+    bar per download (two a train stage): off unless the level is INFO or lower, or set explicitly; so is MLflow's
+    pickle warning (:class:`_PickleWarning`).
     """
     level = library_level()
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(level)
     if level > logging.INFO:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        pytorch_flavor = logging.getLogger("mlflow.pytorch")
+        if not any(isinstance(f, _PickleWarning) for f in pytorch_flavor.filters):
+            pytorch_flavor.addFilter(_PickleWarning())
     return level
 
 
-def quiet_train_worker() -> None:
+def quiet_train_worker(world_rank: int) -> None:
     """:func:`quiet_libraries` in a Ray Train worker, with Ray Train's "Reporting training result …" line, which
-    its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train`` logger."""
+    its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train`` logger. The
+    ranks other than 0 keep stylecore's own INFO lines (the encoders' weights, the trainer's set-up) to themselves:
+    rank 0 says the same once."""
     level = quiet_libraries()
     from ray.train.v2._internal.execution import context
 
     logging.getLogger(context.__file__).setLevel(level)
+    if world_rank != 0 and level > logging.INFO:
+        logging.getLogger("stylecore").setLevel(logging.WARNING)
 
 
 def tune_verbosity() -> int:
@@ -58,3 +70,143 @@ def tune_verbosity() -> int:
     four trials) at ``STYLECORE_LOG_LEVEL=INFO``, 2 at ``DEBUG``."""
     level = library_level()
     return 0 if level > logging.INFO else 1 if level > logging.DEBUG else 2
+
+
+def train_logging_config():
+    """Ray Train's own ``LoggingConfig`` at :func:`library_level`: its controller's "Requesting resources …",
+    "Started training worker group …" lines and the workers' "Setting up process group …" line, logged in processes
+    Ray Train configures itself, follow ``STYLECORE_LOG_LEVEL`` like the rest."""
+    from ray.train import LoggingConfig
+
+    return LoggingConfig(log_level=logging.getLevelName(library_level()))
+
+
+class _PickleWarning(logging.Filter):
+    """MLflow warns, at every ``mlflow.pytorch.log_model``, that a pickled model runs code when loaded. The stages
+    log that copy for MLflow's own tools and never load it: stylecore loads the safetensors checkpoint logged beside
+    it (README, Security), so the warning is answered and only repeats once a stage."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 4 min``: what a person reads at a glance."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+class TrainingProgress:
+    """Rank 0's progress line, at most one every ``every_s`` seconds: step / total, samples/s, loss and the time
+    left at the rate since the first step. The per-report figures go to MLflow; this is for a person watching a
+    long run (the full profile's 160,000 steps) in the console."""
+
+    def __init__(self, label: str, total: int, every_s: float, clock=None) -> None:
+        import time
+
+        self.label, self.total, self.every_s = label, total, every_s
+        self.clock = clock or time.monotonic
+        self.started = self.last = None
+        self.first_step = 0
+
+    def line(self, step: int, samples_per_second: float, loss: float) -> str | None:
+        """The line to print after ``step``, or None when the last one is fresher than ``every_s``."""
+        now = self.clock()
+        if self.started is None:
+            self.started, self.last, self.first_step = now, now, step
+            return None
+        if now - self.last < self.every_s or step >= self.total:
+            return None
+        self.last = now
+        rate = (step - self.first_step) / max(now - self.started, 1e-9)  # steps/s, resumes counted from their start
+        left = (self.total - step) / rate if rate > 0 else float("inf")
+        eta = format_duration(left) if left != float("inf") else "unknown"
+        return (f"{self.label}: step {step}/{self.total} ({100 * step / self.total:.0f} %), "
+                f"{samples_per_second:.1f} samples/s, loss {loss:.4g}, {eta} left")
+
+
+class StageProgress:
+    """``dvc repro``'s console, one line a stage: its place among the pipeline's stages, the time so far, and what
+    this stage and the ones after it took on the previous run (:data:`STAGE_TIMES`). DVC's bookkeeping lines
+    (the command echo, "Updating lock file", blank separators) are left out unless ``STYLECORE_LOG_LEVEL`` is INFO
+    or lower; the stages' own lines, DVC's errors and its closing advice pass through."""
+
+    RUNNING = re.compile(r"^Running stage '(?P<stage>.+)':$")
+    UNCHANGED = re.compile(r"^Stage '(?P<stage>.+)' didn't change, skipping$")
+    RESTORED = re.compile(r"^Stage '(?P<stage>.+)' is cached - skipping run, checking out outputs$")
+    BOOKKEEPING = re.compile(r"^(> |Updating lock file |Generating lock file |\s*$)")
+
+    def __init__(self, stages: list[str] | None, previous: dict[str, float], *, verbose: bool = False,
+                 clock=time.monotonic) -> None:
+        self.stages, self.previous, self.verbose, self.clock = stages, previous, verbose, clock
+        self.timings = dict(previous)
+        self.started = clock()
+        self.visited: list[str] = []
+        self.counts = {"ran": 0, "unchanged": 0, "restored": 0}
+        self.current: tuple[str, float] | None = None
+
+    def feed(self, line: str) -> list[str]:
+        """The console lines for one line of DVC's output."""
+        line = line.rstrip("\n")
+        for pattern, kind in ((self.RUNNING, "ran"), (self.UNCHANGED, "unchanged"), (self.RESTORED, "restored")):
+            match = pattern.match(line)
+            if match:
+                return [self._visit(match["stage"], kind), *([line] if self.verbose else [])]
+        if not self.verbose and self.BOOKKEEPING.match(line):
+            return []
+        return [line]
+
+    def _visit(self, stage: str, kind: str) -> str:
+        self._close()
+        now = self.clock()
+        self.visited.append(stage)
+        self.counts[kind] += 1
+        place = f"[{len(self.visited)}/{len(self.stages)}]" if self.stages else f"[{len(self.visited)}]"
+        if kind == "unchanged":
+            return f"repro: {place} {stage}: unchanged, skipped"
+        if kind == "restored":
+            return f"repro: {place} {stage}: restored from DVC's run cache"
+        self.current = (stage, now)
+        line = f"repro: {place} {stage} ({format_duration(now - self.started)} in"
+        if self.stages:
+            done = set(self.visited[:-1])
+            rest = [name for name in self.stages if name not in done]
+            known = [self.previous[name] for name in rest if name in self.previous]
+            if known:
+                line += (f"; this stage and the {len(rest) - 1} after it took {format_duration(sum(known))} last time"
+                         + (f", {len(rest) - len(known)} of them unmeasured" if len(known) < len(rest) else ""))
+        return line + ")"
+
+    def _close(self) -> None:
+        if self.current is not None:
+            stage, started = self.current
+            self.timings[stage] = round(self.clock() - started, 1)
+            self.current = None
+
+    def finish(self, status: int) -> str:
+        """The closing line; a stage that failed keeps its previous timing."""
+        if status == 0:
+            self._close()
+        self.current = None
+        counts = ", ".join(f"{number} {kind}" for kind, number in self.counts.items() if number)
+        return (f"repro: {len(self.visited)} stage(s) in {format_duration(self.clock() - self.started)}"
+                f"{': ' + counts if counts else ''}; dvc repro exited with status {status}")
+
+
+# Where each stage's last run time is kept for the next run's ETA: DVC's own temporary folder (ignored by git).
+STAGE_TIMES = Path(".dvc/tmp/stylecore-stage-times.json")
+
+
+def read_stage_times(path: Path = STAGE_TIMES) -> dict[str, float]:
+    """The timings a previous run saved; nothing when the file is missing or not what this module writes."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, (int, float)) and v >= 0}

@@ -28,10 +28,14 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from pipelines.console import TrainingProgress, train_logging_config
 from pipelines.ray_session import Scale
 from stylecore.config import DataConfig, TrainConfig
 from stylecore.data import ShardLocations
 from stylecore.training import Trainer, TrainingHooks
+
+# How often rank 0 prints its progress line: often enough to see a long run move, rarely enough for a short log.
+PROGRESS_EVERY_S = 30.0
 
 
 class _ReportEvery(TrainingHooks):
@@ -117,15 +121,27 @@ class Validation:
         return means
 
 
+class _ProgressLine(TrainingHooks):
+    """Rank 0's progress line in the stage's console (:class:`pipelines.console.TrainingProgress`)."""
+
+    def __init__(self, label: str, total: int, every_s: float = PROGRESS_EVERY_S) -> None:
+        self.progress = TrainingProgress(label, total, every_s)
+
+    def on_step(self, trainer: Trainer, result) -> None:
+        line = self.progress.line(result.step, result.samples_per_second, result.terms.get("total", math.nan))
+        if line is not None:
+            print(line, flush=True)
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker: the same Trainer and data stream as `stylecore train` (the same TrainConfig and
     DataConfig objects), resumed from Ray's checkpoint."""
     from pipelines.console import quiet_train_worker
 
-    quiet_train_worker()  # Ray Train's report and checkpoint lines, from every rank at every report
+    context = ray.train.get_context()
+    quiet_train_worker(context.get_world_rank())  # Ray Train's report and checkpoint lines, from every rank
     train: TrainConfig = config["train"]
     torch.set_num_threads(config["threads_per_worker"])
-    context = ray.train.get_context()
     device = ray.train.torch.get_device()
     data = config["data"].stream(config["content"], config["style"], seed=train.seed + context.get_world_rank())
     rank_zero = context.get_world_rank() == 0
@@ -141,6 +157,8 @@ def train_worker(config: dict[str, Any]) -> None:
                                                config.get("fail_at_step"), config.get("fail_marker"), validate)]
     if tracking is not None:
         hooks.append(tracking)
+    if rank_zero:
+        hooks.append(_ProgressLine(config.get("progress_label", "train"), train.steps))
     trainer = Trainer(train, device=device, hooks=hooks)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -156,7 +174,7 @@ def train_worker(config: dict[str, Any]) -> None:
 def run(train: TrainConfig | Mapping[str, Any], data: DataConfig, content: ShardLocations, style: ShardLocations, *,
         name: str, storage_path: str, scale: Scale, report_every: int, keep: int, max_failures: int,
         validation: Mapping[str, Any] | None = None, callbacks: list | None = None,
-        extra: dict[str, Any] | None = None) -> ray.train.Result:
+        extra: dict[str, Any] | None = None, progress_label: str | None = None) -> ray.train.Result:
     """Train with Ray Train; a re-run with the same ``name`` and ``storage_path`` resumes.
 
     ``train`` and ``data`` are the typed configs ``stylecore train`` uses (a mapping is read as a TrainConfig);
@@ -166,7 +184,8 @@ def run(train: TrainConfig | Mapping[str, Any], data: DataConfig, content: Shard
     report and rank 0 checkpoints; Ray keeps ``keep`` checkpoints and restarts failed workers ``max_failures``
     times. ``validation``: ``{"pairs": HeldOutPairs, "weights": metric encoder weights, "objective": {metric:
     weight}, "batch_size": n}`` makes rank 0 report validation scores (see :class:`Validation`).
-    ``callbacks``: Ray Train callbacks (a sweep passes Tune's ``TuneReportCallback``).
+    ``callbacks``: Ray Train callbacks (a sweep passes Tune's ``TuneReportCallback``). Rank 0 prints a progress
+    line at most every ``PROGRESS_EVERY_S`` seconds, labelled ``progress_label`` (default: ``name``).
     """
     if not isinstance(train, TrainConfig):
         train = TrainConfig.from_dict(train)
@@ -174,7 +193,7 @@ def run(train: TrainConfig | Mapping[str, Any], data: DataConfig, content: Shard
     trainer = torch_trainer(
         train_worker, {"train": train, "data": data, **locations, "threads_per_worker": scale.threads_per_worker,
                        "report_every": report_every, "validation": dict(validation) if validation else None,
-                       **(extra or {})},
+                       "progress_label": progress_label or name, **(extra or {})},
         name=name, storage_path=storage_path, scale=scale, max_failures=max_failures, keep=keep, callbacks=callbacks)
     return trainer.fit()
 
@@ -192,7 +211,8 @@ def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *
                                      else {"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
                              failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=keep)))
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep),
+                             logging_config=train_logging_config()))
 
 
 def _as_list(locations: ShardLocations) -> list:

@@ -7,16 +7,23 @@ stage connects instead of starting its own, and shuts it down when DVC is done, 
 Ctrl-C. With ``RAY_ADDRESS`` already set (a cluster), it only runs ``dvc repro``: the stages connect to
 that cluster as they always do. The stages' outputs and DVC's bookkeeping are exactly those of a plain
 ``dvc repro``; only where Ray runs differs.
+
+The console is a line a stage, ``repro: [12/36] train@adain-gram (3 min 10 s in; this stage and the 24 after it
+took 6 min 2 s last time)``, then the stage's own lines; DVC's bookkeeping lines come back with
+``STYLECORE_LOG_LEVEL=INFO``.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def dvc_command() -> list[str]:
@@ -28,17 +35,40 @@ def dvc_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "dvc"]
 
 
+def pipeline_stages(arguments: list[str]) -> list[str] | None:
+    """Every stage ``dvc repro`` visits when it is given no target (the pipeline's stages, ``foreach`` expanded),
+    for the progress lines' "k/N"; None when the arguments name targets or options that visit fewer."""
+    if any(not a.startswith("-") or a in ("-s", "--single-item", "--downstream") for a in arguments):
+        return None
+    listed = subprocess.run([*dvc_command(), "stage", "list", "--name-only"], capture_output=True, text=True)
+    return listed.stdout.split() if listed.returncode == 0 else None
+
+
 def run_dvc(arguments: list[str]) -> int:
-    """Run ``dvc repro ARGUMENTS`` in the foreground; Ctrl-C reaches DVC (same process group), we wait."""
+    """Run ``dvc repro ARGUMENTS`` with its console shortened to a line a stage (``pipelines.console.StageProgress``);
+    Ctrl-C reaches DVC (same process group), we wait. Each stage's run time is saved for the next run's ETA."""
+    from pipelines.console import STAGE_TIMES, StageProgress, library_level, read_stage_times
+    from stylecore.io import atomic_write_text
+
     env = dict(os.environ)
     # The stages are `python -m pipelines.…` commands: the interpreter that runs this must be the one they get.
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    process = subprocess.Popen([*dvc_command(), "repro", *arguments], env=env)
+    env["PYTHONUNBUFFERED"] = "1"  # the stages write into our pipe: line by line, not in 8 KiB blocks at the end
+    progress = StageProgress(pipeline_stages(arguments), read_stage_times(), verbose=library_level() <= logging.INFO)
+    process = subprocess.Popen([*dvc_command(), "repro", *arguments], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # DVC gets the Ctrl-C and stops its stage
     try:
-        return process.wait()
+        for line in process.stdout:
+            for shown in progress.feed(line):
+                print(shown, flush=True)
+        status = process.wait()
     finally:
         signal.signal(signal.SIGINT, previous)
+    print(progress.finish(status), flush=True)
+    if Path(".dvc").is_dir():
+        atomic_write_text(STAGE_TIMES, json.dumps(progress.timings, indent=1, sort_keys=True) + "\n")
+    return status
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repro: one local Ray for every stage at RAY_ADDRESS={os.environ['RAY_ADDRESS']} "
               f"(up in {time.monotonic() - started:.1f} s)", flush=True)
         status = run_dvc(arguments)
-    print(f"repro: dvc repro exited with status {status} after {time.monotonic() - started:.0f} s; "
-          "the shared Ray is shut down", flush=True)
+    print(f"repro: the shared Ray is shut down ({time.monotonic() - started:.0f} s in all)", flush=True)
     return status
 
 

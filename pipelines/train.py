@@ -90,7 +90,8 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                     combination.train, combination.data, shards["content"], shards["style"], name=run_key,
                     storage_path=ray_storage, scale=scale, report_every=combination.report_every,
                     keep=combination.ray.keep_checkpoints, max_failures=combination.ray.max_failures,
-                    extra={**(extra or {}), "mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}})
+                    extra={**(extra or {}), "mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}},
+                    progress_label=stage)
                 error = result.error if result.checkpoint is not None else result.error or "no checkpoint was reported"
             except Exception as raised:  # Ray raises the workers' error after max_failures restarts
                 error = raised

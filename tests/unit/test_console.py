@@ -1,4 +1,5 @@
-"""The stages' console: libraries quiet by default, STYLECORE_LOG_LEVEL brings them back, a bad level is named."""
+"""The stages' console: libraries quiet by default, STYLECORE_LOG_LEVEL brings them back, a bad level is named;
+rank 0 alone says what it set up; the training progress line and `dvc repro`'s line a stage with its ETA."""
 
 import logging
 import os
@@ -51,15 +52,163 @@ def test_a_train_worker_also_drops_ray_trains_report_line_logged_under_its_file_
 
     monkeypatch.delenv(LOG_LEVEL, raising=False)
     report_logger = logging.getLogger(context.__file__)
-    saved = report_logger.level
+    saved = report_logger.level, logging.getLogger("stylecore").level
     try:
-        quiet_train_worker()
+        quiet_train_worker(0)
         caplog.set_level(logging.DEBUG, logger="")
         context.logger.info("Reporting training result 1: TrainingReport(…) from rank 1")
         context.logger.warning("a report that failed")
-        assert [record.getMessage() for record in caplog.records] == ["a report that failed"]
+        logging.getLogger("stylecore.training").info("trainer: model adain …")
+        assert [record.getMessage() for record in caplog.records] == ["a report that failed", "trainer: model adain …"]
+        caplog.clear()
+        quiet_train_worker(1)  # another rank: the same set-up lines would only repeat rank 0's
+        logging.getLogger("stylecore.training").info("trainer: model adain …")
+        logging.getLogger("stylecore.training").warning("a non-finite step was skipped")
+        assert [record.getMessage() for record in caplog.records] == ["a non-finite step was skipped"]
     finally:
-        report_logger.setLevel(saved)
+        report_logger.setLevel(saved[0])
+        logging.getLogger("stylecore").setLevel(saved[1])
+
+
+def test_ray_trains_own_logging_config_follows_the_switch(monkeypatch):
+    pytest.importorskip("ray.train")
+    from pipelines.console import train_logging_config
+
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    assert train_logging_config().log_level == "WARNING"
+    monkeypatch.setenv(LOG_LEVEL, "debug")
+    assert train_logging_config().log_level == "DEBUG"
+
+
+def test_mlflows_pickle_warning_is_dropped_by_default_and_no_other_warning(monkeypatch, caplog):
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    from pipelines.console import _PickleWarning
+
+    flavor = logging.getLogger("mlflow.pytorch")
+    saved = list(flavor.filters)
+    try:
+        flavor.filters[:] = [f for f in saved if not isinstance(f, _PickleWarning)]
+        quiet_libraries()
+        quiet_libraries()  # a second call adds no second filter
+        assert sum(isinstance(f, _PickleWarning) for f in flavor.filters) == 1
+        caplog.set_level(logging.DEBUG, logger="")
+        flavor.warning("Saving pytorch model by Pickle or CloudPickle format requires exercising caution …")
+        flavor.warning("Failed to log the model's requirements")
+        assert [record.getMessage() for record in caplog.records] == ["Failed to log the model's requirements"]
+    finally:
+        flavor.filters[:] = saved
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_training_progress_line_comes_at_most_every_interval_with_rate_and_time_left():
+    from pipelines.console import TrainingProgress
+
+    clock = _Clock()
+    progress = TrainingProgress("train@adain-gram", total=1000, every_s=30, clock=clock)
+    assert progress.line(100, 30.0, 2.5) is None  # the first step starts the clock (a resumed run starts at 100)
+    clock.now += 10
+    assert progress.line(150, 30.0, 2.4) is None  # 10 s: too soon
+    clock.now += 30
+    # 200 steps in 40 s is 5 steps/s, so the 700 steps left take 140 s
+    assert progress.line(300, 31.5, 2.25) == ("train@adain-gram: step 300/1000 (30 %), 31.5 samples/s, loss 2.25, "
+                                              "2 min 20 s left")
+    clock.now += 5
+    assert progress.line(320, 31.5, 2.2) is None
+    clock.now += 3600
+    assert progress.line(1000, 31.5, 2.0) is None  # the last step: the stage's own summary line says it
+
+
+def test_durations_read_at_a_glance():
+    from pipelines.console import format_duration
+
+    assert [format_duration(s) for s in (0.4, 42, 185, 7440, -3)] == ["0 s", "42 s", "3 min 5 s", "2 h 4 min", "0 s"]
+
+
+DVC_OUTPUT = """\
+Running stage 'download@demo':
+> python -m pipelines.download --source demo
+download@demo: generated 280 images
+Generating lock file 'dvc.lock'
+Updating lock file 'dvc.lock'
+
+Stage 'shard@demo' didn't change, skipping
+Stage 'train@adain' is cached - skipping run, checking out outputs
+Updating lock file 'dvc.lock'
+
+Running stage 'evaluate':
+> python -m pipelines.evaluate
+evaluate: 12 candidates
+Updating lock file 'dvc.lock'
+
+To track the changes with git, run:
+
+\tgit add dvc.lock
+Use `dvc push` to send your updates to remote storage.
+"""
+
+
+def _feed(progress, clock, text, step_s=10.0):
+    shown = []
+    for line in text.splitlines(keepends=True):
+        clock.now += step_s
+        shown += progress.feed(line)
+    return shown
+
+
+def test_dvc_repro_becomes_a_line_a_stage_with_its_place_and_the_last_runs_timings(monkeypatch):
+    from pipelines.console import StageProgress
+
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    clock = _Clock()
+    stages = ["download@demo", "shard@demo", "train@adain", "evaluate"]
+    progress = StageProgress(stages, {"download@demo": 50.0, "train@adain": 30.0, "evaluate": 100.0}, clock=clock)
+    shown = _feed(progress, clock, DVC_OUTPUT)
+    assert shown == [
+        "repro: [1/4] download@demo (10 s in; this stage and the 3 after it took 3 min 0 s last time, 1 of them "
+        "unmeasured)",
+        "download@demo: generated 280 images",
+        "repro: [2/4] shard@demo: unchanged, skipped",
+        "repro: [3/4] train@adain: restored from DVC's run cache",
+        "repro: [4/4] evaluate (1 min 50 s in; this stage and the 0 after it took 1 min 40 s last time)",
+        "evaluate: 12 candidates",
+        "To track the changes with git, run:",
+        "\tgit add dvc.lock",
+        "Use `dvc push` to send your updates to remote storage.",
+    ]
+    assert progress.finish(0).startswith("repro: 4 stage(s) in 3 min 10 s: 2 ran, 1 unchanged, 1 restored;")
+    # each stage that ran is timed from its line to the next stage's: the next run's ETA reads these
+    assert progress.timings == {"download@demo": 60.0, "train@adain": 30.0, "evaluate": 80.0}
+
+
+def test_a_failed_stage_keeps_its_last_timing_and_verbose_keeps_dvcs_lines(monkeypatch):
+    from pipelines.console import StageProgress
+
+    monkeypatch.setenv(LOG_LEVEL, "INFO")
+    clock = _Clock()
+    progress = StageProgress(None, {"evaluate": 100.0}, verbose=True, clock=clock)
+    shown = _feed(progress, clock, "Running stage 'evaluate':\n> python -m pipelines.evaluate\nERROR: failed\n")
+    assert shown == ["repro: [1] evaluate (10 s in)", "Running stage 'evaluate':", "> python -m pipelines.evaluate",
+                     "ERROR: failed"]
+    assert progress.finish(1).endswith("dvc repro exited with status 1")
+    assert progress.timings == {"evaluate": 100.0}
+
+
+def test_stage_timings_from_a_file_this_module_did_not_write_are_ignored(tmp_path):
+    from pipelines.console import read_stage_times
+
+    path = tmp_path / "times.json"
+    assert read_stage_times(path) == {}
+    path.write_text("[1, 2]")
+    assert read_stage_times(path) == {}
+    path.write_text('{"train@a": 12.5, "evaluate": "soon", "shard@x": -1}')
+    assert read_stage_times(path) == {"train@a": 12.5}
 
 
 @pytest.mark.parametrize("value, verbosity", [(None, 0), ("WARNING", 0), ("INFO", 1), ("DEBUG", 2)])
