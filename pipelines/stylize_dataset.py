@@ -49,13 +49,9 @@ class StylizeActor:
     """Loads every job's model once, stylizes each batch with each model the batch's inputs are still pending
     for, and commits each model's outputs in its own folder. Style images are decoded once for all models."""
 
-    def __init__(self, jobs: list[Job], styles: list, output_format: str, alpha: float,
+    def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
                  preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
                  use_gpu: bool, tracking_uri: str | None, allow_pickle: bool = False) -> None:
-        """``styles``: ``[ray.put([(key, encoded image), …])]``. The style images (a megabyte and more) travel once
-        through the object store as the driver's own object; as a constructor argument Ray would store them as the
-        actor's, and logs an error at every actor start that a restart could not find them (ray#53727)."""
-        import ray
         import torch
 
         import stylecore
@@ -68,8 +64,6 @@ class StylizeActor:
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
-        [styles_ref] = styles  # an ObjectRef inside a list reaches the actor as a reference, fetched here
-        styles = ray.get(styles_ref)
         self.style_data, self.decoded_styles = [data for _, data in styles], {}
 
         def stylizer(job: Job):
@@ -352,12 +346,11 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
     # 6.9 images/s against 6.0 with one in flight; BENCHMARKS.md).
     batches = -(-sum(len(outputs) for outputs in work.values()) // batch_size)
     in_flight = 1 if batches < 4 * actors else None
-    styles_ref = ray.put(styles)  # held here for the pipeline's life, so a restarted actor finds it too
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-        fn_constructor_kwargs={"jobs": plan, "styles": [styles_ref], "output_format": output_format, "alpha": alpha,
+        fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format, "alpha": alpha,
                                "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
                                "quality": quality, "threads": threads, "use_gpu": use_gpu,
                                "tracking_uri": _tracking_uri([job.model for job in plan]), "allow_pickle": allow_pickle})
