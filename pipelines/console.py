@@ -67,9 +67,14 @@ def quiet_train_worker(world_rank: int) -> None:
 def tune_verbosity() -> int:
     """Ray Tune's ``RunConfig(verbose=…)``: 0 (silent) by default, where the sweep stage's own lines say what it
     started and how each trial ended; 1 (Tune's tables: every trial's config and result, ~230 lines for the demo's
-    four trials) at ``STYLECORE_LOG_LEVEL=INFO``, 2 at ``DEBUG``."""
+    four trials) at ``STYLECORE_LOG_LEVEL=INFO``, 2 at ``DEBUG``. At 0, Tune's default output engine still prints
+    its experiment header and a TensorBoard hint (10 lines a sweep); its classic reporter prints nothing at 0, so
+    it is chosen (``RAY_AIR_NEW_OUTPUT=0``) unless the variable is set already."""
     level = library_level()
-    return 0 if level > logging.INFO else 1 if level > logging.DEBUG else 2
+    verbosity = 0 if level > logging.INFO else 1 if level > logging.DEBUG else 2
+    if verbosity == 0:
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    return verbosity
 
 
 def train_logging_config():

@@ -215,8 +215,11 @@ def test_stage_timings_from_a_file_this_module_did_not_write_are_ignored(tmp_pat
 def test_tunes_tables_follow_the_same_switch(monkeypatch, value, verbosity):
     from pipelines.console import tune_verbosity
 
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     if value is None:
         monkeypatch.delenv(LOG_LEVEL, raising=False)
     else:
         monkeypatch.setenv(LOG_LEVEL, value)
     assert tune_verbosity() == verbosity
+    # silent: Tune's classic reporter, which prints no experiment header at 0; otherwise Tune's default engine
+    assert os.environ.get("RAY_AIR_NEW_OUTPUT") == ("0" if verbosity == 0 else None)
