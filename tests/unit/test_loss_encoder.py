@@ -91,7 +91,8 @@ def test_the_objective_scores_the_images_on_trained_features_and_adains_target_b
 def test_a_model_trained_on_trained_features_lowers_its_objective(name):
     """Every phase's objective falls over a few dozen steps on one fixed batch (linear: both of its phases)."""
     params = {**OFFLINE_PARAMS[name], **({"autoencoder_fraction": 0.5} if name == "linear" else {})}
-    trainer = Trainer(config(name, steps=30 if name != "linear" else 40, lr=1e-4 if name == "linear" else 1e-3,
+    # linear at 3e-4: at 1e-4 its transform phase fell 0.4% in 20 steps on a Xeon with AMX (2% on an EPYC)
+    trainer = Trainer(config(name, steps=30 if name != "linear" else 40, lr=3e-4 if name == "linear" else 1e-3,
                              model_params=params), device="cpu")
     batch = stream(size=48).batch(0)
     by_phase: dict[str, list[float]] = {}
