@@ -17,7 +17,8 @@ choice is validated before anything starts.
 
 Re-running the stage after an interruption or a crash restores the sweep (``Tuner.restore``):
 finished trials are kept, unfinished ones resume from their last Train checkpoint, and their MLflow
-child runs are reopened. When the sweep completes, the best finished trial's model goes to
+child runs are reopened; ASHA's rungs come back with them (:mod:`pipelines.asha`), so a trial that reaches
+a rung after the restore is weighed against every trial that reached it before. When the sweep completes, the best finished trial's model goes to
 ``models/sweeps/<model>-<loss>/checkpoint`` (scored by ``evaluate`` as ``<model>-<loss>.sweep``) and
 is logged on its child run; ``reports/sweeps/<model>-<loss>.json`` lists every trial's config,
 outcome (finished, stopped early by ASHA, diverged, failed) and scores, and the best config.
@@ -245,7 +246,8 @@ def plan_sweep(name: str, params: Mapping[str, Any], shards_root: Path) -> Sweep
 def tune_trials(plan: SweepPlan, job: SweepJob, experiment: str, storage: str, concurrent: int, stage: str):
     """Run (or restore) the Tune experiment; returns its ResultGrid."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
+
+    from pipelines.asha import asha_scheduler
 
     # A trial only drives its Train workers: it holds no CPU, or trials would starve their own workers.
     trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0, "memory": 1})
@@ -253,16 +255,18 @@ def tune_trials(plan: SweepPlan, job: SweepJob, experiment: str, storage: str, c
         print(f"{stage}: restoring the interrupted sweep in {experiment}", flush=True)
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True).fit()
     settings = plan.settings
+    # The callback keeps ASHA's rungs through a restore (Tune restores trials, not its scheduler).
+    scheduler, rung_records = asha_scheduler(max_t=plan.reports_per_trial, grace_period=settings.asha.grace_period,
+                                             reduction_factor=settings.asha.reduction_factor)
     return tune.Tuner(
         trainable, param_space=plan.space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="min", num_samples=settings.samples, max_concurrent_trials=concurrent,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=plan.reports_per_trial,
-                                    grace_period=settings.asha.grace_period,
-                                    reduction_factor=settings.asha.reduction_factor),
+            scheduler=scheduler,
             # A new actor per trial: stopping a trial ends its actor, and with it the Train run it owns.
             reuse_actors=False),
         run_config=tune.RunConfig(name=plan.key, storage_path=storage, verbose=tune_verbosity(),
+                                  callbacks=[rung_records],
                                   failure_config=tune.FailureConfig(max_failures=settings.max_failures))).fit()
 
 
