@@ -119,6 +119,14 @@ def test_every_rule_names_a_block_and_every_substitution_finds_its_text():
     assert documented_setup(blocks) == ACTIVATE  # the way into the environment comes first
 
 
+def test_the_layout_names_every_module_and_only_modules_that_exist():
+    """The layout check on its own, in a second: a module added without its README line fails here early
+    (the test below runs it too, after several minutes of blocks)."""
+    layout = [block for block in readme_blocks(README.read_text()) if block.first.startswith("stylecore/")]
+    assert len(layout) == 1
+    check_layout(layout[0])
+
+
 # ---------------------------------------------------------------------------------------------------
 # The workspace
 
