@@ -6,9 +6,11 @@ set-up (``source .venv/bin/activate``, which the README must show first: without
 written. What the test provides, and nothing more:
 
 - the workspace: a git + DVC repository holding this checkout's code, ``dvc.yaml``, ``.dvc/plots/`` and ``params.yaml`` with the
-  demo made smaller (fewer images and steps, one Ray worker, the grid ``adain`` × {gram, balanced_gram}, a
-  one-trial sweep), ``.venv`` linked to this checkout's environment, and the pipeline run in it as ``make run``
-  runs it (``python -m pipelines.repro``);
+  demo made smaller (``workspace_helpers.small_demo_params``: fewer images and steps, the grid {adain, linear} ×
+  {gram, balanced_gram}, a two-trial sweep), ``.venv`` linked to this checkout's environment, and the pipeline
+  run in it as ``make run`` runs it (``python -m pipelines.repro``), once: the first test checks what it built
+  (every stage's outputs, MLflow runs, the registry, a second repro that does nothing), the second runs the
+  blocks;
 - the example inputs the README names (``photo.jpg``, ``a.jpg``, ``b.jpg``, ``photos/``, ``paintings/``),
   generated;
 - ``TORCH_HOME`` with seeded random VGG-16/19 files where torchvision's cache expects the ImageNet weights
@@ -22,6 +24,8 @@ written. What the test provides, and nothing more:
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import re
 import shutil
@@ -36,6 +40,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from workspace_helpers import small_demo_params
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -131,32 +137,11 @@ def test_the_layout_names_every_module_and_only_modules_that_exist():
 # The workspace
 
 
-def _tiny_params() -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 8}
-    params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 20}
-    params["train"]["grid"] = {"models": ["adain"], "losses": ["gram", "balanced_gram"]}
-    params["train"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2, crop_size=32, load_size=40)
-    params["train"]["ray"]["workers"] = 1
-    params["sweep"].update(samples=1, validation={"contents": 2, "styles_per_label": 1, "size": 32, "seed": 0,
-                                                  "batch_size": 16},
-                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4]}}},
-                           run_in={"demo": ["adain-balanced_gram"], "full": ["adain-balanced_gram"]})
-    params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
-    params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=1, size=32)
-    params["stylize"].update(contents=3, size=32, style_size=32)
-    # the deception rate's judge: one work per synthetic painter here, so any artist with a work counts
-    params["classifier"].update(min_works=1, report_every=2)
-    params["classifier"]["ray"]["workers"] = 1
-    params["classifier"]["profiles"]["demo"].update(steps=4, batch_size=4, input_size=32, load_size=40, warmup_steps=1)
-    return params
-
-
 def _git(workspace: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=workspace, check=True, capture_output=True, text=True)
 
 
-def build_workspace(root: Path) -> Path:
+def build_workspace(root: Path) -> tuple[Path, str]:
     import torch
     import torchvision
 
@@ -170,7 +155,7 @@ def build_workspace(root: Path) -> Path:
         shutil.copy(REPO / name, workspace)
     for folder in ("pipelines", "stylecore"):
         shutil.copytree(REPO / folder, workspace / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (workspace / "params.yaml").write_text(yaml.safe_dump(_tiny_params(), sort_keys=False))
+    (workspace / "params.yaml").write_text(yaml.safe_dump(small_demo_params(), sort_keys=False))
     (workspace / ".venv").symlink_to(REPO / ".venv")
     (workspace / ".gitignore").write_text("/.venv\n/data/\n/models/\n/mlflow.db\n/mlartifacts/\n/ray_results/\n"
                                           "/reports/\n/out/\n/stylized/\n/runs/\n/photos/\n/paintings/\n*.jpg\n")
@@ -206,7 +191,7 @@ def build_workspace(root: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
         torch.save(getattr(torchvision.models, arch)(weights=None).state_dict(), target)
-    return workspace
+    return workspace, built.stdout + built.stderr
 
 
 def block_environment(root: Path) -> dict[str, str]:
@@ -309,10 +294,144 @@ def check_layout(block: Block) -> None:
         assert (REPO / name.rstrip("/")).exists(), f"README layout names {name}, which does not exist"
 
 
+@pytest.fixture(scope="module")
+def make_run_workspace(tmp_path_factory):
+    """The workspace after ``make run``'s pipeline: built once, checked by the first test, used by the second."""
+    root = tmp_path_factory.mktemp("readme")
+    workspace, printed = build_workspace(root)
+    return root, workspace, printed
+
+
+def _run(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+# 4 train stages, a sweep, the classifier, optimize, evaluate, register, stylize: ≈ 8 min on a slow 2-core day
 @pytest.mark.timeout(2400)
-def test_every_readme_block_runs_as_typed_after_the_documented_setup(tmp_path):
+def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_no_op(make_run_workspace):
+    """What the pipeline built, before any block runs (the blocks add runs, models and files of their own)."""
+    import mlflow
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    import stylecore
+    from stylecore.metrics import spread_ratio
+
+    _, repo, first = make_run_workspace
+    commit = _run(repo, "git", "rev-parse", "HEAD").strip()
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    grid = [(m, loss) for m in params["train"]["grid"]["models"] for loss in params["train"]["grid"]["losses"]]
+    assert len(grid) == 4 and all(f"train@{m}-{loss}" in first for m, loss in grid)
+    # every train stage, the sweep, the classifier, optimize and the stylize stage (all champions in one pipeline)
+    # connect to it
+    assert first.count("ray: starting a local instance") == 1 and first.count("ray: connecting to the shared local Ray") == 8
+
+    uri = f"sqlite:///{repo / 'mlflow.db'}"  # the default store: in the repository
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("stylecore-demo")
+    assert experiment.artifact_location == (repo / "mlartifacts").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs, not traces
+    every_run = client.search_runs([experiment.experiment_id])
+    runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
+    pretrained = list(params["pretrained"]["models"])
+    assert pretrained == ["magenta_lite"]  # the demo's baseline with published weights, beside the trained grid
+    assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier",
+                                                               "optimize"} | {f"{name} (pretrained)" for name in pretrained}
+    # the sweep ran after its combination's training, a child run per trial, its best a checkpoint of its own
+    sweep = json.loads((repo / "reports/sweeps/adain-balanced_gram.json").read_text())
+    assert sorted(t["config"]["lr"] for t in sweep["trials"]) == [1e-4, 1.0]
+    assert {r.data.tags["mlflow.parentRunId"] for r in every_run if "mlflow.parentRunId" in r.data.tags} == {
+        sweep["mlflow_parent_run_id"]} == {runs["sweep adain-balanced_gram"].info.run_id}
+    assert json.loads((repo / "models/sweeps/adain-balanced_gram/checkpoint/mlflow.json").read_text())["run_id"] == \
+        sweep["best"]["mlflow_run_id"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    mlflow.set_tracking_uri(uri)
+    pair = np.random.default_rng(0).random((1, 6, 32, 48), dtype=np.float32)
+    for model, loss in grid:
+        out = repo / "models" / f"{model}-{loss}"
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["step"] == 4 and np.isfinite(metrics["loss"]["total"])
+        assert stylecore.load(out / "checkpoint").name == model
+        run = runs[f"{model}-{loss}"]
+        tags = run.data.tags
+        assert run.info.status == "FINISHED"
+        assert (tags["model"], tags["loss"], tags["profile"]) == (model, loss, "demo")
+        # MLflow's own source tags (the UI's Source column); dvc.lock rewrites do not make the tree dirty
+        assert tags["mlflow.source.git.commit"] == commit and tags["mlflow.source.git.dirty"] == "false"
+        assert tags["mlflow.source.name"] == "pipelines/train.py" and tags["mlflow.source.type"] == "JOB"
+        assert tags["mlflow.note.content"].startswith(f"{model} × {loss} (train@{model}-{loss}, profile demo): 4 steps")
+        assert tags["dvc_stage"] == f"train@{model}-{loss}"
+        assert tags["encoder_weights"] == "random:0" and tags["workers"] == "2 × CPU"
+        assert tags["loss_encoder"] == "magenta_lite"  # the demo's objectives read trained features
+        assert tags["data.demo_photos-train"] == lock["shard@demo_photos-train"]["outs"][0]["md5"]
+        assert run.data.params["train.style_loss"] == loss and run.data.params["data.batch_size"] == "2"
+        history = client.get_metric_history(run.info.run_id, "loss/total")
+        assert sorted({m.step for m in history}) == [1, 2, 3, 4]  # rank 0 logged every step
+        assert "samples_per_second" in run.data.metrics and "system/cpu_utilization_percentage" in run.data.metrics
+        images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+        assert any("step+2+" in p for p in images) and any("step+4+" in p for p in images)
+        # the logged model runs through MLflow's generic interface, at any size, with alpha as a parameter
+        served = mlflow.pyfunc.load_model(tags["model_uri"])
+        stylized = served.predict(pair, params={"alpha": 1.0})
+        assert stylized.shape == (1, 3, 32, 48) and np.isfinite(stylized).all()
+
+    # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
+    evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
+    table = next(iter(evaluated.values()))["data"]["reports/metrics.json"]["data"]  # keyed by revision ("": workspace)
+    assert set(table) == {f"{m}-{loss}" for m, loss in grid} | {"adain-balanced_gram.sweep"} | set(pretrained)
+    summary = (repo / "reports" / "summary.md").read_text()
+    assert "15 held-out content × style pairs" in summary and "random:0" in summary
+    assert re.search(r"lowered the classic style loss for \d of 2 models", summary)
+    # the optimisation methods, scored beside every candidate on the pairs the optimize stage covered (1 content)
+    assert "Optimisation (gatys, strotss) vs feed-forward, on the same 5 pairs" in summary
+    for name, row in table.items():
+        styles = list(csv.DictReader((repo / "reports" / "per_style" / f"{name}.csv").open()))
+        assert len(styles) == 5 and {s["label"] for s in styles} == {"stripes", "checks", "dots", "waves", "noise"}
+        assert row["style_spread"] == pytest.approx(spread_ratio([float(s["style_classic"]) for s in styles]), rel=1e-4)
+        run_id = (runs[name].info.run_id if name in runs else runs[f"{name} (pretrained)"].info.run_id
+                  if name in pretrained else sweep["best"]["mlflow_run_id"])
+        assert client.get_run(run_id).data.metrics["eval/style_classic"] == pytest.approx(row["style_classic"])
+    assert "comparison.jpg" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
+    # register: every combination's model is in the registry as the champion (the first version of each)
+    registry = json.loads((repo / "reports" / "registry.json").read_text())
+    assert set(registry) == {f"stylecore-{m}-{loss}" for m, loss in grid} | {f"stylecore-{n}" for n in pretrained}
+    assert {(entry["version"], entry["alias"]) for entry in registry.values()} == {(1, "champion")}
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        champion = stylecore.load("models:/stylecore-adain-balanced_gram@champion")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI")
+    assert champion.name == "adain"
+    # stylize: every champion (the registered version itself) stylized the first held-out photos
+    stylized = json.loads((repo / "reports" / "stylized" / "summary.json").read_text())
+    assert set(stylized) == set(registry)
+    for name, entry in registry.items():
+        manifest = json.loads((repo / "reports" / "stylized" / name / "manifest.json").read_text())
+        assert manifest["model"] == f"models:/{name}/{entry['version']}" and manifest["written"] == 3
+        assert len(list((repo / "reports" / "stylized" / name).glob("*.jpg"))) == 3
+
+    assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op
+    # a changed key reruns only the combinations that read it (params.yaml put back for the blocks)
+    as_built = (repo / "params.yaml").read_text()
+    params["train"]["models"]["adain"]["lr"] = 2e-4
+    try:
+        (repo / "params.yaml").write_text(yaml.safe_dump(params))
+        status = _run(repo, sys.executable, "-m", "dvc", "status")
+    finally:
+        (repo / "params.yaml").write_text(as_built)
+    changed = {line.rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
+    assert changed == {"train@adain-gram", "train@adain-balanced_gram", "sweep@adain-balanced_gram"}
+
+
+@pytest.mark.timeout(2400)
+def test_every_readme_block_runs_as_typed_after_the_documented_setup(make_run_workspace):
     blocks = readme_blocks(README.read_text())
-    workspace = build_workspace(tmp_path)
+    tmp_path, workspace, _ = make_run_workspace
     env = block_environment(tmp_path)
     setup = documented_setup(blocks)
     failures = [] if setup else [f"the README shows no way into the environment: its first shell block must open "

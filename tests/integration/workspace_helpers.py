@@ -25,3 +25,31 @@ def demo_workspace(root: Path, *, photos: dict, artworks: dict, sources=("demo_p
         for split in splits:
             shard.run(source, split, root / "params.yaml", root / "raw", root / "shards", progress=False)
     return params
+
+
+def small_demo_params(**changes) -> dict:
+    """The repository's params.yaml with the demo pipeline made small enough for a test: every stage runs, on few
+    images and steps (``changes`` go to ``train.profiles.demo``)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    # val: 5 photos and 2+ artworks of each family in the held-out test half, 3 photos and 1+ in the validation half
+    params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 8}
+    params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 20}
+    params["train"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2, crop_size=32, load_size=40)
+    params["evaluate"]["protocols"]["demo"].update(contents=3, styles_per_label=1, size=32)
+    # one small sweep: a sane and a wrecking learning rate, two reports each
+    params["sweep"].update(samples=1, validation={"contents": 2, "styles_per_label": 1, "size": 32, "seed": 0,
+                                                  "batch_size": 16},
+                           combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4, 1.0]}}},
+                           run_in={"demo": ["adain-balanced_gram"], "full": ["adain-balanced_gram"]})
+    params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
+    params["stylize"].update(contents=3, size=32, style_size=32)
+    # the deception rate's judge: one work per synthetic painter here, so any artist with a work counts
+    params["classifier"].update(min_works=1, report_every=2)
+    params["classifier"]["ray"]["workers"] = 1
+    params["classifier"]["profiles"]["demo"].update(steps=4, batch_size=4, input_size=32, load_size=40, warmup_steps=1)
+    # The DVC wiring is the same for every cell; each model's own training and logged model are tested apart
+    # (tests/unit/test_training.py, test_every_model_is_logged_as_a_model_mlflow_serves_at_any_size).
+    params["train"]["grid"] = {"models": ["adain", "linear"], "losses": ["gram", "balanced_gram"]}
+    for key, value in changes.items():
+        params["train"]["profiles"]["demo"][key] = value
+    return params
