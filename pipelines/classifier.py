@@ -173,9 +173,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     from mlflow.tracking import MlflowClient
     from pipelines import storage
     from pipelines.ray_training import torch_trainer
-    from pipelines.provenance import source_tags
+    from pipelines.provenance import data_tags, shard_inputs, source_tags
     from pipelines.ray_session import ray_session, scaling
-    from pipelines.tracking import DESCRIPTION, fluent_store, start_run, tracking_settings
+    from pipelines.tracking import DESCRIPTION, fluent_store, log_shard_inputs, start_run, tracking_settings
     from stylecore.classifier import accuracy_report, load_classifier
 
     root = params_path.resolve().parent
@@ -191,10 +191,14 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
           f"works ({job.settings['left_out_artists']} left out) and {len(job.styles)} styles, profile {job.profile}, "
           f"{config.steps} steps of {config.batch_size} × {config.input_size}²", flush=True)
     started = time.perf_counter()
+    style_shards = storage.worker_shards(params, {"style": job.train})["style"]  # where the workers read them
+    training = shard_inputs(root / "dvc.lock", job.train, root, style_shards)
+    held_out_works = shard_inputs(root / "dvc.lock", job.val, root)
     with ray_session():
         scale = scaling(job.settings["ray"], "classifier.ray")
         tags = {"stage": "classifier", "profile": job.profile, "dvc_stage": stage, "backbone": config.backbone,
                 "backbone_weights": config.weights, **source_tags(root, "classifier"),
+                **data_tags(training + held_out_works),
                 "workers": f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'}",
                 DESCRIPTION: (f"artist classifier ({config.backbone}, {config.weights}) for the deception rate: "
                               f"{len(job.artists)} artists, {config.steps} steps on {scale.num_workers} "
@@ -203,10 +207,12 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                            {"classifier": config.to_dict(), "min_works": job.settings["min_works"],
                             "artists": len(job.artists), "styles": len(job.styles), "shards": job.train},
                            tags, resume_key=run_key)
+        log_shard_inputs(tracking.uri, run_id, training, "training")
+        log_shard_inputs(tracking.uri, run_id, held_out_works, "evaluation")  # the held-out accuracy's works
         print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r}", flush=True)
         trainer = torch_trainer(
             train_worker, {"config": config, "artists": job.artists, "styles": job.styles,
-                           "shards": storage.worker_shards(params, {"style": job.train})["style"],
+                           "shards": style_shards,
                            "threads": scale.threads_per_worker, "report_every": job.settings["report_every"],
                            "mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}},
             name=run_key, storage_path=ray_storage, scale=scale, max_failures=job.settings["ray"].max_failures,

@@ -153,7 +153,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     import stylecore
     from pipelines import evaluation_report as report
     from pipelines import report_page
-    from pipelines.provenance import source_tags
+    from pipelines.provenance import data_tags, shard_inputs, source_tags
     from stylecore.backbones import EncoderWeightsUnavailable
     from stylecore.heldout import score_models, select_heldout
     from stylecore.metrics import StylizationMetrics
@@ -270,8 +270,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                "optimisation": optimisation}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     atomic_write_text(reports / "metrics.json", json.dumps(table, indent=2) + "\n")
-    log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image, source_tags(root, "evaluate"),
-                  began, optimisation)
+    held_out = shard_inputs(root / "dvc.lock", shards["content"] + shards["style"], root)
+    log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image,
+                  {**source_tags(root, "evaluate"), **data_tags(held_out)}, began, optimisation, held_out)
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
           f"reports/metrics.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
@@ -354,22 +355,22 @@ def training_curves(candidates: list[Candidate]) -> dict[str, list[dict[str, flo
 
 
 def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candidate], reports: Path, settings,
-                  image, git: Mapping[str, str], began: float | None = None,
-                  optimisation: Mapping[str, Any] | None = None) -> None:
-    """One `evaluate` run with the tables (``log_table``), the summary and the image; each candidate's own run gets
-    its scores as ``eval/<metric>``."""
+                  image, tags: Mapping[str, str], began: float | None = None,
+                  optimisation: Mapping[str, Any] | None = None, held_out: list | None = None) -> None:
+    """One `evaluate` run with the tables (``log_table``), the summary and the image, the held-out shard folders as
+    its dataset inputs; each candidate's own run gets its scores as ``eval/<metric>``."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import flatten, start_run
-    from pipelines.tracking import tracking_settings
+    from pipelines.tracking import flatten, log_shard_inputs, start_run, tracking_settings
 
     tracking = tracking_settings(params, root)
     client = MlflowClient(tracking.uri)
     run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts, "evaluate",
                        {"evaluate": settings}, {"stage": "evaluate", "profile": str(params.get("profile")),
-                                                "eval.protocol": settings["protocol"], **git},
+                                                "eval.protocol": settings["protocol"], **tags},
                        start_time=began)  # the run's duration is the stage's
+    log_shard_inputs(tracking.uri, run_id, held_out or [], "evaluation")
     columns = sorted({key for row in table.values() for key in row})
     client.log_table(run_id, {"candidate": list(table), **{key: [row.get(key) for row in table.values()]
                                                            for key in columns}}, "candidates.json")

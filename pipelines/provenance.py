@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+
+from stylecore.shards import is_remote, read_manifest
 
 
 #: MLflow's own run tags for the code a run came from (what the UI's Source column shows)
@@ -33,8 +38,22 @@ def source_tags(root: Path, module: str) -> dict[str, str]:
     return {SOURCE_NAME: f"pipelines/{module}.py", SOURCE_TYPE: "JOB", **git_state(root)}
 
 
-def data_hashes(lock_path: Path, folders: list[str], root: Path) -> dict[str, str]:
-    """``{"data.<folder>": md5}`` for each shard folder, from the stage outputs recorded in dvc.lock."""
+@dataclass(frozen=True)
+class ShardInput:
+    """A shard folder a run read, as MLflow records a dataset input."""
+
+    name: str  # the folder's name: <source>-<split>
+    digest: str  # DVC's hash of the folder (dvc.lock), else a hash of its manifest
+    uri: str  # where the run read it: the local folder's file URI, or its mirror's URI (storage.shards)
+    samples: int | None  # from its manifest.json
+    shards: int | None
+    versioned: bool  # whether the digest is DVC's
+
+
+def shard_inputs(lock_path: Path, folders: list[str], root: Path,
+                 read_from: list[str] | None = None) -> list[ShardInput]:
+    """Each shard folder with DVC's hash from the stage outputs recorded in dvc.lock and its manifest's counts;
+    ``read_from`` (same order): where the run read each one, when not the local folder."""
     import yaml
 
     outs: dict[str, str] = {}
@@ -42,8 +61,22 @@ def data_hashes(lock_path: Path, folders: list[str], root: Path) -> dict[str, st
         for stage in (yaml.safe_load(lock_path.read_text()) or {}).get("stages", {}).values():
             for out in stage.get("outs", []):
                 outs[str(out.get("path"))] = str(out.get("md5"))
-    hashes = {}
-    for folder in folders:
+    inputs = []
+    for index, folder in enumerate(folders):
+        manifest = read_manifest(folder) or {}
+        shards = manifest.get("shards")
         relative = os.path.relpath(Path(folder).resolve(), root.resolve())
-        hashes[f"data.{Path(folder).name}"] = outs.get(relative, "not in dvc.lock (not produced by dvc repro)")
-    return hashes
+        md5 = outs.get(relative)
+        digest = md5 or "manifest-" + hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:24]
+        location = read_from[index] if read_from else str(folder)
+        inputs.append(ShardInput(Path(folder).name, digest,
+                                 location if is_remote(location) else Path(location).resolve().as_uri(),
+                                 sum(int(s["samples"]) for s in shards) if shards else None,
+                                 len(shards) if shards else None, md5 is not None))
+    return inputs
+
+
+def data_tags(inputs: list[ShardInput]) -> dict[str, str]:
+    """``{"data.<folder>": md5}`` run tags (what the registry copies onto a model version)."""
+    return {f"data.{item.name}": item.digest if item.versioned else "not in dvc.lock (not produced by dvc repro)"
+            for item in inputs}

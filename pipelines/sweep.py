@@ -39,14 +39,14 @@ from typing import Any, Mapping
 
 from pipelines.console import tune_verbosity
 from pipelines.model_uris import log_final_model
-from pipelines.provenance import source_tags
+from pipelines.provenance import ShardInput, data_tags, shard_inputs, source_tags
 from pipelines.ray_session import Scale, ray_session, release_train_reservations, scaling
 from pipelines.search_space import check_space, search_space, with_values
 from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
                                 resolve_combination)
 from pipelines.sources import CatalogueError, active_profile, load_params, profile_shards
 from pipelines.stage import run_stage
-from pipelines.tracking import Tracking, fluent_store, tracking_settings
+from pipelines.tracking import Tracking, fluent_store, log_shard_inputs, tracking_settings
 from stylecore.config import to_dict
 from stylecore.io import atomic_directory, atomic_write_text
 
@@ -78,6 +78,7 @@ class SweepJob:
     tracking: Tracking
     parent_run_id: str
     tags: dict[str, str]
+    inputs: dict[str, list[ShardInput]]  # the shard folders read, by MLflow input context
 
 
 def run_trial(config: dict[str, Any], job: SweepJob) -> None:
@@ -97,6 +98,8 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
                                                           "data": to_dict(trial.data), "report_every": trial.report_every},
                        {**job.tags, PARENT_TAG: job.parent_run_id, "sweep.trial_id": trial_id},
                        resume_key=f"{job.key}/{trial_id}")
+    for context, inputs in job.inputs.items():
+        log_shard_inputs(tracking.uri, run_id, inputs, context)
     client = MlflowClient(tracking.uri)
     try:
         result = ray_training.run(
@@ -171,6 +174,8 @@ class SweepPlan:
     pairs: Any  # stylecore.heldout.HeldOutPairs: the validation pairs
     weights: str  # of the validation's metric encoder
     key: str  # <name>-<digest of everything above>
+    training_shards: list[str]  # the local folders the trials train on (combination's are where workers read them)
+    validation_shards: list[str]
 
     @property
     def reports_per_trial(self) -> int:
@@ -211,6 +216,7 @@ def plan_sweep(name: str, params: Mapping[str, Any], shards_root: Path) -> Sweep
                              f"{', '.join(settings.combinations) or 'none'}")
     model, _, loss = name.partition("-")
     combination = resolve_combination(params, model, loss, shards_root)
+    training_shards = combination.content + combination.style
     from pipelines import storage
 
     combination = dataclasses.replace(combination, **storage.worker_shards(  # what the trials' workers read
@@ -230,8 +236,9 @@ def plan_sweep(name: str, params: Mapping[str, Any], shards_root: Path) -> Sweep
                              f"report_every {every}) but sweep.asha.grace_period is {settings.asha.grace_period}: ASHA "
                              f"could never stop a trial early; lower report_every in sweep.profiles.{combination.profile}")
     val, evaluate = settings.validation, read(params, "evaluate")
+    validation_shards = profile_shards(params, shards_root, "val")
     try:
-        pairs = select_heldout(*profile_shards(params, shards_root, "val").values(), contents=val.contents,
+        pairs = select_heldout(*validation_shards.values(), contents=val.contents,
                                styles_per_label=val.styles_per_label, size=val.size, seed=val.seed,
                                style_label=evaluate.style_label, part="validation")
     except (FileNotFoundError, ValueError) as error:
@@ -240,7 +247,7 @@ def plan_sweep(name: str, params: Mapping[str, Any], shards_root: Path) -> Sweep
                                         to_dict(settings.asha), pairs.content_keys, pairs.style_keys],
                                        sort_keys=True, default=str).encode()).hexdigest()[:12]
     return SweepPlan(name, settings, combination, spec, space, pairs, metric_weights(params, evaluate),
-                     f"{name}-{digest}")
+                     f"{name}-{digest}", training_shards, [f for folders in validation_shards.values() for f in folders])
 
 
 def tune_trials(plan: SweepPlan, job: SweepJob, experiment: str, storage: str, concurrent: int, stage: str):
@@ -379,8 +386,12 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
           f"{combination.train.steps} steps per trial, ASHA on {METRIC} = "
           + " + ".join(f"{w:g}·{m}" for m, w in settings.objective.items())
           + f" over {len(plan.pairs)} validation pairs, reported every {combination.report_every} steps", flush=True)
+    inputs = {"training": shard_inputs(root / "dvc.lock", plan.training_shards, root,
+                                       combination.content + combination.style),
+              "validation": shard_inputs(root / "dvc.lock", plan.validation_shards, root)}
     tags = {"model": combination.model, "loss": combination.loss, "profile": combination.profile, "dvc_stage": stage,
-            "sweep": plan.key, **source_tags(root, "sweep"), **combination.model_weights()}
+            "sweep": plan.key, **source_tags(root, "sweep"), **combination.model_weights(),
+            **data_tags(inputs["training"])}
     started = time.perf_counter()
     with ray_session():
         import ray
@@ -397,12 +408,14 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                                       "space": plan.spec},
                             "train": combination.train.to_dict(), "data": to_dict(combination.data)},
                            {**tags, "stage": "sweep"}, resume_key=plan.key)
+        for context, items in inputs.items():
+            log_shard_inputs(tracking.uri, parent, items, context)
         print(f"{stage}: MLflow parent run {parent}; up to {concurrent} trial(s) at once, each "
               f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'} worker(s)", flush=True)
         job = SweepJob(plan.key, combination, {"pairs": plan.pairs, "weights": plan.weights,
                                                "objective": settings.objective,
                                                "batch_size": settings.validation.batch_size},
-                       scale, locations.join(storage, "trials"), tracking, parent, tags)
+                       scale, locations.join(storage, "trials"), tracking, parent, tags, inputs)
         experiment = locations.join(storage, plan.key)
         results = tune_trials(plan, job, experiment, storage, concurrent, stage)
         # the trials ASHA stopped were killed with their Train runs' CPU reservations still held (180 s): release

@@ -14,10 +14,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from stylecore.shards import is_remote
 from stylecore.training import StepResult, Trainer, TrainingHooks
+
+if TYPE_CHECKING:
+    from pipelines.provenance import ShardInput
 
 RESUME_TAG = "stylecore.resume_key"
 #: the experiment kind the MLflow UI opens model-development experiments with (runs and charts, not GenAI traces)
@@ -142,6 +145,29 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run
     for start in range(0, len(items), 100):  # the store's batch limit; same values again are accepted
         client.log_batch(run_id, params=items[start:start + 100])
     return run_id
+
+
+def log_shard_inputs(tracking_uri: str, run_id: str, inputs: list[ShardInput], context: str) -> None:
+    """Each shard folder a run read as an MLflow dataset input (the UI's Datasets column): the folder's name, DVC's
+    hash as the digest, where the run read it as the source, its sample and shard counts as the profile.
+    ``context`` is MLflow's input tag: ``training``, ``validation`` or ``evaluation``. Logging the same folders
+    again (a resumed run) adds nothing: MLflow keys inputs by name and digest."""
+    import json
+    from urllib.parse import urlparse
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.tracking import MlflowClient
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    datasets = []
+    for item in inputs:
+        scheme = urlparse(item.uri).scheme
+        dataset = Dataset(name=item.name, digest=item.digest, source_type="local" if scheme in ("", "file") else scheme,
+                          source=json.dumps({"uri": item.uri}),
+                          profile=json.dumps({"num_rows": item.samples, "num_shards": item.shards}))
+        datasets.append(DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    if datasets:
+        MlflowClient(tracking_uri).log_inputs(run_id, datasets=datasets)
 
 
 class MLflowHooks(TrainingHooks):

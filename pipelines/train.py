@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.model_uris import log_final_model
-from pipelines.provenance import data_hashes, source_tags
+from pipelines.provenance import data_tags, shard_inputs, source_tags
 from pipelines.ray_session import ray_session, scaling
 from pipelines.settings import TrainStageError, resolve_combination
 from pipelines.sources import CatalogueError, load_params
@@ -49,7 +49,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
     import mlflow
 
     from pipelines import ray_training, storage
-    from pipelines.tracking import flatten, start_run
+    from pipelines.tracking import flatten, log_shard_inputs, start_run
 
     root = params_path.resolve().parent
     params = load_params(params_path)
@@ -63,10 +63,10 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
     print(f"{stage}: {model} × {loss}, profile {combination.profile}, {combination.train.steps} steps, "
           f"weights {combination.model_weights() or 'none'}", flush=True)
 
+    inputs = shard_inputs(root / "dvc.lock", combination.content + combination.style, root,
+                          shards["content"] + shards["style"])
     tags = {"model": model, "loss": loss, "profile": combination.profile, "dvc_stage": stage,
-            **source_tags(root, "train"),
-            **combination.model_weights(),
-            **data_hashes(root / "dvc.lock", combination.content + combination.style, root)}
+            **source_tags(root, "train"), **combination.model_weights(), **data_tags(inputs)}
     with ray_session():
         scale = scaling(combination.ray)
         tags["workers"] = f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'}"
@@ -81,6 +81,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                             "content": shards["content"], "style": shards["style"],
                             **({"calibration": combination.calibration} if combination.calibration else {})},
                            tags, resume_key=run_key)
+        log_shard_inputs(tracking.uri, run_id, inputs, "training")
         print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r} at {tracking.uri}", flush=True)
         started = time.perf_counter()
         # an exception marks the run FAILED

@@ -311,6 +311,12 @@ def _run(repo: Path, *args: str) -> str:
     return result.stdout
 
 
+def _datasets(client, run_id: str) -> set[tuple[str, str, str]]:
+    """A run's dataset inputs as (name, digest, context)."""
+    return {(d.dataset.name, d.dataset.digest, next(t.value for t in d.tags if t.key == "mlflow.data.context"))
+            for d in client.get_run(run_id).inputs.dataset_inputs}
+
+
 # 4 train stages, a sweep, the classifier, optimize, evaluate, register, stylize: ≈ 8 min on a slow 2-core day
 @pytest.mark.timeout(2400)
 def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_a_no_op(make_run_workspace):
@@ -369,6 +375,9 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
         assert tags["encoder_weights"] == "random:0" and tags["workers"] == "2 × CPU"
         assert tags["loss_encoder"] == "magenta_lite"  # the demo's objectives read trained features
         assert tags["data.demo_photos-train"] == lock["shard@demo_photos-train"]["outs"][0]["md5"]
+        # the shard folders it read are its MLflow datasets (the UI's Datasets column), DVC's hashes as digests
+        assert _datasets(client, run.info.run_id) == {(f"{name}-train", lock[f"shard@{name}-train"]["outs"][0]["md5"],
+                                                        "training") for name in ("demo_photos", "demo_artworks")}
         assert run.data.params["train.style_loss"] == loss and run.data.params["data.batch_size"] == "2"
         history = client.get_metric_history(run.info.run_id, "loss/total")
         assert sorted({m.step for m in history}) == [1, 2, 3, 4]  # rank 0 logged every step
@@ -380,6 +389,16 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
         stylized = served.predict(pair, params={"alpha": 1.0})
         assert stylized.shape == (1, 3, 32, 48) and np.isfinite(stylized).all()
 
+    # the sweep trained on the train shards and validated on the val shards; so did the classifier, on the artworks
+    val = {(f"{name}-val", lock[f"shard@{name}-val"]["outs"][0]["md5"]) for name in ("demo_photos", "demo_artworks")}
+    train = {(f"{name}-train", lock[f"shard@{name}-train"]["outs"][0]["md5"]) for name in ("demo_photos", "demo_artworks")}
+    swept = {(*d, "training") for d in train} | {(*d, "validation") for d in val}
+    trials = [r.info.run_id for r in every_run if "mlflow.parentRunId" in r.data.tags]
+    assert len(trials) == 2 and all(_datasets(client, run_id) == swept
+                                    for run_id in [runs["sweep adain-balanced_gram"].info.run_id, *trials])
+    assert _datasets(client, runs["classifier"].info.run_id) == \
+        {(*d, "training") for d in train if "artworks" in d[0]} | {(*d, "evaluation") for d in val if "artworks" in d[0]}
+    assert _datasets(client, runs["evaluate"].info.run_id) == {(*d, "evaluation") for d in val}
     # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
     evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
     table = next(iter(evaluated.values()))["data"]["reports/metrics.json"]["data"]  # keyed by revision ("": workspace)

@@ -143,6 +143,42 @@ def test_an_unfinished_mlflow_run_is_reopened_and_a_finished_one_never(tmp_path)
     assert start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {"lr": 1}, {}, resume_key="k1") != first
 
 
+def test_the_shard_folders_a_run_read_are_its_mlflow_dataset_inputs_with_dvc_hashes(demo_shards, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.provenance import data_tags, shard_inputs
+    from pipelines.tracking import log_shard_inputs
+
+    folders = [str(demo_shards / "shards" / name) for name in ("demo_photos-train", "demo_artworks-train")]
+    manifests = [json.loads((Path(f) / "manifest.json").read_text()) for f in folders]
+    # dvc.lock knows the photos (as `dvc repro` records a stage's output), not the artworks
+    relative = os.path.relpath(folders[0], tmp_path)
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(
+        {"schema": "2.0", "stages": {"shard@demo_photos-train": {"outs": [{"path": relative, "md5": "0" * 32 + ".dir"}]}}}))
+    mirror = "s3://bucket/shards/demo_artworks-train"  # storage.shards: the workers read a mirror
+    inputs = shard_inputs(tmp_path / "dvc.lock", folders, tmp_path, [folders[0], mirror])
+    assert data_tags(inputs) == {"data.demo_photos-train": "0" * 32 + ".dir",
+                                 "data.demo_artworks-train": "not in dvc.lock (not produced by dvc repro)"}
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_id = start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {}, {})
+    log_shard_inputs(uri, run_id, inputs, "training")
+    log_shard_inputs(uri, run_id, inputs, "training")  # a resumed run logs them again: nothing is added
+    dataset_inputs = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
+    logged = {d.dataset.name: d for d in dataset_inputs}
+    assert set(logged) == {"demo_photos-train", "demo_artworks-train"} and len(dataset_inputs) == 2
+    photos, artworks = logged["demo_photos-train"], logged["demo_artworks-train"]
+    assert photos.dataset.digest == "0" * 32 + ".dir" and photos.dataset.source_type == "local"
+    assert json.loads(photos.dataset.source) == {"uri": Path(folders[0]).as_uri()}
+    assert (artworks.dataset.source_type, json.loads(artworks.dataset.source)) == ("s3", {"uri": mirror})
+    # not versioned by DVC: a digest of its manifest, so another build of the folder is another dataset
+    assert artworks.dataset.digest.startswith("manifest-") and artworks.dataset.digest != photos.dataset.digest
+    for item, manifest in zip((photos, artworks), manifests):
+        assert json.loads(item.dataset.profile) == {"num_rows": sum(s["samples"] for s in manifest["shards"]),
+                                                    "num_shards": len(manifest["shards"])}
+        assert [(t.key, t.value) for t in item.tags] == [("mlflow.data.context", "training")]
+
+
 def test_rerunning_the_stage_after_a_crash_resumes_the_ray_run_and_the_mlflow_run(demo_shards, local_ray, tmp_path,
                                                                                   monkeypatch):
     from mlflow.tracking import MlflowClient
