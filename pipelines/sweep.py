@@ -81,6 +81,22 @@ class SweepJob:
     inputs: dict[str, list[ShardInput]]  # the shard folders read, by MLflow input context
 
 
+def trial_run_name(combination: str, config: Mapping[str, Any], trial_id: str) -> str:
+    """A trial's MLflow run name: its values, so trials are told apart in the UI's runs table, then its Tune id
+    (``adain-balanced_gram lr=0.0001 · 5f0e3_00001``)."""
+    def values(config: Mapping[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for key, value in sorted(config.items()):
+            if isinstance(value, Mapping):
+                out += values(value, f"{prefix}{key}.")
+            else:
+                out.append(f"{prefix}{key}={value:.3g}" if isinstance(value, float) else f"{prefix}{key}={value}")
+        return out
+
+    name = " ".join([combination, *values(config)])
+    return f"{name[:220]} · {trial_id}"  # MLflow keeps 250 characters of a run name
+
+
 def run_trial(config: dict[str, Any], job: SweepJob) -> None:
     """One trial: a Ray Train run of the combination with ``config`` applied, in its own MLflow child run."""
     from mlflow.tracking import MlflowClient
@@ -94,7 +110,7 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
     trial = with_values(job.combination, config)
     tracking = job.tracking
     run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts,
-                       f"{trial.name} trial {trial_id}", {"trial": config, "train": trial.train.to_dict(),
+                       trial_run_name(trial.name, config, trial_id), {"trial": config, "train": trial.train.to_dict(),
                                                           "data": to_dict(trial.data), "report_every": trial.report_every},
                        {**job.tags, PARENT_TAG: job.parent_run_id, "sweep.trial_id": trial_id},
                        resume_key=f"{job.key}/{trial_id}")

@@ -125,6 +125,8 @@ def test_a_sweep_interrupted_and_rerun_completes_with_asha_stops_and_mlflow_pare
         assert run.info.status == {"finished": "FINISHED", "stopped_early": "KILLED", "diverged": "FAILED"}[trial["outcome"]]
         assert run.data.tags["sweep.outcome"] == trial["outcome"] and run.data.tags["sweep.step"] == str(trial["step"])
         assert float(run.data.params["trial.lr"]) == trial["config"]["lr"]
+        # the run's name says what the trial tried (the UI's runs table), then which trial it is
+        assert run.info.run_name == f"{NAME} lr={trial['config']['lr']:.3g} · {trial['trial_id']}"
         # The report's curve has every validation the trial ran, a restore notwithstanding (every 3 steps from the
         # first), and agrees with the value Tune weighed at its last step. A stopped trial trains on while Tune
         # weighs its report, so its curve may go on past the step ASHA stopped it at; a finished one ends at 12.
