@@ -207,8 +207,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                            {"classifier": config.to_dict(), "min_works": job.settings["min_works"],
                             "artists": len(job.artists), "styles": len(job.styles), "shards": job.train},
                            tags, resume_key=run_key)
-        log_shard_inputs(tracking.uri, run_id, training, "training")
-        log_shard_inputs(tracking.uri, run_id, held_out_works, "evaluation")  # the held-out accuracy's works
+        # the held-out accuracy is scored on the val shards' works
+        log_shard_inputs(tracking.uri, run_id, {"training": training, "evaluation": held_out_works})
         print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r}", flush=True)
         trainer = torch_trainer(
             train_worker, {"config": config, "artists": job.artists, "styles": job.styles,

@@ -370,7 +370,7 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
                        {"evaluate": settings}, {"stage": "evaluate", "profile": str(params.get("profile")),
                                                 "eval.protocol": settings["protocol"], **tags},
                        start_time=began)  # the run's duration is the stage's
-    log_shard_inputs(tracking.uri, run_id, held_out or [], "evaluation")
+    log_shard_inputs(tracking.uri, run_id, {"evaluation": held_out or []})
     columns = sorted({key for row in table.values() for key in row})
     client.log_table(run_id, {"candidate": list(table), **{key: [row.get(key) for row in table.values()]
                                                            for key in columns}}, "candidates.json")

@@ -18,7 +18,8 @@ choice is validated before anything starts.
 Re-running the stage after an interruption or a crash restores the sweep (``Tuner.restore``):
 finished trials are kept, unfinished ones resume from their last Train checkpoint, and their MLflow
 child runs are reopened; ASHA's rungs come back with them (:mod:`pipelines.asha`), so a trial that reaches
-a rung after the restore is weighed against every trial that reached it before. When the sweep completes, the best finished trial's model goes to
+a rung after the restore is weighed against every trial that reached it before. When the sweep completes,
+the best finished trial's model goes to
 ``models/sweeps/<model>-<loss>/checkpoint`` (scored by ``evaluate`` as ``<model>-<loss>.sweep``) and
 is logged on its child run; ``reports/sweeps/<model>-<loss>.json`` lists every trial's config,
 outcome (finished, stopped early by ASHA, diverged, failed) and scores, and the best config.
@@ -46,7 +47,7 @@ from pipelines.settings import (Combination, SweepSettings, TrainStageError, met
                                 resolve_combination)
 from pipelines.sources import CatalogueError, active_profile, load_params, profile_shards
 from pipelines.stage import run_stage
-from pipelines.tracking import Tracking, fluent_store, log_shard_inputs, tracking_settings
+from pipelines.tracking import Tracking, flatten, fluent_store, log_shard_inputs, tracking_settings
 from stylecore.config import to_dict
 from stylecore.io import atomic_directory, atomic_write_text
 
@@ -84,16 +85,8 @@ class SweepJob:
 def trial_run_name(combination: str, config: Mapping[str, Any], trial_id: str) -> str:
     """A trial's MLflow run name: its values, so trials are told apart in the UI's runs table, then its Tune id
     (``adain-balanced_gram lr=0.0001 · 5f0e3_00001``)."""
-    def values(config: Mapping[str, Any], prefix: str = "") -> list[str]:
-        out = []
-        for key, value in sorted(config.items()):
-            if isinstance(value, Mapping):
-                out += values(value, f"{prefix}{key}.")
-            else:
-                out.append(f"{prefix}{key}={value:.3g}" if isinstance(value, float) else f"{prefix}{key}={value}")
-        return out
-
-    name = " ".join([combination, *values(config)])
+    values = flatten(config, text=lambda value: f"{value:.3g}" if isinstance(value, float) else str(value))
+    name = " ".join([combination, *(f"{key}={value}" for key, value in sorted(values.items()))])
     return f"{name[:220]} · {trial_id}"  # MLflow keeps 250 characters of a run name
 
 
@@ -114,8 +107,7 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
                                                           "data": to_dict(trial.data), "report_every": trial.report_every},
                        {**job.tags, PARENT_TAG: job.parent_run_id, "sweep.trial_id": trial_id},
                        resume_key=f"{job.key}/{trial_id}")
-    for context, inputs in job.inputs.items():
-        log_shard_inputs(tracking.uri, run_id, inputs, context)
+    log_shard_inputs(tracking.uri, run_id, job.inputs)
     client = MlflowClient(tracking.uri)
     try:
         result = ray_training.run(
@@ -337,7 +329,6 @@ def publish_best(plan: SweepPlan, trials: list[dict[str, Any]], parent: str, cli
     from mlflow.entities import Metric, Param
 
     from pipelines import storage as locations
-    from pipelines.tracking import flatten
 
     settings, steps = plan.settings, plan.combination.train.steps
     best = min((t for t in trials if t["outcome"] == "finished" and METRIC in t["metrics"]),
@@ -424,8 +415,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                                       "space": plan.spec},
                             "train": combination.train.to_dict(), "data": to_dict(combination.data)},
                            {**tags, "stage": "sweep"}, resume_key=plan.key)
-        for context, items in inputs.items():
-            log_shard_inputs(tracking.uri, parent, items, context)
+        log_shard_inputs(tracking.uri, parent, inputs)
         print(f"{stage}: MLflow parent run {parent}; up to {concurrent} trial(s) at once, each "
               f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'} worker(s)", flush=True)
         job = SweepJob(plan.key, combination, {"pairs": plan.pairs, "weights": plan.weights,

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from stylecore.shards import is_remote
 from stylecore.training import StepResult, Trainer, TrainingHooks
@@ -89,15 +89,15 @@ def fluent_store(uri: str, system_metrics_interval: float | None = None) -> Iter
                 os.environ[key] = value
 
 
-def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested params → ``{"a.b": "value"}`` strings, as MLflow params."""
+def flatten(values: Mapping[str, Any], prefix: str = "", text: Callable[[Any], str] = str) -> dict[str, str]:
+    """Nested params → ``{"a.b": "value"}`` strings (each value through ``text``), as MLflow params."""
     out: dict[str, str] = {}
     for key, value in values.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
+            out.update(flatten(value, f"{name}.", text))
         else:
-            out[name] = str(value)[:6000]
+            out[name] = text(value)[:6000]
     return out
 
 
@@ -147,11 +147,11 @@ def start_run(tracking_uri: str, experiment: str, artifact_root: Path | str, run
     return run_id
 
 
-def log_shard_inputs(tracking_uri: str, run_id: str, inputs: list[ShardInput], context: str) -> None:
+def log_shard_inputs(tracking_uri: str, run_id: str, inputs: Mapping[str, list[ShardInput]]) -> None:
     """Each shard folder a run read as an MLflow dataset input (the UI's Datasets column): the folder's name, DVC's
     hash as the digest, where the run read it as the source, its sample and shard counts as the profile.
-    ``context`` is MLflow's input tag: ``training``, ``validation`` or ``evaluation``. Logging the same folders
-    again (a resumed run) adds nothing: MLflow keys inputs by name and digest."""
+    ``inputs`` is keyed by MLflow's context tag: ``training``, ``validation`` or ``evaluation``. Logging the same
+    folders again (a resumed run) adds nothing: MLflow keys inputs by name and digest."""
     import json
     from urllib.parse import urlparse
 
@@ -160,7 +160,7 @@ def log_shard_inputs(tracking_uri: str, run_id: str, inputs: list[ShardInput], c
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     datasets = []
-    for item in inputs:
+    for context, item in ((context, item) for context, items in inputs.items() for item in items):
         scheme = urlparse(item.uri).scheme
         dataset = Dataset(name=item.name, digest=item.digest, source_type="local" if scheme in ("", "file") else scheme,
                           source=json.dumps({"uri": item.uri}),

@@ -81,7 +81,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                             "content": shards["content"], "style": shards["style"],
                             **({"calibration": combination.calibration} if combination.calibration else {})},
                            tags, resume_key=run_key)
-        log_shard_inputs(tracking.uri, run_id, inputs, "training")
+        log_shard_inputs(tracking.uri, run_id, {"training": inputs})
         print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r} at {tracking.uri}", flush=True)
         started = time.perf_counter()
         # an exception marks the run FAILED

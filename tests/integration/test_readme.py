@@ -137,8 +137,13 @@ def test_the_layout_names_every_module_and_only_modules_that_exist():
 # The workspace
 
 
-def _git(workspace: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=workspace, check=True, capture_output=True, text=True)
+def _run(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("RAY_ADDRESS", None)
+    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout
 
 
 def build_workspace(root: Path) -> tuple[Path, str]:
@@ -159,14 +164,14 @@ def build_workspace(root: Path) -> tuple[Path, str]:
     (workspace / ".venv").symlink_to(REPO / ".venv")
     (workspace / ".gitignore").write_text("/.venv\n/data/\n/models/\n/mlflow.db\n/mlartifacts/\n/ray_results/\n"
                                           "/reports/\n/out/\n/stylized/\n/runs/\n/photos/\n/paintings/\n*.jpg\n")
-    _git(workspace, "init", "-q")
-    _git(workspace, "config", "user.email", "readme@test")
-    _git(workspace, "config", "user.name", "readme test")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=workspace, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], cwd=workspace, check=True)
+    _run(workspace, "git", "init", "-q")
+    _run(workspace, "git", "config", "user.email", "readme@test")
+    _run(workspace, "git", "config", "user.name", "readme test")
+    _run(workspace, sys.executable, "-m", "dvc", "init", "-q")
+    _run(workspace, sys.executable, "-m", "dvc", "config", "core.analytics", "false")
     shutil.copytree(REPO / ".dvc" / "plots", workspace / ".dvc" / "plots")  # the project's plot templates
-    _git(workspace, "add", "-A")
-    _git(workspace, "commit", "-qm", "the project")
+    _run(workspace, "git", "add", "-A")
+    _run(workspace, "git", "commit", "-qm", "the project")
     # what `make run` runs (its first block is skipped): the pipeline, with one local Ray for every stage
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY",
                                                                           "MLFLOW_TRACKING_URI")}
@@ -300,15 +305,6 @@ def make_run_workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("readme")
     workspace, printed = build_workspace(root)
     return root, workspace, printed
-
-
-def _run(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("RAY_ADDRESS", None)
-    result = subprocess.run(args, cwd=repo, capture_output=True, text=True, env=env, timeout=1500)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return result.stdout
 
 
 def _datasets(client, run_id: str) -> set[tuple[str, str, str]]:

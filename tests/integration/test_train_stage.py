@@ -162,8 +162,8 @@ def test_the_shard_folders_a_run_read_are_its_mlflow_dataset_inputs_with_dvc_has
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = start_run(uri, "grid", tmp_path / "artifacts", "adain-gram", {}, {})
-    log_shard_inputs(uri, run_id, inputs, "training")
-    log_shard_inputs(uri, run_id, inputs, "training")  # a resumed run logs them again: nothing is added
+    log_shard_inputs(uri, run_id, {"training": inputs})
+    log_shard_inputs(uri, run_id, {"training": inputs})  # a resumed run logs them again: nothing is added
     dataset_inputs = MlflowClient(uri).get_run(run_id).inputs.dataset_inputs
     logged = {d.dataset.name: d for d in dataset_inputs}
     assert set(logged) == {"demo_photos-train", "demo_artworks-train"} and len(dataset_inputs) == 2
