@@ -36,10 +36,10 @@ run: $(STAMP)
 		save_image(synthetic_photo(7, 128), 'reports/demo/inputs/photo.png'); \
 		save_image(synthetic_artwork(3, 'waves', 128), 'reports/demo/inputs/waves.png'); \
 		save_image(synthetic_artwork(4, 'checks', 128), 'reports/demo/inputs/checks.png')"
-	$(VENV)/bin/stylecore stylize --checkpoint $(DEMO) --content reports/demo/inputs/photo.png \
+	$(VENV)/bin/stylecore stylize --model $(DEMO) --content reports/demo/inputs/photo.png \
 		--style reports/demo/inputs/waves.png reports/demo/inputs/checks.png --style-weights 0.3 0.7 \
 		--output reports/demo --overwrite
-	$(VENV)/bin/stylecore stylize --checkpoint pretrained:magenta_lite --content reports/demo/inputs/photo.png \
+	$(VENV)/bin/stylecore stylize --model pretrained:magenta_lite --content reports/demo/inputs/photo.png \
 		--style reports/demo/inputs/waves.png --output reports/demo/magenta_lite --overwrite
 	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
 	@echo "      the sweep's trials in reports/sweeps/ (best model in models/sweeps/),"

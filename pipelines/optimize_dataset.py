@@ -1,6 +1,6 @@
 """Optimisation-based stylization of whole datasets with Ray: ``stylecore optimize-dataset``.
 
-    stylecore optimize-dataset --method strotss --input data/shards/coco-val --styles paintings/ \\
+    stylecore optimize-dataset --method strotss --content data/shards/coco-val --style paintings/ \\
         --output out/coco-strotss --policy all --size 256 --steps 200 --actors 4
 
 Each content × style pair is optimised on its own (:mod:`stylecore.optimize`), many at once: the same Ray Data
@@ -59,7 +59,7 @@ def _cmd_optimize_dataset(args: argparse.Namespace) -> int:
 
     try:
         settings = method_settings(args)
-        optimize_dataset(args.input, args.styles, args.method, args.output, settings, policy=args.policy,
+        optimize_dataset(args.content, args.style, args.method, args.output, settings, policy=args.policy,
                          seed=args.seed or 0, style_size=args.style_size or None,
                          batch_size=args.batch_size, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
                          output_format=args.output_format, image_format=args.image_format, limit=args.limit,

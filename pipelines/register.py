@@ -13,7 +13,7 @@ logged model again reuses its version, so a re-run changes nothing.
 Load a registered model anywhere::
 
     stylecore.load("models:/stylecore-adain-balanced_gram@champion")
-    stylecore stylize --checkpoint models:/stylecore-adain-balanced_gram@champion --content … --style …
+    stylecore stylize --model models:/stylecore-adain-balanced_gram@champion --content … --style …
 """
 
 from __future__ import annotations

@@ -432,7 +432,7 @@ def add_command(subparsers) -> None:
     command.add_argument("--host", help="address to bind (default: params.yaml serve.host, 127.0.0.1); 0.0.0.0 "
                                         "exposes the service to the network")
     command.add_argument("--port", type=int, help="port (default: params.yaml serve.port)")
-    command.add_argument("--params", default="params.yaml")
+    command.add_argument("--params", default="params.yaml", help="the params.yaml whose serve section is read")
     command.add_argument("--reports", default="reports", help="where reports/registry.json names the champions")
     command.add_argument("--shards", default="data/shards", help="the held-out artworks of the gallery")
     command.set_defaults(func=_cmd_serve)

@@ -1,7 +1,7 @@
 """Batch stylization of whole datasets with Ray Data, resumable: ``stylecore stylize-dataset``.
 
-    stylecore stylize-dataset --model models:/stylecore-adain-gram@champion --input data/shards/coco-val \\
-        --styles paintings/ --output out/coco-val-adain --policy round_robin
+    stylecore stylize-dataset --model models:/stylecore-adain-gram@champion --content data/shards/coco-val \\
+        --style paintings/ --output out/coco-val-adain --policy round_robin
 
 The pipeline (:func:`stylize_dataset`): the inputs (WebDataset shards read with
 ``ray.data.read_webdataset``, or an image folder read with ``ray.data.read_binary_files``) are decoded
@@ -42,6 +42,7 @@ from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Input
 
 #: a "model" that is an optimisation method (stylecore.optimize): ``optimize:strotss``; its settings travel beside it
 METHOD_PREFIX = "optimize:"
+from stylecore.cli_args import add_renamed
 from stylecore.io import atomic_write_text, remove_stale_temporaries
 
 
@@ -374,8 +375,10 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
 def add_dataset_arguments(command, policy_seed: bool = True, input_size: bool = True) -> None:
     """The inputs, styles, output and Ray Data options ``stylize-dataset`` and ``optimize-dataset`` share (the
     latter's ``--seed`` and ``--size`` are its method's)."""
-    command.add_argument("--input", required=True, nargs="+", help="shard folders / .tar files, or one image folder")
-    command.add_argument("--styles", required=True, nargs="+", help="style image files, a folder or a shard set")
+    add_renamed(command, "--content", "--input", required=True, nargs="+",
+                help="content: shard folders / .tar files (local or s3://), or one image folder")
+    add_renamed(command, "--style", "--styles", required=True, nargs="+",
+                help="style image files, a folder or a shard set")
     command.add_argument("--output", required=True, help="output folder (re-running it resumes)")
     command.add_argument("--policy", choices=POLICIES, default="round_robin",
                          help="each input's style: the first (one), in turn (round_robin), seeded by key (random), or "
@@ -384,12 +387,16 @@ def add_dataset_arguments(command, policy_seed: bool = True, input_size: bool = 
         command.add_argument("--seed", type=int, default=0, help="seed of the random policy")
     if input_size:
         command.add_argument("--size", type=int, help="resize inputs to this short side (default: keep)")
-    command.add_argument("--style-size", dest="style_size", type=int, default=512)
-    command.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    command.add_argument("--style-size", dest="style_size", type=int, default=512,
+                         help="resize styles to this short side (0 keeps their size)")
+    command.add_argument("--batch-size", dest="batch_size", type=int, default=8, help="images per model call")
     command.add_argument("--actors", type=int, default=2, help="model replicas (actor pool size)")
-    command.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=0.0)
-    command.add_argument("--format", dest="output_format", choices=FORMATS, default="webdataset")
-    command.add_argument("--image-format", dest="image_format", choices=["jpg", "png"], default="jpg")
+    command.add_argument("--gpus-per-actor", dest="gpus_per_actor", type=float, default=0.0,
+                         help="GPUs per replica (0: CPU; 0.5 puts two replicas on a GPU)")
+    command.add_argument("--format", dest="output_format", choices=FORMATS, default="webdataset",
+                         help="webdataset: tar shards with a manifest, like the inputs; files: one image per output")
+    command.add_argument("--image-format", dest="image_format", choices=["jpg", "png"], default="jpg",
+                         help="encoding of the written images")
     command.add_argument("--limit", type=int, help="only the first N inputs in key order")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -401,8 +408,9 @@ def add_command(subparsers) -> None:
                                                         "from MLFLOW_TRACKING_URI), a checkpoint directory, or "
                                                         "pretrained:magenta_lite")
     add_dataset_arguments(command)
-    command.add_argument("--alpha", type=float, default=1.0)
-    command.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"])
+    command.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
+    command.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"],
+                         help="keep the content's colours (as stylecore stylize)")
     command.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
                          help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
                               "(runs code from the store: only for stores you trust)")
@@ -411,7 +419,7 @@ def add_command(subparsers) -> None:
 
 def _cmd_stylize_dataset(args: argparse.Namespace) -> int:
     try:
-        stylize_dataset(args.input, args.styles, args.model, args.output, policy=args.policy, seed=args.seed,
+        stylize_dataset(args.content, args.style, args.model, args.output, policy=args.policy, seed=args.seed,
                         alpha=args.alpha, preserve_color=args.preserve_color, size=args.size,
                         style_size=args.style_size or None, batch_size=args.batch_size, actors=args.actors,
                         gpus_per_actor=args.gpus_per_actor, output_format=args.output_format,

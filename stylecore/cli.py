@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from stylecore.cli_args import add_renamed
+from stylecore.cli_args import finish as finish_parsers
 from stylecore.io import atomic_write_text
 
 
@@ -45,7 +47,7 @@ def _parse_assignments(items: Sequence[str], option: str) -> dict:
 
 
 #: flags of `stylecore train` that set DataConfig fields (flag dest → field)
-DATA_FLAGS = {"batch": "batch_size", "size": "crop_size", "load_size": "load_size", "loader_workers": "loader_workers",
+DATA_FLAGS = {"batch_size": "batch_size", "size": "crop_size", "load_size": "load_size", "loader_workers": "loader_workers",
               "flip": "flip", "style_jitter": "style_jitter"}
 
 
@@ -218,7 +220,7 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
         if args.style_weights is not None and len(args.style_weights) != len(styles):
             raise ValueError(f"--style-weights gives {len(args.style_weights)} weight(s) for {len(styles)} style(s); "
                              "give one weight per style")
-        model = _load_model(args.checkpoint, args.device, allow_pickle=args.allow_pickle)
+        model = _load_model(args.model, args.device, allow_pickle=args.allow_pickle)
         stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
                             tile_overlap=args.tile_overlap, style_size=args.style_size,
                             max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_PIXEL_BUDGET)
@@ -249,10 +251,10 @@ def _cmd_check_losses(args: argparse.Namespace) -> int:
     encoder = VGGEncoder(args.arch, layers=["relu5_3"], weights=args.weights)
     print(f"encoder: {encoder.describe()}")
     size = args.size
-    content = torch.stack([synthetic_photo(args.seed + i, size) for i in range(args.batch)])
+    content = torch.stack([synthetic_photo(args.seed + i, size) for i in range(args.batch_size)])
     style = torch.stack([synthetic_artwork(args.seed + i, STYLE_FAMILIES[i % len(STYLE_FAMILIES)], size)
-                         for i in range(args.batch)])
-    report: dict = {"encoder": encoder.describe(), "image_size": size, "batch": args.batch, "losses": {},
+                         for i in range(args.batch_size)])
+    report: dict = {"encoder": encoder.describe(), "image_size": size, "batch": args.batch_size, "losses": {},
                     "skipped": {}}
     for name in losses.names():
         cls = losses.LOSSES.get(name)
@@ -295,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
         installed = version("stylecore")
     except PackageNotFoundError:  # run from a source tree without installing it
         installed = "unknown (not installed)"
-    parser = argparse.ArgumentParser(prog="stylecore", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="stylecore", description="Arbitrary style transfer: train and stylize with the models and losses of "
+                                      "`stylecore list`, optimise single images, batch-stylize datasets with Ray Data "
+                                      "and serve the registry's champions. `stylecore <command> --help` for each.")
     parser.add_argument("--version", action="version", version=f"stylecore {installed}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -318,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="style shard folder (data/shards/…), image folder, or synthetic:artworks[:N]")
     train.add_argument("--output", required=True, help="checkpoint directory (step-N subfolders, samples/)")
     train.add_argument("--steps", type=int, help=f"default {TrainConfig.steps}")
-    train.add_argument("--batch", type=int, help=f"images per batch (default {data_default.batch_size})")
+    add_renamed(train, "--batch-size", "--batch", type=int, help=f"images per batch (default {data_default.batch_size})")
     train.add_argument("--size", type=int, help=f"training crop side (default {data_default.crop_size})")
     train.add_argument("--load-size", type=int, dest="load_size",
                        help="resize the short side to this before cropping (default: --size)")
@@ -339,20 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a model constructor parameter, e.g. predictor=mobilenet_v2 (repeatable)")
     train.add_argument("--objective", action="append", default=[], metavar="TERM=WEIGHT",
                        help="override an objective term's weight (or null to drop it), e.g. style=5 (repeatable)")
-    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    train.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                       help="auto: bf16 where the device supports it fast, else fp32; fp16 is CUDA only (default: the "
+                            "config's, auto)")
     train.add_argument("--loss-encoder", choices=LOSS_ENCODERS,
                        help="the network the objective reads: model (its own VGG, the papers') or magenta_lite "
                             "(trained features, offline; VGG layers become their equivalents) (default: model)")
     train.add_argument("--compile", action="store_true", help="torch.compile the trained and encoder modules")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every")
+    train.add_argument("--seed", type=int, help=f"seed of the initialisation and data order (default {TrainConfig.seed})")
+    train.add_argument("--checkpoint-every", type=int, dest="checkpoint_every",
+                       help="save a resumable checkpoint every N steps (default 0: at the end only)")
     train.add_argument("--sample-every", type=int, dest="sample_every", help="save a sample grid every N steps")
     train.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 
     stylize = sub.add_parser("stylize", help="stylize image files with a trained checkpoint or a pretrained model")
-    stylize.add_argument("--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest), an MLflow URI such as "
+    add_renamed(stylize, "--model", "--checkpoint", required=True, help="checkpoint directory (or a run directory: its newest), an MLflow URI such as "
                                 "models:/stylecore-adain-gram@champion (server from MLFLOW_TRACKING_URI), or "
                                 "pretrained:magenta_lite (published weights, no training)")
     stylize.add_argument("--content", required=True, nargs="+", help="content image files or folders")
@@ -360,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     stylize.add_argument("--style-weights", dest="style_weights", type=float, nargs="+",
                          help="one weight per style (normalised to sum 1; default equal)")
     stylize.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1] (default 1)")
-    stylize.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"])
+    stylize.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"],
+                         help="keep the content's colours: coral (match the style's colour statistics to the content's) "
+                              "or luminance (stylize the luminance only)")
     stylize.add_argument("--style-size", dest="style_size", type=int, default=512,
                          help="resize styles to this short side (default 512; 0 keeps their size)")
     stylize.add_argument("--max-side", dest="max_side", type=int,
@@ -377,16 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
                          help="load a models:/ URI logged without a stylecore checkpoint by unpickling MLflow's copy "
                               "(runs code from the store: only for stores you trust)")
     stylize.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    stylize.add_argument("--quiet", action="store_true")
+    stylize.add_argument("--quiet", action="store_true", help="no progress bar")
     stylize.set_defaults(func=_cmd_stylize)
 
     check = sub.add_parser("check-losses", help="evaluate every loss on generated images (a smoke check)")
-    check.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"])
+    check.add_argument("--arch", default="vgg16", choices=["vgg16", "vgg19"], help="the VGG the losses read")
     check.add_argument("--weights", default="random:0",
                        help="encoder weights: imagenet | random:<seed> | path (default: random:0, not pretrained)")
     check.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    check.add_argument("--batch", type=int, default=4)
-    check.add_argument("--seed", type=int, default=0)
+    add_renamed(check, "--batch-size", "--batch", type=int, default=4, help="images per batch")
+    check.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     check.add_argument("--output", help="write the report as JSON here")
     check.set_defaults(func=_cmd_check_losses)
 
@@ -404,9 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError as error:  # the pipeline extra is not installed: say how to get the command
             why = f"{entry.name} is unavailable ({error}); pip install 'stylecore[pipeline]'"
             sub.add_parser(entry.name, help=why).set_defaults(func=lambda _args, why=why: print(f"error: {why}") or 2)
-    for command in sub.choices.values():  # `stylecore <command> --help` opens with what the command does
-        command.description = command.description or next(
-            (action.help for action in sub._choices_actions if action.dest == command.prog.split()[-1]), None)
+    finish_parsers(parser, sub)  # defaults and exit codes in every --help; descriptions from the listed help
 
     return parser
 
@@ -414,7 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt as interrupt:  # every command writes atomically and resumes: say so, no traceback
+        done = f" ({interrupt})" if str(interrupt) else ""
+        print(f"\ninterrupted{done}: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def add_setting_arguments(parser: argparse.ArgumentParser, device: bool = True) 
                         help="encoder weights: imagenet (torchvision's, downloaded when online) | a file | "
                              "random:<seed> (not pretrained: for trying the mechanics offline)")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], help="default auto: bf16 where fast")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int, help="seed of a noise start and of the random feature samples (default 0)")
     if device:
         parser.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda if available)")
 

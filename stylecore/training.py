@@ -15,10 +15,13 @@ Checkpoints are directories (``step-000100/``) written atomically::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +95,31 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested == "fp16" and device.type != "cuda":
         raise ValueError("precision=fp16 needs a CUDA device; use bf16 or fp32 on CPU")
     return requested
+
+
+@contextlib.contextmanager
+def _stop_after_step(enabled: bool) -> Iterator[threading.Event]:
+    """Ctrl-C during :meth:`Trainer.fit` with a checkpoint folder: the running step finishes, a checkpoint of it
+    is written and ``KeyboardInterrupt`` is raised, so nothing trained is lost (an interrupt inside
+    ``optimizer.step`` would leave a half-updated model). A second Ctrl-C interrupts at once. Only the main
+    thread can own signals: elsewhere (Ray Train's workers) this changes nothing."""
+    requested = threading.Event()
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def request_stop(signum, frame):
+        requested.set()
+        signal.signal(signal.SIGINT, previous)
+        log.warning("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield requested
+    finally:
+        if signal.getsignal(signal.SIGINT) is request_stop:
+            signal.signal(signal.SIGINT, previous)
 
 
 class _TrainingStep(nn.Module):
@@ -320,6 +348,16 @@ class Trainer:
 
             bar = tqdm(total=total_steps, initial=self.step, desc=f"train {self.config.model}", unit="step")
         iterator: Iterator = iter(data)
+        with _stop_after_step(enabled=checkpoint_dir is not None) as stop_requested:
+            self._run_steps(iterator, data, total_steps, checkpoint_dir, results, bar, stop_requested)
+        if bar is not None:
+            bar.close()
+        if checkpoint_dir is not None:
+            self.save_checkpoint(checkpoint_dir, data=data)
+        return results
+
+    def _run_steps(self, iterator: Iterator, data: Any, total_steps: int, checkpoint_dir: Path | str | None,
+                   results: list[StepResult], bar: Any, stop_requested: threading.Event) -> None:
         while self.step < total_steps:
             batch = next(iterator)
             if isinstance(batch, Batch):
@@ -333,11 +371,11 @@ class Trainer:
             every = self.config.checkpoint_every
             if checkpoint_dir is not None and every and self.step % every == 0 and self.step < total_steps:
                 self.save_checkpoint(checkpoint_dir, data=data)
-        if bar is not None:
-            bar.close()
-        if checkpoint_dir is not None:
-            self.save_checkpoint(checkpoint_dir, data=data)
-        return results
+            if stop_requested.is_set():
+                if bar is not None:
+                    bar.close()
+                path = self.save_checkpoint(checkpoint_dir, data=data)
+                raise KeyboardInterrupt(f"stopped after step {self.step}; saved {path}")
 
     # -- checkpoints ---------------------------------------------------------------------------
 

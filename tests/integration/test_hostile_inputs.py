@@ -113,7 +113,7 @@ def test_a_crafted_trainer_state_is_refused_on_resume_and_runs_nothing(tmp_path,
             save_image(synthetic_photo(i, 32) if name == "content" else synthetic_artwork(i, family, 32),
                        tmp_path / name / f"{i}.png")
     code = cli(["train", "--content", str(tmp_path / "content"), "--style", str(tmp_path / "style"), "--steps", "4",
-                "--batch", "2", "--size", "32", "--weights", "random:0", "--output", str(tmp_path / "run"), "--quiet"])
+                "--batch-size", "2", "--size", "32", "--weights", "random:0", "--output", str(tmp_path / "run"), "--quiet"])
     assert code == 2
     assert "refused to load the trainer state" in capsys.readouterr().err
     assert not marker.exists()
@@ -284,7 +284,7 @@ def test_stylize_checks_every_argument_before_the_model_loads(tmp_path, capsys):
     save_image(synthetic_artwork(0, "waves", 32), tmp_path / "style.png")
     (tmp_path / "taken").write_text("a file where the output folder should go")
     nowhere = str(tmp_path / "no-such-checkpoint")
-    common = ["stylize", "--checkpoint", nowhere, "--content", str(tmp_path / "photo.png"), "--quiet"]
+    common = ["stylize", "--model", nowhere, "--content", str(tmp_path / "photo.png"), "--quiet"]
     assert cli(common + ["--style", str(tmp_path / "style.png"), "--output", str(tmp_path / "taken")]) == 2
     assert "is a file" in capsys.readouterr().err
     assert cli(common + ["--style", str(tmp_path / "style.png"), "--style-weights", "0.3", "0.7",

@@ -95,7 +95,7 @@ def test_training_and_stylization_use_shards_checkpoints_and_artifacts_in_a_buck
     # Batch stylization reads content and styles from the bucket (Ray Data over pyarrow's S3).
     output = tmp_path / "stylized"
     _run([sys.executable, "-m", "stylecore.cli", "stylize-dataset", "--model", str(tmp_path / "models/adain-gram/checkpoint"),
-          "--input", f"s3://{BUCKET}/shards/demo_photos-val", "--styles", f"s3://{BUCKET}/shards/demo_artworks-val",
+          "--content", f"s3://{BUCKET}/shards/demo_photos-val", "--style", f"s3://{BUCKET}/shards/demo_artworks-val",
           "--output", str(output), "--format", "files", "--actors", "1", "--size", "32", "--style-size", "32",
           "--limit", "4", "--quiet"], tmp_path, s3_endpoint)
     manifest = json.loads((output / "manifest.json").read_text())

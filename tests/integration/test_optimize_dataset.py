@@ -107,7 +107,7 @@ def test_bad_settings_fail_before_ray_starts_and_name_the_fix(inputs, tmp_path):
 def test_the_command_line_runs_and_refuses_a_flag_the_method_does_not_take(inputs, tmp_path, local_ray, capsys):
     from stylecore.cli import main
 
-    command = ["optimize-dataset", "--method", "strotss", "--input", str(inputs / "photos"), "--styles",
+    command = ["optimize-dataset", "--method", "strotss", "--content", str(inputs / "photos"), "--style",
                str(inputs / "styles"), "--output", str(tmp_path / "out")]
     assert main(command + ["--optimizer", "adam"]) == 2
     assert "--method strotss takes no --optimizer" in capsys.readouterr().err

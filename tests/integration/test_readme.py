@@ -88,7 +88,7 @@ RULES = (
          "needs Docker and a Kubernetes cluster with KubeRay; tests/integration/test_cluster_config.py checks the "
          "manifests against KubeRay's schema and runs the entrypoint and the tracking server as written"),
     Rule("stylecore train --model sanet", "run", "a long run: 2 steps, a smaller batch and crop, the generated inputs",
-         (("--steps 160000", "--steps 2"), ("--batch 8 --size 256", "--batch 2 --size 64"),
+         (("--steps 160000", "--steps 2"), ("--batch-size 8 --size 256", "--batch-size 2 --size 64"),
           ("path/to/photos", "photos"), ("path/to/paintings", "paintings"))),
     Rule("stylecore optimize --method strotss", "run", "long runs: 64 px, 3 steps a scale",
          (("--size 512", "--size 64 --steps 3"), ("--scales 2", "--size 64 --steps 3 --scales 2"))),

@@ -138,9 +138,9 @@ def test_champion_only_when_better_challenger_otherwise_and_the_champion_uri_sty
     save_image(content[0], tmp_path / "in" / "photo.png")
     save_image(style[0], tmp_path / "style.png")
     for source, out in (("models:/stylecore-adain-gram@champion", "by-uri"), (best["checkpoint"], "by-path")):
-        assert cli(["stylize", "--checkpoint", source, "--content", str(tmp_path / "in"),
+        assert cli(["stylize", "--model", source, "--content", str(tmp_path / "in"),
                     "--style", str(tmp_path / "style.png"), "--output", str(tmp_path / out), "--suffix", ".png",
                     "--quiet"]) == 0
     assert torch.equal(load_image(tmp_path / "by-uri" / "photo.png"), load_image(tmp_path / "by-path" / "photo.png"))
-    assert cli(["stylize", "--checkpoint", "models:/stylecore-no-such-model@champion", "--content",
+    assert cli(["stylize", "--model", "models:/stylecore-no-such-model@champion", "--content",
                 str(tmp_path / "in"), "--style", str(tmp_path / "style.png"), "--output", str(tmp_path / "x")]) == 2

@@ -24,7 +24,7 @@ def test_list_shows_every_model_and_loss_with_its_description(capsys):
 def test_train_then_stylize_from_generated_inputs(tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--model", "adain", "--style-loss", "balanced_gram", "--content", "synthetic:photos:8",
-            "--style", "synthetic:artworks:5", "--steps", "3", "--batch", "2", "--size", "32", "--weights",
+            "--style", "synthetic:artworks:5", "--steps", "3", "--batch-size", "2", "--size", "32", "--weights",
             "random:0", "--sample-every", "3", "--objective", "style=2", "--output", str(run), "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -39,7 +39,7 @@ def test_train_then_stylize_from_generated_inputs(tmp_path, capsys):
     save_image(synthetic_photo(1, 48)[:, :, :40], tmp_path / "content" / "photo.png")
     save_image(synthetic_artwork(2, "dots", 40), tmp_path / "dots.png")
     save_image(synthetic_artwork(3, "waves", 40), tmp_path / "waves.png")
-    assert main(["stylize", "--checkpoint", str(run), "--content", str(tmp_path / "content"), "--style",
+    assert main(["stylize", "--model", str(run), "--content", str(tmp_path / "content"), "--style",
                  str(tmp_path / "dots.png"), str(tmp_path / "waves.png"), "--style-weights", "0.25", "0.75",
                  "--alpha", "0.8", "--preserve-color", "luminance", "--output", str(tmp_path / "out"), "--quiet"]) == 0
     result = load_image(tmp_path / "out" / "photo.jpg")
@@ -54,7 +54,7 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
                  "--output", str(tmp_path / "x"), "--weights", "random:0"]) == 2
     assert "does not exist" in capsys.readouterr().err
     save_image(synthetic_photo(1, 32), tmp_path / "c.png")
-    assert main(["stylize", "--checkpoint", str(tmp_path), "--content", str(tmp_path / "c.png"), "--style",
+    assert main(["stylize", "--model", str(tmp_path), "--content", str(tmp_path / "c.png"), "--style",
                  str(tmp_path / "c.png"), "--output", str(tmp_path / "out")]) == 2
     assert "not a stylecore checkpoint" in capsys.readouterr().err
 
@@ -66,7 +66,7 @@ def test_console_script_is_installed():
 
 def test_check_losses_writes_a_report_with_finite_values_and_explains_skips(tmp_path, capsys):
     report_path = tmp_path / "reports" / "losses.json"
-    assert main(["check-losses", "--size", "32", "--batch", "2", "--output", str(report_path)]) == 0
+    assert main(["check-losses", "--size", "32", "--batch-size", "2", "--output", str(report_path)]) == 0
     report = json.loads(report_path.read_text())
     assert report["encoder"]["weights"] == "random:0" and report["encoder"]["pretrained"] == "false"
     assert set(report["losses"]) | set(report["skipped"]) == set(losses.names())
@@ -93,7 +93,7 @@ def test_train_streams_shard_folders(tmp_path, capsys):
                      tmp_path / name, name, maxcount=4)
     run = tmp_path / "run"
     assert main(["train", "--content", str(tmp_path / "content"), "--style", str(tmp_path / "style"), "--steps", "2",
-                 "--batch", "2", "--size", "32", "--weights", "random:0", "--flip", "--output", str(run),
+                 "--batch-size", "2", "--size", "32", "--weights", "random:0", "--flip", "--output", str(run),
                  "--quiet"]) == 0
     assert "step 2:" in capsys.readouterr().out
     trainer_state = torch.load(run / "step-000002" / "trainer.pt", weights_only=True)
