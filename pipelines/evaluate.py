@@ -14,7 +14,7 @@ distance; and, judged by the ``classifier`` stage's artist classifier, the decep
 
 Writes, under ``reports/``:
 
-- ``metrics.json``: one entry per candidate (``adain-gram``, ``adain-gram.sweep``, …), a DVC metric;
+- ``metrics/<candidate>.json`` (``adain-gram``, ``adain-gram.sweep``, …): DVC metrics, one row per candidate;
 - ``per_style/<candidate>.csv``: each style's mean scores, DVC plots;
 - ``comparison.jpg``: rows are content/style pairs, columns content, style and each candidate;
 - ``index.html``: the page people read, self-contained (:mod:`pipelines.report_page`): the grid, every table
@@ -42,7 +42,7 @@ from typing import Any, Mapping
 
 from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
-from stylecore.io import atomic_write_bytes, atomic_write_text, csv_text
+from stylecore.io import atomic_directory, atomic_write_bytes, atomic_write_text, csv_text
 
 #: the "loss" of a model with published weights (it was not trained here)
 PRETRAINED = "pretrained"
@@ -269,12 +269,14 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                "candidates": [{**asdict(c), "metrics": table[c.name]} for c in candidates],
                "optimisation": optimisation}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
-    atomic_write_text(reports / "metrics.json", json.dumps(table, indent=2) + "\n")
+    with atomic_directory(reports / "metrics") as folder:  # one file per candidate: one row each in `dvc metrics show`
+        for name, row in table.items():
+            (folder / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
     held_out = shard_inputs(root / "dvc.lock", shards["content"] + shards["style"], root)
     log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image,
                   {**source_tags(root, "evaluate"), **data_tags(held_out)}, began, optimisation, held_out)
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
-          f"reports/metrics.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
+          f"reports/metrics/*.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
 
 
@@ -386,8 +388,9 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
         client.log_table(run_id, {"candidate": list(rows), **{key: [row.get(key) for row in rows.values()]
                                                               for key in keys}}, "optimisation.json")
     client.log_image(run_id, image, artifact_file="comparison.jpg")
-    for artifact in ("summary.md", "index.html", "metrics.json", "evaluation.json"):
+    for artifact in ("summary.md", "index.html", "evaluation.json"):
         client.log_artifact(run_id, str(reports / artifact))
+    client.log_artifacts(run_id, str(reports / "metrics"), "metrics")
     client.log_artifacts(run_id, str(reports / "per_style"), "per_style")
     client.set_terminated(run_id, "FINISHED")
     now = int(time.time() * 1000)

@@ -162,8 +162,10 @@ def build_workspace(root: Path) -> tuple[Path, str]:
         shutil.copytree(REPO / folder, workspace / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (workspace / "params.yaml").write_text(yaml.safe_dump(small_demo_params(), sort_keys=False))
     (workspace / ".venv").symlink_to(REPO / ".venv")
-    (workspace / ".gitignore").write_text("/.venv\n/data/\n/models/\n/mlflow.db\n/mlartifacts/\n/ray_results/\n"
-                                          "/reports/\n/out/\n/stylized/\n/runs/\n/photos/\n/paintings/\n*.jpg\n")
+    # the project's own .gitignore (what a run writes is committed on purpose or ignored: checked below), and the
+    # files the README's blocks make
+    (workspace / ".gitignore").write_text((REPO / ".gitignore").read_text() + "\n/out/\n/stylized/\n/runs/\n/photos/\n"
+                                          "/paintings/\n*.jpg\n/photo-regions.png\n/a-regions.png\n")
     _run(workspace, "git", "init", "-q")
     _run(workspace, "git", "config", "user.email", "readme@test")
     _run(workspace, "git", "config", "user.name", "readme test")
@@ -397,7 +399,8 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
     assert _datasets(client, runs["evaluate"].info.run_id) == {(*d, "evaluation") for d in val}
     # evaluate ran after the whole grid: a DVC metric per combination, per-style plots, the summary, MLflow
     evaluated = json.loads(_run(repo, sys.executable, "-m", "dvc", "metrics", "show", "--json"))
-    table = next(iter(evaluated.values()))["data"]["reports/metrics.json"]["data"]  # keyed by revision ("": workspace)
+    files = next(iter(evaluated.values()))["data"]  # keyed by revision ("": workspace), then by file: one per candidate
+    table = {Path(path).stem: found["data"] for path, found in files.items() if path.startswith("reports/metrics/")}
     assert set(table) == {f"{m}-{loss}" for m, loss in grid} | {"adain-balanced_gram.sweep"} | set(pretrained)
     summary = (repo / "reports" / "summary.md").read_text()
     assert "15 held-out content × style pairs" in summary and "random:0" in summary
@@ -431,6 +434,29 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
         assert len(list((repo / "reports" / "stylized" / name).glob("*.jpg"))) == 3
 
     assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op
+    # Every file the run wrote is ignored (DVC's cached outputs, by the .gitignore files it writes; the stores) or
+    # one of the small outputs committed on purpose, so `git status` after a run shows what to commit, nothing else.
+    written = [line[3:] for line in _run(repo, "git", "status", "--porcelain", "--untracked-files=all").splitlines()]
+    on_purpose = re.compile(r"dvc\.lock|(models/.*/)?\.gitignore|models/[^/]+/(metrics\.json|curve\.csv)|"
+                            r"reports/(\.gitignore|evaluation\.json|summary\.md|registry\.json|metrics/[^/]+\.json|"
+                            r"per_style/[^/]+\.csv|plots/[^/]+\.csv|sweeps/[^/]+\.json)|models/pretrained/[^/]+/metrics\.json")
+    assert written and all(on_purpose.fullmatch(path) for path in written), written
+    assert {"reports/metrics/adain-gram.json", "models/adain-gram/metrics.json", "dvc.lock"} <= set(written)
+    # `dvc push` stores the cache in a remote and `dvc pull` brings an output back from it (a scratch remote, so
+    # the README's own `dvc remote add` below is the workspace's first)
+    remote = repo.parent / "scratch-remote"
+    _run(repo, sys.executable, "-m", "dvc", "remote", "add", "--local", "scratch", str(remote))
+    try:
+        _run(repo, sys.executable, "-m", "dvc", "push", "-r", "scratch", "-q")
+        checkpoint = repo / "models" / "adain-gram" / "checkpoint"
+        weights = (checkpoint / "model.safetensors").read_bytes()
+        shutil.rmtree(checkpoint)
+        _run(repo, sys.executable, "-m", "dvc", "cache", "dir", "--local", str(repo.parent / "empty-cache"))
+        _run(repo, sys.executable, "-m", "dvc", "pull", "-r", "scratch", "-q", "models/adain-gram/checkpoint")
+        assert (checkpoint / "model.safetensors").read_bytes() == weights  # from the remote: the cache was empty
+    finally:
+        _run(repo, sys.executable, "-m", "dvc", "cache", "dir", "--local", "--unset")
+        _run(repo, sys.executable, "-m", "dvc", "remote", "remove", "--local", "scratch")
     # a changed key reruns only the combinations that read it (params.yaml put back for the blocks)
     as_built = (repo / "params.yaml").read_text()
     params["train"]["models"]["adain"]["lr"] = 2e-4
