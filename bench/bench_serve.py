@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from bench_evaluation import cpu_name  # noqa: E402
 from pipelines import serve as serving  # noqa: E402
+from pipelines.sources import load_params  # noqa: E402
 
 
 def image_bytes(side: int, seed: int) -> bytes:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=32)
     parser.add_argument("--max-batch-size", dest="batch", type=int, default=8)
     args = parser.parse_args(argv)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")  # with the catalogue: the gallery reads the held-out artworks' source
     name = args.model.split(":", 1)[1] if args.model.startswith("pretrained:") else args.model
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -97,7 +97,7 @@ def copy_folder(source: Source, files: Path) -> dict[str, Any]:
     else:
         root = local_path(location).expanduser()
         if not root.is_dir():
-            raise CatalogueError(f"sources.{source.name}.path: {root} is not a folder")
+            raise CatalogueError(f"catalogue/{source.name}.yaml: path {root} is not a folder")
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
             if path.is_file() and wanted(relative):
@@ -110,7 +110,7 @@ def copy_folder(source: Source, files: Path) -> dict[str, Any]:
                 count += 1
     if not count:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CatalogueError(f"sources.{source.name}.path: {location} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise CatalogueError(f"catalogue/{source.name}.yaml: path {location} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     shutil.rmtree(files, ignore_errors=True)
     tmp.rename(files)
     return {"images": count, "path": location}
@@ -130,7 +130,7 @@ def fetch_source(source: Source, folder: Path, progress: bool = True) -> dict[st
             record["sha256_recorded"] = result["sha256"]
             if not sha256:
                 print(f"  {spec.name}: no published checksum; recorded sha256 {result['sha256']} — it is enforced "
-                      f"from now on; pin it in params.yaml (sources.{source.name}.files) to enforce it everywhere")
+                      f"from now on; pin it in catalogue/{source.name}.yaml (files) to enforce it everywhere")
         extracted_digest = previous.get(spec.name, {}).get("extracted_from")
         if spec.extract:
             if extracted_digest == result["sha256"] and files.is_dir():

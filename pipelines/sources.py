@@ -1,4 +1,5 @@
-"""The dataset catalogue (params.yaml ``sources``) and how each source's files become shard inputs.
+"""The dataset catalogue (``catalogue/<source>.yaml``, one file per source) and how each source's files become
+shard inputs.
 
 A source has a ``kind`` (its layout: ``synthetic``, ``places365``, ``coco``, ``wikiart``, or ``folder``: any
 local or fsspec folder of your own images, see :func:`_folder`), a ``role``
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -28,7 +30,11 @@ SPLITS = ("train", "val")
 
 
 class CatalogueError(ValueError):
-    """params.yaml's sources or profile are invalid; the message names the key."""
+    """The catalogue or params.yaml's profile is invalid; the message names the file and key."""
+
+
+#: beside params.yaml: ``<source>.yaml`` per source, merged into ``params["sources"]`` by :func:`load_params`
+CATALOGUE = "catalogue"
 
 
 @dataclass
@@ -54,34 +60,54 @@ class Source:
 
 
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
+    """params.yaml, with the catalogue beside it (``catalogue/<source>.yaml``) as its ``sources``. A ``sources``
+    mapping written in params.yaml itself is read too (a scratch workspace's one-file set-up), but a source may be
+    defined in one place only."""
     path = Path(path)
     if not path.is_file():
         raise CatalogueError(f"{path} not found; run the stages from the repository root")
-    return yaml.safe_load(path.read_text()) or {}
+    params = yaml.safe_load(path.read_text()) or {}
+    folder = path.parent / CATALOGUE
+    if folder.is_dir():
+        sources = dict(params.get("sources") or {})
+        for file in sorted(folder.glob("*.yaml")):
+            name = file.stem
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):  # it names data/raw/<name> and the stages
+                raise CatalogueError(f"{file}: a source's name (the file's) takes letters, digits and _ only")
+            if name in sources:
+                raise CatalogueError(f"source {name!r} is defined twice, in {file} and in {path} (sources.{name}); "
+                                     "keep the catalogue file")
+            entry = yaml.safe_load(file.read_text())
+            if not isinstance(entry, Mapping):
+                raise CatalogueError(f"{file}: must map the source's settings (kind, role, licence, …)")
+            sources[name] = entry
+        params["sources"] = sources
+    return params
 
 
 def parse_sources(params: Mapping[str, Any]) -> dict[str, Source]:
     raw = params.get("sources")
     if not isinstance(raw, Mapping) or not raw:
-        raise CatalogueError("params.yaml: 'sources' must map source names to their settings")
+        raise CatalogueError(f"no sources: add one file per source to {CATALOGUE}/ beside params.yaml "
+                             "(<source>.yaml: kind, role, licence, …)")
     profiles = params.get("profiles")
     if not isinstance(profiles, Mapping) or not profiles:
         raise CatalogueError("params.yaml: 'profiles' must map profile names to lists of sources")
     sources: dict[str, Source] = {}
     for name, settings in raw.items():
         settings = dict(settings)
-        where = f"params.yaml: sources.{name}"
+        where = f"{CATALOGUE}/{name}.yaml"
         kind = settings.pop("kind", None)
         if kind not in KINDS:
-            raise CatalogueError(f"{where}.kind={kind!r} is not one of {', '.join(KINDS)}")
+            raise CatalogueError(f"{where}: kind={kind!r} is not one of {', '.join(KINDS)}")
         role = settings.pop("role", None)
         if role not in ROLES:
-            raise CatalogueError(f"{where}.role={role!r} is not one of {', '.join(ROLES)}")
+            raise CatalogueError(f"{where}: role={role!r} is not one of {', '.join(ROLES)}")
         files = []
         for index, entry in enumerate(settings.pop("files", []) or []):
             unknown = set(entry) - {"name", "url", "md5", "sha256", "size", "extract"}
             if unknown or "url" not in entry or "name" not in entry:
-                raise CatalogueError(f"{where}.files[{index}]: needs name and url (optional md5, sha256, size, "
+                raise CatalogueError(f"{where}: files[{index}]: needs name and url (optional md5, sha256, size, "
                                      f"extract); got keys {sorted(entry)}")
             files.append(SourceFile(**entry))
         if kind not in ("synthetic", "folder") and not files:
@@ -122,7 +148,8 @@ def selected_source(params: Mapping[str, Any], name: str) -> tuple[Source, str]:
     """The catalogue entry ``name`` and the active profile, with named errors for either."""
     sources = parse_sources(params)
     if name not in sources:
-        raise CatalogueError(f"source {name!r} is not in params.yaml (known: {', '.join(sources)})")
+        raise CatalogueError(f"source {name!r} is not in the catalogue (known: {', '.join(sources)}); add "
+                             f"{CATALOGUE}/{name}.yaml")
     return sources[name], active_profile(params)
 
 
@@ -228,15 +255,15 @@ def check_folder_options(settings: Mapping[str, Any], where: str) -> None:
     if unknown:
         raise CatalogueError(f"{where} has unknown key(s) {unknown}; a folder source takes {', '.join(FOLDER_OPTIONS)}")
     if not isinstance(settings.get("path"), str) or not settings["path"]:
-        raise CatalogueError(f"{where}.path must name the folder of images (a local path or a URI such as s3://…)")
+        raise CatalogueError(f"{where}: path must name the folder of images (a local path or a URI such as s3://…)")
     labels = settings.get("labels", "subfolders")
     if labels not in ("subfolders", "csv", "none"):
-        raise CatalogueError(f"{where}.labels={labels!r} is not one of subfolders, csv, none")
+        raise CatalogueError(f"{where}: labels={labels!r} is not one of subfolders, csv, none")
     if labels == "csv" and not isinstance(settings.get("csv"), str):
-        raise CatalogueError(f"{where}.csv must name the labels file inside the folder when labels is csv")
+        raise CatalogueError(f"{where}: csv must name the labels file inside the folder when labels is csv")
     fraction = settings.get("val_fraction", 0.1)
     if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 <= fraction < 1:
-        raise CatalogueError(f"{where}.val_fraction={fraction!r} must be a number in [0, 1)")
+        raise CatalogueError(f"{where}: val_fraction={fraction!r} must be a number in [0, 1)")
 
 
 def folder_option(source: Source, key: str) -> Any:

@@ -17,9 +17,11 @@ import yaml
 from PIL import Image
 
 from pipelines import download, shard
+from pipelines.sources import load_params
 from stylecore.shards import ShardImages, shard_urls
 
 from loopback_http import LoopbackServer
+from workspace_helpers import write_params
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,7 +87,7 @@ def build_archives(www: Path) -> dict[str, list[dict]]:
 
 
 def full_params(www_files: dict, server: LoopbackServer) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     params["profile"] = "full"
     for source, entries in www_files.items():
         params["sources"][source]["files"] = [{**e, "url": server.url(e["name"])} for e in entries]
@@ -173,7 +175,7 @@ def test_every_kind_of_bad_image_is_rejected_and_listed(tmp_path):
     labels = {f"train/{p.name}": {"scene": "synthetic"} for p in (root / "train").iterdir()}
     (root / "labels.json").write_text(json.dumps(labels))
     (root.parent / "SOURCE.json").write_text(json.dumps({"status": "complete"}))
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     params["shard"].update(max_pixels=4_000_000, workers=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     manifest = shard.run("demo_photos", "train", tmp_path / "params.yaml", tmp_path / "raw", tmp_path / "shards",
@@ -201,10 +203,10 @@ def test_dvc_repro_builds_the_demo_shards_then_reruns_only_what_a_param_changes(
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(REPO / "dvc.yaml", repo)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     params["sources"]["demo_photos"]["count"] = {"train": 12, "val": 4}
     params["sources"]["demo_artworks"]["count"] = {"train": 10, "val": 5}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(repo, params)
     for folder in ("pipelines", "stylecore"):  # stage deps are paths in the repository
         shutil.copytree(REPO / folder, repo / folder, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
@@ -226,10 +228,17 @@ def test_dvc_repro_builds_the_demo_shards_then_reruns_only_what_a_param_changes(
                        for p in (repo / "data/shards/demo_photos-train").iterdir()}
 
     params["shard"]["store_size"] = 64
-    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    write_params(repo, params)
     rerun = _dvc(repo, "repro", "shard")
     ran = {line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")}
     assert ran == {f"shard@{s}-{split}" for s in ("demo_photos", "demo_artworks", "places365", "coco", "wikiart")
                    for split in ("train", "val")}
     stored = ShardImages(repo / "data/shards/demo_photos-train")[0][1]
     assert min(stored.shape[1:]) == 64
+
+    # a source's catalogue file is a dependency of its own stages only
+    params["sources"]["demo_artworks"]["count"] = {"train": 10, "val": 6}
+    write_params(repo, params)
+    rerun = _dvc(repo, "repro", "shard")
+    ran = {line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")}
+    assert ran == {"download@demo_artworks", "shard@demo_artworks-train", "shard@demo_artworks-val"}

@@ -15,6 +15,7 @@ import yaml
 
 import hostile_corpus as corpus
 from pipelines.fetch import UnsafeArchive, extract
+from pipelines.sources import load_params
 from stylecore.cli import main as cli
 from stylecore.data import ImageLoadError, load_image, save_image
 from stylecore.shards import Rejected, SourceItem, prepare_image, write_shards
@@ -166,7 +167,7 @@ def test_a_registered_model_without_a_checkpoint_is_not_unpickled_unless_asked(t
 
 
 def _params(edit) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     edit(params)
     return params
 

@@ -2,6 +2,7 @@
 stages, with labels from subfolders or a CSV, split folders or a stable hash split, and the same cleaning."""
 
 import io
+from pathlib import Path
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from pipelines import download, shard
 from pipelines.sources import CatalogueError, parse_sources
 from stylecore.shards import ShardImages
 
+REPO = Path(__file__).resolve().parents[2]
 SHARD = {"store_size": 48, "jpeg_quality": 90, "min_side": 16, "max_pixels": 10**7, "maxcount": 100, "min_shards": 1,
          "workers": 1}
 
@@ -89,3 +91,34 @@ def test_folder_source_settings_are_checked_before_any_copy(tmp_path):
             parse_sources({**base, "sources": {"x": source}})
     with pytest.raises(CatalogueError, match="is not a folder"):
         download.run("my_paintings", _params(tmp_path, path=str(tmp_path / "nowhere")), tmp_path / "raw", progress=False)
+
+
+def test_the_catalogue_folder_beside_params_yaml_is_its_sources_one_file_each(tmp_path):
+    from pipelines.sources import load_params
+
+    path = _params(tmp_path)
+    params = yaml.safe_load(path.read_text())
+    entry = params.pop("sources")["my_paintings"]
+    path.write_text(yaml.safe_dump(params))
+    (tmp_path / "catalogue").mkdir()
+    (tmp_path / "catalogue" / "my_paintings.yaml").write_text(yaml.safe_dump({**entry, "path": str(tmp_path / "p")}))
+    loaded = load_params(path)
+    assert parse_sources(loaded)["my_paintings"].options["path"] == str(tmp_path / "p")
+    # the catalogue is data, not knobs: the repository's params.yaml holds none of it
+    from pipelines.sources import CATALOGUE
+
+    repository = load_params(REPO / "params.yaml")
+    assert "sources" not in yaml.safe_load((REPO / "params.yaml").read_text())
+    assert set(repository["sources"]) == {p.stem for p in (REPO / CATALOGUE).glob("*.yaml")} >= {"demo_photos", "coco"}
+
+    path.write_text(yaml.safe_dump({**params, "sources": {"my_paintings": entry}}))  # in both places: which one?
+    with pytest.raises(CatalogueError, match="'my_paintings' is defined twice.*keep the catalogue file"):
+        load_params(path)
+    path.write_text(yaml.safe_dump(params))
+    (tmp_path / "catalogue" / "bad name.yaml").write_text(yaml.safe_dump(entry))
+    with pytest.raises(CatalogueError, match="bad name.yaml: a source's name"):
+        load_params(path)
+    (tmp_path / "catalogue" / "bad name.yaml").unlink()
+    (tmp_path / "catalogue" / "empty.yaml").write_text("")
+    with pytest.raises(CatalogueError, match="empty.yaml: must map the source's settings"):
+        load_params(path)

@@ -41,7 +41,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workspace_helpers import small_demo_params
+from workspace_helpers import small_demo_params, write_params
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -76,7 +76,8 @@ RULES = (
          (("--port 8000", "--port {port}"),)),
     Rule("curl -s -F content=@photo.jpg", "skip", "needs the server of the block above running; "
                                                   "tests/integration/test_serve.py posts the same request"),
-    Rule("sources:", "check", "a params.yaml fragment: merged into params.yaml, the source catalogue accepts it"),
+    Rule("# catalogue/", "check", "a catalogue file: beside the repository's catalogue, with a profile using it, "
+                                  "the source catalogue accepts it"),
     Rule("sweep:", "check", "a params.yaml fragment: every trial of its search space builds (pipelines.search_space)"),
     Rule("python -m pipelines.cluster_security", "skip",
          "needs an AWS account; tests/integration/test_cluster_config.py checks cluster.yaml and runs the script "
@@ -160,7 +161,7 @@ def build_workspace(root: Path) -> tuple[Path, str]:
         shutil.copy(REPO / name, workspace)
     for folder in ("pipelines", "stylecore"):
         shutil.copytree(REPO / folder, workspace / folder, ignore=shutil.ignore_patterns("__pycache__"))
-    (workspace / "params.yaml").write_text(yaml.safe_dump(small_demo_params(), sort_keys=False))
+    write_params(workspace, small_demo_params())
     (workspace / ".venv").symlink_to(REPO / ".venv")
     # the project's own .gitignore (what a run writes is committed on purpose or ignored: checked below), and the
     # files the README's blocks make
@@ -264,13 +265,17 @@ def check_fragment(block: Block, workspace: Path) -> None:
     from pipelines.settings import resolve_combination
     from stylecore.config import deep_merge
 
-    fragment = yaml.safe_load(block.text)
-    params = deep_merge(yaml.safe_load((REPO / "params.yaml").read_text()), fragment)
-    if "sources" in fragment:
-        from pipelines.sources import parse_sources
+    from pipelines.sources import load_params, parse_sources
 
-        parsed = parse_sources(params)
-        assert set(fragment["sources"]) <= set(parsed)
+    fragment = yaml.safe_load(block.text)
+    if block.first.startswith("# catalogue/"):  # one source's file: its name is the file's
+        name = Path(block.first.split()[1]).stem
+        params = load_params(REPO / "params.yaml")
+        params["sources"][name] = fragment
+        params["profiles"]["mine"] = ["demo_photos", name]
+        assert parse_sources(params)[name].profiles == ["mine"]
+        return
+    params = deep_merge(load_params(REPO / "params.yaml"), fragment)
     if "sweep" in fragment:
         from pipelines.search_space import check_space, search_space
 

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import yaml
 
+from pipelines.sources import load_params
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -13,7 +15,7 @@ def demo_workspace(root: Path, *, photos: dict, artworks: dict, sources=("demo_p
     SQLite inside it, then ``edit(params)``) and the shards the real download and shard stages build."""
     from pipelines import download, shard
 
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     params["sources"]["demo_photos"]["count"] = photos
     params["sources"]["demo_artworks"]["count"] = artworks
     params["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
@@ -27,10 +29,20 @@ def demo_workspace(root: Path, *, photos: dict, artworks: dict, sources=("demo_p
     return params
 
 
+def write_params(root: Path, params: dict) -> None:
+    """``params`` as the repository lays them out: params.yaml without its sources, and each source in
+    ``catalogue/<source>.yaml`` (dvc.yaml's download and shard stages depend on those files)."""
+    params = dict(params)
+    (root / "catalogue").mkdir(parents=True, exist_ok=True)
+    for name, entry in params.pop("sources").items():
+        (root / "catalogue" / f"{name}.yaml").write_text(yaml.safe_dump(entry))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def small_demo_params(**changes) -> dict:
     """The repository's params.yaml with the demo pipeline made small enough for a test: every stage runs, on few
     images and steps (``changes`` go to ``train.profiles.demo``)."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = load_params(REPO / "params.yaml")
     # val: 5 photos and 2+ artworks of each family in the held-out test half, 3 photos and 1+ in the validation half
     params["sources"]["demo_photos"]["count"] = {"train": 16, "val": 8}
     params["sources"]["demo_artworks"]["count"] = {"train": 15, "val": 20}
