@@ -15,13 +15,16 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut
 
 setup: $(STAMP)
 
+# pip's -qq: its errors only (a failed install still stops make with them), not every build backend's notices.
 $(STAMP):
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	rm -f $(VENV)/.installed-*
-	touch $@
+	@echo "setup: $(VENV) with $(TORCH) and stylecore[$(EXTRAS)] (a few minutes the first time)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -qq --upgrade pip setuptools wheel
+	@$(PY) -m pip install -qq $(TORCH)
+	@$(PY) -m pip install -qq -e ".[$(EXTRAS)]"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+	@echo "setup: done"
 
 # The main job: the DVC pipeline on the offline demo profile (generated sources → shards → the
 # model × loss grid trained with Ray Train and tracked in MLflow → sweep → the artist classifier → the pretrained
@@ -29,18 +32,19 @@ $(STAMP):
 # styles by one of the trained models.
 DEMO := models/adain-balanced_gram/checkpoint
 run: $(STAMP)
-	$(PY) -m pipelines.repro
-	$(VENV)/bin/stylecore list
-	$(VENV)/bin/stylecore check-losses --output reports/losses.json
-	$(VENV)/bin/python -c "from stylecore.data import save_image; from stylecore.synthetic import *; \
+	@echo "run: python -m pipelines.repro (dvc repro on the offline demo profile, one local Ray for every stage)"
+	@$(PY) -m pipelines.repro
+	@echo "run: stylecore check-losses, then stylecore stylize with a trained model and with magenta_lite"
+	@$(VENV)/bin/stylecore check-losses --quiet --output reports/losses.json
+	@$(VENV)/bin/python -c "from stylecore.data import save_image; from stylecore.synthetic import *; \
 		save_image(synthetic_photo(7, 128), 'reports/demo/inputs/photo.png'); \
 		save_image(synthetic_artwork(3, 'waves', 128), 'reports/demo/inputs/waves.png'); \
 		save_image(synthetic_artwork(4, 'checks', 128), 'reports/demo/inputs/checks.png')"
-	$(VENV)/bin/stylecore stylize --model $(DEMO) --content reports/demo/inputs/photo.png \
+	@$(VENV)/bin/stylecore stylize --model $(DEMO) --content reports/demo/inputs/photo.png \
 		--style reports/demo/inputs/waves.png reports/demo/inputs/checks.png --style-weights 0.3 0.7 \
-		--output reports/demo --overwrite
-	$(VENV)/bin/stylecore stylize --model pretrained:magenta_lite --content reports/demo/inputs/photo.png \
-		--style reports/demo/inputs/waves.png --output reports/demo/magenta_lite --overwrite
+		--output reports/demo --overwrite --quiet
+	@$(VENV)/bin/stylecore stylize --model pretrained:magenta_lite --content reports/demo/inputs/photo.png \
+		--style reports/demo/inputs/waves.png --output reports/demo/magenta_lite --overwrite --quiet
 	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
 	@echo "      the sweep's trials in reports/sweeps/ (best model in models/sweeps/),"
 	@echo "      the deception rate's artist classifier in models/classifier/ (stylecore-artist-classifier),"
@@ -49,6 +53,7 @@ run: $(STAMP)
 	@echo "      registered models stylecore-<model>-<loss>@champion and stylecore-magenta_lite (reports/registry.json),"
 	@echo "      each champion's stylized held-out photos in reports/stylized/<registered name>/,"
 	@echo "      stylized images reports/demo/photo.jpg and reports/demo/magenta_lite/photo.jpg"
+	@echo "Every model and loss: $(VENV)/bin/stylecore list"
 	@echo "Try it in a browser: $(VENV)/bin/stylecore serve   (then open http://127.0.0.1:8000/)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
 

@@ -102,9 +102,11 @@ def train_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(config["threads"])
     context = ray.train.get_context()
     rank = context.get_world_rank()
-    quiet_train_worker(rank)  # Ray Train's report and checkpoint lines; rank 0 alone says what it set up
+    quiet_train_worker()  # Ray Train's report and checkpoint lines; rank 0 alone says what it set up
     train = config["config"]
     trainer = ClassifierTrainer(train, config["artists"], config["styles"], device=ray.train.torch.get_device())
+    if rank == 0:  # the set-up once (stylecore's own INFO lines stay in the workers)
+        print(f"classifier: {trainer.summary()}", flush=True)
     stream = LabelledStream(config["shards"], config["artists"], config["styles"], train.batch_size, train.input_size,
                             train.load_size, seed=train.seed, rank=rank)
     checkpoint = ray.train.get_checkpoint()

@@ -18,8 +18,9 @@ LOG_LEVEL = "STYLECORE_LOG_LEVEL"
 
 # The loggers whose INFO lines repeat on every stage, run or report (ray.train: "Reporting training result …" and
 # "Checkpoint successfully created …" from both ranks at every report; ray: "Connecting to / Connected to" twice a
-# stage; mlflow.system_metrics: "Started / Stopped monitoring" and "Skip logging GPU metrics" per run).
-CHATTY_LOGGERS = ("ray", "ray.train", "ray.tune", "mlflow.system_metrics")
+# stage; mlflow.system_metrics: "Started / Stopped monitoring" and "Skip logging GPU metrics" per run;
+# mlflow.store.db.utils: "Creating initial MLflow database tables…", "Updating database tables" on a new store).
+CHATTY_LOGGERS = ("ray", "ray.train", "ray.tune", "mlflow.system_metrics", "mlflow.store.db.utils")
 
 
 def library_level() -> int:
@@ -51,16 +52,16 @@ def quiet_libraries() -> int:
     return level
 
 
-def quiet_train_worker(world_rank: int) -> None:
+def quiet_train_worker() -> None:
     """:func:`quiet_libraries` in a Ray Train worker, with Ray Train's "Reporting training result …" line, which
-    its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train`` logger. The
-    ranks other than 0 keep stylecore's own INFO lines (the encoders' weights, the trainer's set-up) to themselves:
-    rank 0 says the same once."""
+    its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train`` logger.
+    stylecore's own INFO lines (the encoders' weights, the trainer's set-up, four a rank) are kept to the worker:
+    rank 0 prints their gist in one line (``Trainer.summary``); ``STYLECORE_LOG_LEVEL=INFO`` shows them all."""
     level = quiet_libraries()
     from ray.train.v2._internal.execution import context
 
     logging.getLogger(context.__file__).setLevel(level)
-    if world_rank != 0 and level > logging.INFO:
+    if level > logging.INFO:  # rank 0 prints the set-up in one line (Trainer.summary) instead
         logging.getLogger("stylecore").setLevel(logging.WARNING)
 
 
@@ -151,8 +152,11 @@ class StageProgress:
         self.timings = dict(previous)
         self.started = clock()
         self.visited: list[str] = []
-        self.counts = {"ran": 0, "unchanged": 0, "restored": 0}
+        self.counts = {"ran": 0, "skipped": 0, "unchanged": 0, "restored": 0}
         self.current: tuple[str, float] | None = None
+        # A stage's line held back until the stage says something: a stage that only says it is skipped (a source
+        # outside the profile) is one line with it. `flush` lets it out when the stage stays silent.
+        self.pending: str | None = None
 
     def feed(self, line: str) -> list[str]:
         """The console lines for one line of DVC's output."""
@@ -160,10 +164,25 @@ class StageProgress:
         for pattern, kind in ((self.RUNNING, "ran"), (self.UNCHANGED, "unchanged"), (self.RESTORED, "restored")):
             match = pattern.match(line)
             if match:
-                return [self._visit(match["stage"], kind), *([line] if self.verbose else [])]
+                shown = [*self.flush(), self._visit(match["stage"], kind)]
+                if kind == "ran" and not self.verbose:
+                    self.pending = shown.pop()
+                return [*shown, *([line] if self.verbose else [])]
         if not self.verbose and self.BOOKKEEPING.match(line):
             return []
-        return [line]
+        if self.pending is not None and self.current is not None and line.startswith(f"{self.current[0]}: skipped, "):
+            stage = self.current[0]
+            self.pending = None
+            self.counts["ran"] -= 1
+            self.counts["skipped"] += 1
+            return [f"repro: [{len(self.visited)}{'/' + str(len(self.stages)) if self.stages else ''}] {stage}: "
+                    f"{line[len(stage) + 2:]}"]
+        return [*self.flush(), line]
+
+    def flush(self) -> list[str]:
+        """The held-back stage line, if any (to print when the stage has been silent for a while)."""
+        pending, self.pending = self.pending, None
+        return [pending] if pending is not None else []
 
     def _visit(self, stage: str, kind: str) -> str:
         self._close()
@@ -198,8 +217,9 @@ class StageProgress:
             self._close()
         self.current = None
         counts = ", ".join(f"{number} {kind}" for kind, number in self.counts.items() if number)
-        return (f"repro: {len(self.visited)} stage(s) in {format_duration(self.clock() - self.started)}"
-                f"{': ' + counts if counts else ''}; dvc repro exited with status {status}")
+        closing = (f"repro: {len(self.visited)} stage(s) in {format_duration(self.clock() - self.started)}"
+                   f"{': ' + counts if counts else ''}; dvc repro exited with status {status}")
+        return "\n".join([*self.flush(), closing])  # a silent last stage's line first
 
 
 # Where each stage's last run time is kept for the next run's ETA: DVC's own temporary folder (ignored by git).

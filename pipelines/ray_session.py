@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -65,8 +66,10 @@ def ray_session() -> Iterator[None]:
                                                   LOCAL_RAY)}
     watchdog = None
     if address:
-        where = "the shared local Ray" if address == os.environ.get(LOCAL_RAY) else "the cluster"
-        print(f"ray: connecting to {where} at RAY_ADDRESS={address}", flush=True)
+        shared = address == os.environ.get(LOCAL_RAY)
+        if not shared or level <= logging.INFO:  # `pipelines.repro` announced its shared Ray once, for every stage
+            where = "the shared local Ray" if shared else "the cluster"
+            print(f"ray: connecting to {where} at RAY_ADDRESS={address}", flush=True)
         ray.init(address=address, logging_level=level)
     else:
         import socket

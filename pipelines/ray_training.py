@@ -139,7 +139,7 @@ def train_worker(config: dict[str, Any]) -> None:
     from pipelines.console import quiet_train_worker
 
     context = ray.train.get_context()
-    quiet_train_worker(context.get_world_rank())  # Ray Train's report and checkpoint lines, from every rank
+    quiet_train_worker()  # Ray Train's report and checkpoint lines, from every rank
     train: TrainConfig = config["train"]
     torch.set_num_threads(config["threads_per_worker"])
     device = ray.train.torch.get_device()
@@ -160,6 +160,8 @@ def train_worker(config: dict[str, Any]) -> None:
     if rank_zero:
         hooks.append(_ProgressLine(config.get("progress_label", "train"), train.steps))
     trainer = Trainer(train, device=device, hooks=hooks)
+    if rank_zero:  # the set-up in one line (its parts, the encoders' weights lines, at STYLECORE_LOG_LEVEL=INFO)
+        print(f"{config.get('progress_label', 'train')}: {trainer.summary()}", flush=True)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:

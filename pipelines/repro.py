@@ -22,6 +22,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +45,10 @@ def pipeline_stages(arguments: list[str]) -> list[str] | None:
     return listed.stdout.split() if listed.returncode == 0 else None
 
 
+#: seconds a stage's line waits for the stage's first line (a skipped stage's reason joins it); then it prints
+HELD_LINE_S = 2.0
+
+
 def run_dvc(arguments: list[str]) -> int:
     """Run ``dvc repro ARGUMENTS`` with its console shortened to a line a stage (``pipelines.console.StageProgress``);
     Ctrl-C reaches DVC (same process group), we wait. Each stage's run time is saved for the next run's ETA."""
@@ -58,12 +63,30 @@ def run_dvc(arguments: list[str]) -> int:
     process = subprocess.Popen([*dvc_command(), "repro", *arguments], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # DVC gets the Ctrl-C and stops its stage
+    lock, timer = threading.Lock(), None
+
+    def show(lines: list[str]) -> None:
+        for shown in lines:
+            print(shown, flush=True)
+
+    def let_out_held_line() -> None:  # a stage that stays silent still shows that it started
+        with lock:
+            show(progress.flush())
+
     try:
         for line in process.stdout:
-            for shown in progress.feed(line):
-                print(shown, flush=True)
+            with lock:
+                show(progress.feed(line))
+                if timer is not None:
+                    timer.cancel()
+                if progress.pending is not None:
+                    timer = threading.Timer(HELD_LINE_S, let_out_held_line)
+                    timer.daemon = True
+                    timer.start()
         status = process.wait()
     finally:
+        if timer is not None:
+            timer.cancel()
         signal.signal(signal.SIGINT, previous)
     print(progress.finish(status), flush=True)
     if Path(".dvc").is_dir():

@@ -179,6 +179,11 @@ def _drop_keys(output: Path, part: Path, record: dict, keys: set[str], output_fo
     return record
 
 
+#: up to this many models in one pipeline, each gets its own plan and result lines; more share one (a model
+#: that resumes, rejects or misses inputs still gets its own)
+MODELS_LISTED = 2
+
+
 def _finish(job: Job, listed: Inputs, targets: Sequence[str], counts: Mapping[str, int], seconds: float,
             pipeline_written: int, models: int, settings: Mapping[str, Any], label: str = "stylize") -> dict[str, Any]:
     """Write ``<output>/manifest.json`` for one job from what its folder holds now; ``targets``: the output keys
@@ -198,6 +203,8 @@ def _finish(job: Job, listed: Inputs, targets: Sequence[str], counts: Mapping[st
                              "models_in_pipeline": models, "pipeline_images_per_second": rate(pipeline_written)},
                 "outputs": sorted(written.values(), key=lambda item: item["key"])}
     atomic_write_text(job.output / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    if models > MODELS_LISTED and not counts["rejected"] and not missing:  # the caller sums many models in one line
+        return manifest
     print(f"{label}: {job.model}: {counts['written']} written and {counts['rejected']} rejected in {seconds:.1f} s; "
           f"{len(written)} of {len(targets)} done, {len(rejected)} rejected in all; {job.output / 'manifest.json'}",
           flush=True)

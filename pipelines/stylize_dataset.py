@@ -28,6 +28,7 @@ Styles are image files, a folder or a shard set; the ``policy`` gives each input
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import uuid
@@ -36,7 +37,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pipelines.stylize_commit import Job, _finish, _JobWriter, committed
+from pipelines.stylize_commit import MODELS_LISTED, Job, _finish, _JobWriter, committed
 from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Inputs, StylizeError, arrow_filesystem,
                                       decode_batch, decode_resize, list_inputs, load_styles, plan_outputs)
 
@@ -50,9 +51,10 @@ class StylizeActor:
     """Loads every job's model once, stylizes each batch with each model the batch's inputs are still pending
     for, and commits each model's outputs in its own folder. Style images are decoded once for all models."""
 
-    def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
+    def __init__(self, jobs: list[Job], styles_in_store: list, output_format: str, alpha: float,
                  preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
                  use_gpu: bool, tracking_uri: str | None, allow_pickle: bool = False) -> None:
+        import ray
         import torch
 
         import stylecore
@@ -65,6 +67,7 @@ class StylizeActor:
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
+        styles: list[tuple[str, bytes]] = ray.get(styles_in_store[0])
         self.style_data, self.decoded_styles = [data for _, data in styles], {}
 
         def stylizer(job: Job):
@@ -223,6 +226,10 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
     targets = plan_outputs(listed.keys, [key for key, _ in style_list], policy, seed)
     plan: list[Job] = []
     work: dict[str, dict[str, tuple[int, list[int]]]] = {}  # input → its outputs to do → (style, jobs)
+    inputs_line = (f"{len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}"
+                   + (f" ({len(targets)} outputs)" if len(targets) != len(listed.keys) else "")
+                   + (f", {len(listed.refused)} refused for unsafe keys (e.g. {listed.refused[0]['key']!r})"
+                      if listed.refused else ""))
     for index, ((model, model_info), (_, output)) in enumerate(zip(resolved, jobs)):
         job = Job(model, model_info, Path(output), uuid.uuid4().hex)
         atomic_write_text(job.output / PARTS / RUN_TOKEN, job.run_token)  # from now on only this run's actors commit
@@ -234,13 +241,16 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
         for target in pending:
             work.setdefault(target.source, {}).setdefault(target.key, (target.style, []))[1].append(index)
         plan.append(job)
-        print(f"{label}: {len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}"
-              + (f" ({len(targets)} outputs)" if len(targets) != len(listed.keys) else "") + "; "
-              f"{len(done)} already written and {len(previously_rejected)} rejected by an earlier run are skipped; "
-              f"{len(pending)} to do with {model} into {job.output}"
-              + (f"; {len(listed.refused)} refused for unsafe keys (e.g. {listed.refused[0]['key']!r})"
-                 if listed.refused else "")
-              + (f"; removed {len(stale)} temporaries of an interrupted run" if stale else ""), flush=True)
+        # Many models (the stylize stage's champions): one line for all, a line of its own only for a model
+        # resuming an earlier run; one or two: a line each.
+        if len(jobs) <= MODELS_LISTED or done or previously_rejected or stale:
+            print(f"{label}: {inputs_line}; {len(done)} already written and {len(previously_rejected)} rejected by an "
+                  f"earlier run are skipped; {len(pending)} to do with {model} into {job.output}"
+                  + (f"; removed {len(stale)} temporaries of an interrupted run" if stale else ""), flush=True)
+    if len(jobs) > MODELS_LISTED:
+        to_do = sum(len(model_jobs) for outputs in work.values() for _, model_jobs in outputs.values())
+        print(f"{label}: {inputs_line}; {len(plan)} models, {to_do} output(s) to do into "
+              f"{os.path.commonpath([str(job.output) for job in plan])}/", flush=True)
 
     started = time.perf_counter()
     counts = [{"written": 0, "rejected": 0} for _ in plan]
@@ -260,6 +270,9 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
     target_keys = [target.key for target in targets]
     manifests = [_finish(job, listed, target_keys, counts[index], seconds, total, len(plan), settings, label)
                  for index, job in enumerate(plan)]
+    if len(plan) > MODELS_LISTED:
+        print(f"{label}: {len(plan)} models: {total} written and {sum(c['rejected'] for c in counts)} rejected in "
+              f"{seconds:.1f} s; each model's manifest.json in its folder", flush=True)
     unfinished = [f"{job.output}: {len(m['missing'])} (e.g. {m['missing'][:3]})" for job, m in zip(plan, manifests)
                   if m["missing"]]
     if unfinished:
@@ -345,14 +358,18 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
     # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
     # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors
     # 6.9 images/s against 6.0 with one in flight; BENCHMARKS.md).
+    styles_in_store = ray.put(styles)
     batches = -(-sum(len(outputs) for outputs in work.values()) // batch_size)
     in_flight = 1 if batches < 4 * actors else None
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-        fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format, "alpha": alpha,
-                               "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
+        # The style images go by reference, nested in a list: as a direct argument, their bytes (over Ray's 100 KiB
+        # inline limit) would be an object-store argument of an actor Ray Data may restart, which Ray reports at
+        # error level on every run (ray-project/ray#53727). The driver holds the reference until the pool is done.
+        fn_constructor_kwargs={"jobs": plan, "styles_in_store": [styles_in_store], "output_format": output_format,
+                               "alpha": alpha, "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
                                "quality": quality, "threads": threads, "use_gpu": use_gpu,
                                "tracking_uri": _tracking_uri([job.model for job in plan]), "allow_pickle": allow_pickle})
     counts = [{"written": 0, "rejected": 0} for _ in plan]

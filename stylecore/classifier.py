@@ -252,7 +252,10 @@ class ClassifierTrainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.step = 0
-        log.info("classifier: %s, precision %s, device %s", self.model.describe(), self.precision, self.device)
+        log.info("classifier: %s", self.summary())
+
+    def summary(self) -> str:
+        return f"{self.model.describe()}, precision {self.precision}, device {self.device}"
 
     def _lr_factor(self, step: int) -> float:
         warmup = self.config.warmup_steps

@@ -249,7 +249,8 @@ def _cmd_check_losses(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     # relu5_3 is the deepest layer any default loss reads (STROTSS).
     encoder = VGGEncoder(args.arch, layers=["relu5_3"], weights=args.weights)
-    print(f"encoder: {encoder.describe()}")
+    if not args.quiet:
+        print(f"encoder: {encoder.describe()}")
     size = args.size
     content = torch.stack([synthetic_photo(args.seed + i, size) for i in range(args.batch_size)])
     style = torch.stack([synthetic_artwork(args.seed + i, STYLE_FAMILIES[i % len(STYLE_FAMILIES)], size)
@@ -278,12 +279,19 @@ def _cmd_check_losses(args: argparse.Namespace) -> int:
             identical = float(objective(images={"pred": style, "pred2": style, "content": style, "style": style}).total)
         report["losses"][name] = {"value": value, "value_when_output_equals_targets": identical,
                                   "mean_abs_grad": grad, "per_sample": out.per_sample[name].tolist()}
-        print(f"  {name:<16} value {value:.4g}   at output = targets {identical:.3g}   |grad| {grad:.3g}")
+        if not args.quiet:
+            print(f"  {name:<16} value {value:.4g}   at output = targets {identical:.3g}   |grad| {grad:.3g}")
         if not (math.isfinite(value) and math.isfinite(grad)):
             print(f"error: loss {name} is not finite", file=sys.stderr)
             return 1
     for name, why in report["skipped"].items():
-        print(f"  {name:<16} skipped: {why}")
+        if not args.quiet:
+            print(f"  {name:<16} skipped: {why}")
+    if args.quiet:
+        described = report["encoder"]
+        print(f"check-losses: {len(report['losses'])} losses finite with gradients on {described['arch']} (weights "
+              f"{described['weights']}, pretrained: {described['pretrained']}), {len(report['skipped'])} skipped "
+              f"({', '.join(report['skipped'])}: the report says why)")
     if args.output:
         atomic_write_text(Path(args.output), json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.output}")
@@ -398,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_renamed(check, "--batch-size", "--batch", type=int, default=4, help="images per batch")
     check.add_argument("--seed", type=int, default=0, help="seed of the generated images")
     check.add_argument("--output", help="write the report as JSON here")
+    check.add_argument("--quiet", action="store_true", help="one summary line instead of a line per loss")
     check.set_defaults(func=_cmd_check_losses)
 
     from stylecore.cli_optimize import add_command as add_optimize

@@ -215,6 +215,14 @@ class Trainer:
                  self.config.model, sum(p.numel() for p in self.parameters), self.precision, self.channels_last,
                  self.config.compile, self.device)
 
+    def summary(self) -> str:
+        """One line: the model, its size, precision and device, and the network the objective reads with its
+        weights (pretrained or not: every log says which)."""
+        encoder = self.loss_encoder.describe()
+        return (f"model {self.config.model} ({sum(p.numel() for p in self.parameters):,} trained parameters), "
+                f"{self.precision}{', channels_last' if self.channels_last else ''} on {self.device}; loss encoder "
+                f"{encoder['arch']}, weights {encoder['weights']} (pretrained: {encoder['pretrained']})")
+
     # -- construction helpers ------------------------------------------------------------------
 
     @staticmethod

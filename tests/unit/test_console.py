@@ -54,17 +54,21 @@ def test_a_train_worker_also_drops_ray_trains_report_line_logged_under_its_file_
     report_logger = logging.getLogger(context.__file__)
     saved = report_logger.level, logging.getLogger("stylecore").level
     try:
-        quiet_train_worker(0)
+        quiet_train_worker()
         caplog.set_level(logging.DEBUG, logger="")
         context.logger.info("Reporting training result 1: TrainingReport(…) from rank 1")
         context.logger.warning("a report that failed")
-        logging.getLogger("stylecore.training").info("trainer: model adain …")
-        assert [record.getMessage() for record in caplog.records] == ["a report that failed", "trainer: model adain …"]
-        caplog.clear()
-        quiet_train_worker(1)  # another rank: the same set-up lines would only repeat rank 0's
+        # stylecore's set-up lines stay in the worker (rank 0 prints Trainer.summary instead); warnings pass
         logging.getLogger("stylecore.training").info("trainer: model adain …")
         logging.getLogger("stylecore.training").warning("a non-finite step was skipped")
-        assert [record.getMessage() for record in caplog.records] == ["a non-finite step was skipped"]
+        assert [record.getMessage() for record in caplog.records] == ["a report that failed",
+                                                                      "a non-finite step was skipped"]
+        caplog.clear()
+        monkeypatch.setenv(LOG_LEVEL, "INFO")  # the switch brings every line back
+        quiet_train_worker()
+        logging.getLogger("stylecore").setLevel(logging.NOTSET)
+        context.logger.info("Reporting training result 2")
+        assert [record.getMessage() for record in caplog.records] == ["Reporting training result 2"]
     finally:
         report_logger.setLevel(saved[0])
         logging.getLogger("stylecore").setLevel(saved[1])
@@ -185,6 +189,27 @@ def test_dvc_repro_becomes_a_line_a_stage_with_its_place_and_the_last_runs_timin
     assert progress.finish(0).startswith("repro: 4 stage(s) in 3 min 10 s: 2 ran, 1 unchanged, 1 restored;")
     # each stage that ran is timed from its line to the next stage's: the next run's ETA reads these
     assert progress.timings == {"download@demo": 60.0, "train@adain": 30.0, "evaluate": 80.0}
+
+
+def test_a_stage_that_only_says_it_is_skipped_is_one_line_and_a_silent_stage_still_shows(monkeypatch):
+    from pipelines.console import StageProgress
+
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    clock = _Clock()
+    progress = StageProgress(["download@coco", "shard@coco-val", "evaluate"], {}, clock=clock)
+    shown = _feed(progress, clock, "Running stage 'download@coco':\n> python -m pipelines.download --source coco\n"
+                                   "download@coco: skipped, not in profile 'demo' (used by: full)\n"
+                                   "Updating lock file 'dvc.lock'\n\nRunning stage 'shard@coco-val':\n"
+                                   "> python -m pipelines.shard\n")
+    assert shown == ["repro: [1/3] download@coco: skipped, not in profile 'demo' (used by: full)"]
+    assert progress.pending is not None  # shard@coco-val has said nothing yet: its line is held …
+    assert progress.flush() == ["repro: [2/3] shard@coco-val (1 min 0 s in)"]  # … until the console lets it out
+    assert _feed(progress, clock, "shard@coco-val: skipped, not in profile 'demo'\n") == \
+        ["shard@coco-val: skipped, not in profile 'demo'"]  # once out, the stage's lines follow as they come
+    assert _feed(progress, clock, "Running stage 'evaluate':\n") == []
+    assert progress.finish(0).splitlines() == [
+        "repro: [3/3] evaluate (1 min 30 s in)",  # the last stage's held line comes before the closing line
+        "repro: 3 stage(s) in 1 min 30 s: 2 ran, 1 skipped; dvc repro exited with status 0"]
 
 
 def test_a_failed_stage_keeps_its_last_timing_and_verbose_keeps_dvcs_lines(monkeypatch):
