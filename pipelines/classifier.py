@@ -94,7 +94,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import torch
     from ray.train import Checkpoint
 
-    from pipelines.ray_training import window_means
+    from pipelines.ray_training import window_means, worker_print
     from stylecore.classifier import ClassifierTrainer, LabelledStream
 
     from pipelines.console import quiet_train_worker
@@ -106,14 +106,14 @@ def train_worker(config: dict[str, Any]) -> None:
     train = config["config"]
     trainer = ClassifierTrainer(train, config["artists"], config["styles"], device=ray.train.torch.get_device())
     if rank == 0:  # the set-up once (stylecore's own INFO lines stay in the workers)
-        print(f"classifier: {trainer.summary()}", flush=True)
+        worker_print(f"classifier: {trainer.summary()}")
     stream = LabelledStream(config["shards"], config["artists"], config["styles"], train.batch_size, train.input_size,
                             train.load_size, seed=train.seed, rank=rank)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_checkpoint(directory, stream)
-        print(f"classifier rank {rank}: resumed from step {trainer.step}", flush=True)
+        worker_print(f"classifier rank {rank}: resumed from step {trainer.step}")
     tracking = None
     if rank == 0 and config.get("mlflow"):
         from mlflow.tracking import MlflowClient

@@ -145,6 +145,13 @@ class StageProgress:
     UNCHANGED = re.compile(r"^Stage '(?P<stage>.+)' didn't change, skipping$")
     RESTORED = re.compile(r"^Stage '(?P<stage>.+)' is cached - skipping run, checking out outputs$")
     BOOKKEEPING = re.compile(r"^(> |Updating lock file |Generating lock file |\s*$)")
+    # Ray's own lines that every successful run prints and that ask nothing of the user: Ray Data creates its actor
+    # pool with its context and transformer as object-store arguments, which Ray 2.60 reports at error level for a
+    # restartable actor (ray-project/ray#53727: a restart can fail if those objects are lost; nothing is lost
+    # here, and a failed stage resumes); and Ray Train's placement-group cleaner announces every finished trial.
+    KNOWN_NOISE = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object "
+                             r"store and max_restarts > 0|Detected that the Ray Train controller actor .* is dead\. "
+                             r"Cleaning up placement group")
 
     def __init__(self, stages: list[str] | None, previous: dict[str, float], *, verbose: bool = False,
                  clock=time.monotonic) -> None:
@@ -168,7 +175,7 @@ class StageProgress:
                 if kind == "ran" and not self.verbose:
                     self.pending = shown.pop()
                 return [*shown, *([line] if self.verbose else [])]
-        if not self.verbose and self.BOOKKEEPING.match(line):
+        if not self.verbose and (self.BOOKKEEPING.match(line) or self.KNOWN_NOISE.search(line)):
             return []
         if self.pending is not None and self.current is not None and line.startswith(f"{self.current[0]}: skipped, "):
             stage = self.current[0]

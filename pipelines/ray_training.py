@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -121,6 +122,14 @@ class Validation:
         return means
 
 
+def worker_print(line: str) -> None:
+    """A line from a Ray Train worker to the stage's console, once. Ray Train patches ``print`` in its workers to
+    log through its logger, and when a library has wrapped ``sys.stdout`` (MLflow does in the workers) it also
+    tees to the wrapped stream: a plain ``print`` showed every line twice. Written to the process's own stdout,
+    the line takes the unpatched path, and Ray forwards it as it does every worker line."""
+    print(line, file=sys.__stdout__, flush=True)
+
+
 class _ProgressLine(TrainingHooks):
     """Rank 0's progress line in the stage's console (:class:`pipelines.console.TrainingProgress`)."""
 
@@ -130,7 +139,7 @@ class _ProgressLine(TrainingHooks):
     def on_step(self, trainer: Trainer, result) -> None:
         line = self.progress.line(result.step, result.samples_per_second, result.terms.get("total", math.nan))
         if line is not None:
-            print(line, flush=True)
+            worker_print(line)
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -161,12 +170,12 @@ def train_worker(config: dict[str, Any]) -> None:
         hooks.append(_ProgressLine(config.get("progress_label", "train"), train.steps))
     trainer = Trainer(train, device=device, hooks=hooks)
     if rank_zero:  # the set-up in one line (its parts, the encoders' weights lines, at STYLECORE_LOG_LEVEL=INFO)
-        print(f"{config.get('progress_label', 'train')}: {trainer.summary()}", flush=True)
+        worker_print(f"{config.get('progress_label', 'train')}: {trainer.summary()}")
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             trainer.load_checkpoint(directory, data=data)
-        print(f"rank {context.get_world_rank()}: resumed from step {trainer.step}", flush=True)
+        worker_print(f"rank {context.get_world_rank()}: resumed from step {trainer.step}")
         if config.get("fail_marker") and Path(config["fail_marker"]).exists():
             with open(config["fail_marker"], "a") as log:  # the fault test reads where the run resumed
                 log.write(f"rank {context.get_world_rank()} resumed at step {trainer.step}\n")

@@ -51,10 +51,9 @@ class StylizeActor:
     """Loads every job's model once, stylizes each batch with each model the batch's inputs are still pending
     for, and commits each model's outputs in its own folder. Style images are decoded once for all models."""
 
-    def __init__(self, jobs: list[Job], styles_in_store: list, output_format: str, alpha: float,
+    def __init__(self, jobs: list[Job], styles: list[tuple[str, bytes]], output_format: str, alpha: float,
                  preserve_color: str | None, style_size: int | None, image_format: str, quality: int, threads: int,
                  use_gpu: bool, tracking_uri: str | None, allow_pickle: bool = False) -> None:
-        import ray
         import torch
 
         import stylecore
@@ -67,7 +66,6 @@ class StylizeActor:
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
-        styles: list[tuple[str, bytes]] = ray.get(styles_in_store[0])
         self.style_data, self.decoded_styles = [data for _, data in styles], {}
 
         def stylizer(job: Job):
@@ -358,17 +356,13 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
     # Data's default queue (2 per actor) the first actor up took every batch of the demo's 16 photos while the
     # second was still loading its models. With many, the default keeps each actor fed (256 photos: 2 actors
     # 6.9 images/s against 6.0 with one in flight; BENCHMARKS.md).
-    styles_in_store = ray.put(styles)
     batches = -(-sum(len(outputs) for outputs in work.values()) // batch_size)
     in_flight = 1 if batches < 4 * actors else None
     dataset = dataset.map_batches(
         StylizeActor, batch_format="numpy", batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
         num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
-        # The style images go by reference, nested in a list: as a direct argument, their bytes (over Ray's 100 KiB
-        # inline limit) would be an object-store argument of an actor Ray Data may restart, which Ray reports at
-        # error level on every run (ray-project/ray#53727). The driver holds the reference until the pool is done.
-        fn_constructor_kwargs={"jobs": plan, "styles_in_store": [styles_in_store], "output_format": output_format,
+        fn_constructor_kwargs={"jobs": plan, "styles": styles, "output_format": output_format,
                                "alpha": alpha, "preserve_color": preserve_color, "style_size": style_size, "image_format": image_format,
                                "quality": quality, "threads": threads, "use_gpu": use_gpu,
                                "tracking_uri": _tracking_uri([job.model for job in plan]), "allow_pickle": allow_pickle})

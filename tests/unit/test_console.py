@@ -248,3 +248,18 @@ def test_tunes_tables_follow_the_same_switch(monkeypatch, value, verbosity):
     assert tune_verbosity() == verbosity
     # silent: Tune's classic reporter, which prints no experiment header at 0; otherwise Tune's default engine
     assert os.environ.get("RAY_AIR_NEW_OUTPUT") == ("0" if verbosity == 0 else None)
+
+
+def test_rays_known_benign_lines_are_dropped_unless_verbose(monkeypatch):
+    from pipelines.console import StageProgress
+
+    lines = ["[2026-12-06 06:35:16,357 E 4777 4777] core_worker.cc:2465: Actor with class name: 'MapWorker(MapBatches("
+             "StylizeActor))' and ID: '7075' has constructor arguments in the object store and max_restarts > 0. If the "
+             "arguments in the object store go out of scope or are lost, the actor restart will fail.",
+             "(PlacementGroupCleaner pid=3222) Detected that the Ray Train controller actor (300e) is dead. Cleaning up "
+             "placement group = [PlacementGroupID(d829)]",
+             "[2026-12-06 06:35:16,357 E 4777 4777] core_worker.cc:1234: Actor died unexpectedly"]  # a real error
+    quiet = StageProgress(None, {}, clock=_Clock())
+    assert [shown for line in lines for shown in quiet.feed(line)] == [lines[2]]
+    verbose = StageProgress(None, {}, verbose=True, clock=_Clock())
+    assert [shown for line in lines for shown in verbose.feed(line)] == lines
