@@ -176,7 +176,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     from pipelines import storage
     from pipelines.ray_training import torch_trainer
     from pipelines.provenance import data_tags, shard_inputs, source_tags
-    from pipelines.ray_session import ray_session, scaling
+    from pipelines.ray_session import describe_scale, ray_session, scaling
     from pipelines.tracking import DESCRIPTION, fluent_store, log_shard_inputs, start_run, tracking_settings
     from stylecore.classifier import accuracy_report, load_classifier
 
@@ -197,7 +197,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     training = shard_inputs(root / "dvc.lock", job.train, root, style_shards)
     held_out_works = shard_inputs(root / "dvc.lock", job.val, root)
     with ray_session():
-        scale = scaling(job.settings["ray"], "classifier.ray")
+        scale = scaling(job.settings["ray"], "classifier.ray", announce=False)  # said with the MLflow run
         tags = {"stage": "classifier", "profile": job.profile, "dvc_stage": stage, "backbone": config.backbone,
                 "backbone_weights": config.weights, **source_tags(root, "classifier"),
                 **data_tags(training + held_out_works),
@@ -211,7 +211,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                            tags, resume_key=run_key)
         # the held-out accuracy is scored on the val shards' works
         log_shard_inputs(tracking.uri, run_id, {"training": training, "evaluation": held_out_works})
-        print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r}", flush=True)
+        print(f"{stage}: {describe_scale(scale)}; MLflow run {run_id} in experiment {tracking.experiment!r}",
+              flush=True)
         trainer = torch_trainer(
             train_worker, {"config": config, "artists": job.artists, "styles": job.styles,
                            "shards": style_shards,

@@ -130,15 +130,21 @@ def _restore_environment(saved: Mapping[str, str | None]) -> None:
             os.environ[key] = value
 
 
-def scaling(settings: RaySettings, where: str = "train.ray") -> Scale:
-    """Workers, GPU use and threads for the cluster at hand (see :func:`decide_scaling`), announced in one line."""
+def scaling(settings: RaySettings, where: str = "train.ray", announce: bool = True) -> Scale:
+    """Workers, GPU use and threads for the cluster at hand (see :func:`decide_scaling`), announced in one line
+    (``announce=False``: the caller says it in a line of its own, :func:`describe_scale`)."""
     import ray
 
     scale = decide_scaling(settings, ray.cluster_resources(), local=on_local_ray(), where=where)
+    if announce:
+        print(f"ray: {describe_scale(scale)}", flush=True)
+    return scale
+
+
+def describe_scale(scale: Scale) -> str:
     device = f"GPU ({scale.gpus_per_worker:g} each, NCCL)" if scale.use_gpu else \
         f"CPU ({scale.threads_per_worker} torch thread(s) each, gloo)"
-    print(f"ray: {scale.num_workers} worker(s) on {device}" + (f"; {scale.notice}" if scale.notice else ""), flush=True)
-    return scale
+    return f"{scale.num_workers} Ray Train worker(s) on {device}" + (f"; {scale.notice}" if scale.notice else "")
 
 
 def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local: bool,

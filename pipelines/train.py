@@ -27,7 +27,7 @@ from typing import Any
 
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import data_tags, shard_inputs, source_tags
-from pipelines.ray_session import ray_session, scaling
+from pipelines.ray_session import describe_scale, ray_session, scaling
 from pipelines.settings import TrainStageError, resolve_combination
 from pipelines.sources import CatalogueError, load_params
 from pipelines.stage import run_stage
@@ -68,7 +68,7 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
     tags = {"model": model, "loss": loss, "profile": combination.profile, "dvc_stage": stage,
             **source_tags(root, "train"), **combination.model_weights(), **data_tags(inputs)}
     with ray_session():
-        scale = scaling(combination.ray)
+        scale = scaling(combination.ray, announce=False)  # said with the MLflow run, below
         tags["workers"] = f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'}"
         data = combination.data
         tags[DESCRIPTION] = (f"{model} × {loss} ({stage}, profile {combination.profile}): {combination.train.steps} steps "
@@ -82,7 +82,8 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
                             **({"calibration": combination.calibration} if combination.calibration else {})},
                            tags, resume_key=run_key)
         log_shard_inputs(tracking.uri, run_id, {"training": inputs})
-        print(f"{stage}: MLflow run {run_id} in experiment {tracking.experiment!r} at {tracking.uri}", flush=True)
+        print(f"{stage}: {describe_scale(scale)}; MLflow run {run_id} in experiment {tracking.experiment!r} at "
+              f"{tracking.uri}", flush=True)
         started = time.perf_counter()
         # an exception marks the run FAILED
         with fluent_store(tracking.uri, tracking.interval), mlflow.start_run(run_id=run_id, log_system_metrics=True):

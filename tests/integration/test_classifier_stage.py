@@ -45,7 +45,7 @@ def test_the_stage_trains_with_ray_scores_held_out_artworks_logs_and_registers(w
 
     done = _stage(workspace)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "2 worker(s) on CPU" in done.stdout and "15 artists with ≥ 10 works (0 left out)" in done.stdout
+    assert "2 Ray Train worker(s) on CPU" in done.stdout and "15 artists with ≥ 10 works (0 left out)" in done.stdout
     metrics = json.loads((workspace / "models/classifier/metrics.json").read_text())
     assert metrics["artists"] == 15 and metrics["styles"] == 5 and metrics["step"] == 40
     heldout = metrics["heldout"]
