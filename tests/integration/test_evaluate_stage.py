@@ -216,7 +216,7 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     experiment = client.get_experiment_by_name("stylecore-demo")
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert runs["evaluate"].info.status == "FINISHED"
-    assert {"comparison.jpg", "summary.md", "metrics.json", "per_style", "candidates.json", "comparisons.json"} <= {
+    assert {"comparison.jpg", "summary.md", "metrics", "per_style", "candidates.json", "comparisons.json"} <= {
         a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
     logged = client.download_artifacts(runs["evaluate"].info.run_id, "candidates.json", str(workspace / "dl"))
     logged_table = json.loads(Path(logged).read_text())  # mlflow.log_table's split layout
