@@ -149,6 +149,9 @@ class StageProgress:
     # pool with its context and transformer as object-store arguments, which Ray 2.60 reports at error level for a
     # restartable actor (ray-project/ray#53727: a restart can fail if those objects are lost; nothing is lost
     # here, and a failed stage resumes); and Ray Train's placement-group cleaner announces every finished trial.
+    # DVC's closing advice (git add dvc.lock, autostage, dvc push): `finish` says what this project commits instead
+    ADVICE = re.compile(r"^(To track the changes with git, run:|\tgit add .*|To enable auto staging, run:|"
+                        r"\tdvc config core\.autostage true|Use `dvc push` to send your updates to remote storage\.)$")
     KNOWN_NOISE = re.compile(r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object "
                              r"store and max_restarts > 0|Detected that the Ray Train controller actor .* is dead\. "
                              r"Cleaning up placement group")
@@ -175,7 +178,8 @@ class StageProgress:
                 if kind == "ran" and not self.verbose:
                     self.pending = shown.pop()
                 return [*shown, *([line] if self.verbose else [])]
-        if not self.verbose and (self.BOOKKEEPING.match(line) or self.KNOWN_NOISE.search(line)):
+        if not self.verbose and (self.BOOKKEEPING.match(line) or self.KNOWN_NOISE.search(line)
+                                 or self.ADVICE.match(line)):
             return []
         if self.pending is not None and self.current is not None and line.startswith(f"{self.current[0]}: skipped, "):
             stage = self.current[0]
@@ -226,6 +230,9 @@ class StageProgress:
         counts = ", ".join(f"{number} {kind}" for kind, number in self.counts.items() if number)
         closing = (f"repro: {len(self.visited)} stage(s) in {format_duration(self.clock() - self.started)}"
                    f"{': ' + counts if counts else ''}; dvc repro exited with status {status}")
+        if status == 0 and self.counts["ran"] + self.counts["skipped"] and not self.verbose:
+            closing += ("\nrepro: to keep this run, commit dvc.lock with the small outputs `git status` lists; "
+                        "`dvc push` sends the cache to a remote (README: What goes in git)")
         return "\n".join([*self.flush(), closing])  # a silent last stage's line first
 
 
