@@ -29,7 +29,8 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from pipelines.console import TrainingProgress, train_logging_config
+from pipelines.console import train_logging_config
+from stylecore.progress import TrainingProgress
 from pipelines.ray_session import Scale
 from stylecore.config import DataConfig, TrainConfig
 from stylecore.data import ShardLocations
@@ -131,7 +132,7 @@ def worker_print(line: str) -> None:
 
 
 class _ProgressLine(TrainingHooks):
-    """Rank 0's progress line in the stage's console (:class:`pipelines.console.TrainingProgress`)."""
+    """Rank 0's progress line in the stage's console (:class:`stylecore.progress.TrainingProgress`)."""
 
     def __init__(self, label: str, total: int, every_s: float = PROGRESS_EVERY_S) -> None:
         self.progress = TrainingProgress(label, total, every_s)

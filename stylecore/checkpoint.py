@@ -141,9 +141,15 @@ def load(path: Path | str, device: str | torch.device | None = None) -> StyleTra
     path = resolve_checkpoint(path)
     config = read_checkpoint_config(path)
     name, params = config["model"]["model"], dict(config["model"]["params"])
+    from stylecore import gan
+
+    if name in gan.names():  # a GAN translation model: its generators translate, no encoder to check
+        model = gan.build(name, **params)
+        load_model_state(model, path)
+        return model.to(device if device is not None else best_device()).eval()
     if name not in model_registry.names():
         raise CheckpointError(f"{path}: model {name!r} is not registered in this stylecore "
-                              f"(known: {', '.join(model_registry.names())})")
+                              f"(known: {', '.join(model_registry.names() + gan.names())})")
     cls = model_registry.MODELS.get(name)
     params.update(cls.checkpoint_overrides)
     model = cls(**params)

@@ -19,11 +19,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     import stylecore.losses as losses
     import stylecore.models as models
     import stylecore.optimize as optimize
+    from stylecore import gan
 
-    width = max(len(name) for name in losses.names() + models.names() + optimize.names())
+    width = max(len(name) for name in losses.names() + models.names() + optimize.names() + gan.names())
     print("models:")
     for name in models.names():
         print(f"  {name:<{width}}  {models.describe(name)}")
+    print("GAN translation models (photo → a domain; stylecore train --domain LABEL=VALUE, stylize --domain):")
+    for name in gan.names():
+        print(f"  {name:<{width}}  {gan.describe(name)}")
     print("losses:")
     for name in losses.names():
         print(f"  {name:<{width}}  {losses.describe(name)}")
@@ -96,6 +100,16 @@ def training_configs(args: argparse.Namespace):
     objective.update(_parse_assignments(args.objective, "--objective"))
     values["objective"] = objective
     flags = {field: getattr(args, flag) for flag, field in DATA_FLAGS.items() if getattr(args, flag) is not None}
+    if args.domain:  # the style side filtered to one label value; a GAN names its target domain after it
+        label, _, value = args.domain.partition("=")
+        if not label or not value:
+            raise ConfigError(f"--domain expects LABEL=VALUE, e.g. style=Impressionism; got {args.domain!r}")
+        flags["style_labels"] = {label: [value]}
+        from stylecore import gan
+
+        if values["model"] in gan.names():  # a target named by --model-param wins
+            values["model_params"] = {**gan.GAN_MODELS.get(values["model"]).domain_params([value]),
+                                      **values["model_params"]}
     data = from_mapping(DataConfig, {**dataclasses.asdict(data), **flags}, "data config")
     config = TrainConfig.from_dict(values)
     if calibration is not None and (config.style_loss != "balanced_gram" or "weight" in config.style_params
@@ -106,12 +120,14 @@ def training_configs(args: argparse.Namespace):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     import stylecore.models as models
+    from stylecore import gan
     from stylecore.data import save_image
     from stylecore.encoders import EncoderWeightsUnavailable
     from stylecore.training import CheckpointError, NonFiniteLossError, Trainer, TrainingHooks
 
-    if args.model is not None and args.model not in models.names():
-        print(f"error: unknown model {args.model!r}; choose one of {', '.join(models.names())}", file=sys.stderr)
+    if args.model is not None and args.model not in models.names() + gan.names():
+        print(f"error: unknown model {args.model!r}; choose one of {', '.join(models.names() + gan.names())}",
+              file=sys.stderr)
         return 2
     try:
         config, data_config, calibration = training_configs(args)
@@ -142,15 +158,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except (EncoderWeightsUnavailable, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    encoder = trainer.loss_encoder.describe()
-    print(f"model {config.model} ({sum(p.numel() for p in trainer.parameters):,} trained parameters), "
-          f"objective terms {', '.join(trainer.step_module.objectives[trainer.phases[-1].name].terms)}, "
-          f"precision {trainer.precision}, device {trainer.device}")
-    which = "the model's own" if config.loss_encoder == "model" else config.loss_encoder
-    print(f"loss encoder: {which} ({encoder['arch']}), weights {encoder['weights']} (pretrained: {encoder['pretrained']})")
+    if config.model in gan.names():
+        print(trainer.summary())
+    else:
+        encoder = trainer.loss_encoder.describe()
+        print(f"model {config.model} ({sum(p.numel() for p in trainer.parameters):,} trained parameters), "
+              f"objective terms {', '.join(trainer.step_module.objectives[trainer.phases[-1].name].terms)}, "
+              f"precision {trainer.precision}, device {trainer.device}")
+        which = "the model's own" if config.loss_encoder == "model" else config.loss_encoder
+        print(f"loss encoder: {which} ({encoder['arch']}), weights {encoder['weights']} (pretrained: "
+              f"{encoder['pretrained']})")
+    domain = "".join(f", style side {name} = {' | '.join(v)}" for name, v in data_config.style_labels.items())
     print(f"data: batch {data_config.batch_size}, crop {data_config.crop_size}, load "
           f"{data_config.load_size or data_config.crop_size}, flip {'on' if data_config.flip else 'off'}, style jitter "
-          f"{'on' if data_config.style_jitter else 'off'}, {data_config.loader_workers} loader thread(s)"
+          f"{'on' if data_config.style_jitter else 'off'}, {data_config.loader_workers} loader thread(s){domain}"
           + (f"; settings from {args.params}" if args.params else ""))
     try:
         results = trainer.fit(data, checkpoint_dir=output, progress=not args.quiet)
@@ -212,8 +233,11 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
             raise ValueError(f"--output {args.output} is a file; give a folder (outputs are named after the contents)")
         if args.max_pixels is not None and args.max_pixels < 1:
             raise ValueError(f"--max-pixels must be a positive integer (0 is not allowed); got {args.max_pixels}")
+        if (args.style is None) == (args.domain is None):
+            raise ValueError("give --style (style images, for the arbitrary-style models) or --domain (a domain name, "
+                             "for a GAN translation model), not both and not neither")
         contents = _image_files(args.content)
-        styles = [Path(s) for s in args.style]
+        styles: list = [Path(s) for s in args.style or []]
         for style in styles:
             if not style.is_file():
                 raise FileNotFoundError(f"style {style}: no such file")
@@ -221,6 +245,15 @@ def _cmd_stylize(args: argparse.Namespace) -> int:
             raise ValueError(f"--style-weights gives {len(args.style_weights)} weight(s) for {len(styles)} style(s); "
                              "give one weight per style")
         model = _load_model(args.model, args.device, allow_pickle=args.allow_pickle)
+        from stylecore.gan import TranslationModel
+
+        if isinstance(model, TranslationModel) != (args.domain is not None):
+            raise ValueError(f"{args.model} is a GAN translation model: give --domain (one of "
+                             f"{', '.join(model.domains)}) instead of --style" if args.domain is None else
+                             f"{args.model} is a {model.name} model, which takes --style images; --domain is for "
+                             "GAN translation models")
+        if args.domain is not None:
+            styles = [model.check_domain(args.domain)]
         stylizer = Stylizer(model, alpha=args.alpha, preserve_color=args.preserve_color, max_side=args.max_side,
                             tile_overlap=args.tile_overlap, style_size=args.style_size,
                             max_pixels=args.max_pixels if args.max_pixels is not None else DEFAULT_PIXEL_BUDGET)
@@ -343,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loader-workers", dest="loader_workers", type=int,
                        help=f"background threads that decode and augment shard batches (default "
                             f"{data_default.loader_workers}: on the training thread; 2-4 keep a GPU fed)")
+    train.add_argument("--domain", metavar="LABEL=VALUE",
+                       help="train on the style samples with this label only (shard folders), e.g. style=Impressionism: "
+                            "a GAN model's target domain, named after the value")
     train.add_argument("--in-memory", dest="in_memory", action="store_true",
                        help="hold shard folders in memory and sample them by index (bitwise-exact resume) "
                             "instead of streaming them")
@@ -372,7 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "models:/stylecore-adain-gram@champion (server from MLFLOW_TRACKING_URI), or "
                                 "pretrained:magenta_lite (published weights, no training)")
     stylize.add_argument("--content", required=True, nargs="+", help="content image files or folders")
-    stylize.add_argument("--style", required=True, nargs="+", help="one or more style images (mixed by --style-weights)")
+    stylize.add_argument("--style", nargs="+", help="one or more style images (mixed by --style-weights)")
+    stylize.add_argument("--domain", help="for a GAN translation model (stylecore.gan), instead of --style: the domain "
+                                          "to translate to (one the model was trained on; an unknown one lists them)")
     stylize.add_argument("--style-weights", dest="style_weights", type=float, nargs="+",
                          help="one weight per style (normalised to sum 1; default equal)")
     stylize.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1] (default 1)")

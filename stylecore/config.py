@@ -173,6 +173,7 @@ def model_weights(model_params: Mapping[str, Any]) -> dict[str, str]:
 #: TrainConfig.loss_encoder's choices: the model's own, or an encoder of trained features (each with its VGG
 #: equivalents in stylecore.encoders.VGG_EQUIVALENTS; named here so that checking a config imports no torch)
 LOSS_ENCODERS = ("model", "magenta_lite")
+LR_SCHEDULES = ("inverse", "cosine", "constant", "linear_decay")
 
 
 @dataclass(frozen=True)
@@ -193,9 +194,16 @@ class TrainConfig:
     loss_encoder: str = "model"
     steps: int = 1000
     lr: float = 1e-4
-    lr_schedule: str = "inverse"  # inverse: lr / (1 + lr_decay · step) (AdaIN, SANet, Linear); cosine; constant
+    #: inverse: lr / (1 + lr_decay · step) (AdaIN, SANet, Linear); cosine; constant; linear_decay: constant until
+    #: ``decay_start`` of the steps, then linearly to 0 (CycleGAN, U-GAT-IT, StarGAN)
+    lr_schedule: str = "inverse"
     lr_decay: float = 5e-5
     min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
+    decay_start: float = 0.5  # linear_decay: the fraction of the steps at constant lr
+    #: GAN models (stylecore.gan): discriminator updates per generator update (StarGAN's n_critic 5) and the
+    #: discriminator's lr (two-time-scale updates; null: lr)
+    n_critic: int = 1
+    d_lr: float | None = None
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     grad_clip: float | None = None  # max global grad norm; None disables
@@ -224,18 +232,27 @@ class TrainConfig:
         return out
 
     def validate(self) -> None:
+        from stylecore import gan as gan_registry
         from stylecore import models as model_registry
 
         self._check_types()
-        if self.model not in model_registry.names():
-            raise ValueError(f"training config: model={self.model!r} is not registered; "
-                             f"choose one of {', '.join(model_registry.names())}")
+        known = model_registry.names() + gan_registry.names()
+        if self.model not in known:
+            raise ValueError(f"training config: model={self.model!r} is not registered; choose one of {', '.join(known)}")
+        if self.model in gan_registry.names():
+            self._check_adversarial()
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"training config: steps must be a positive integer; got {self.steps!r}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"training config: lr must be a positive number; got {self.lr!r}")
-        if self.lr_schedule not in ("inverse", "cosine", "constant"):
-            raise ValueError(f"training config: lr_schedule={self.lr_schedule!r} is not one of inverse, cosine, constant")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"training config: lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if not 0 <= self.decay_start < 1:
+            raise ValueError(f"training config: decay_start must be in [0, 1); got {self.decay_start!r}")
+        if self.n_critic < 1:
+            raise ValueError(f"training config: n_critic must be ≥ 1; got {self.n_critic!r}")
+        if self.d_lr is not None and not (self.d_lr > 0 and math.isfinite(self.d_lr)):
+            raise ValueError(f"training config: d_lr must be a positive number or null; got {self.d_lr!r}")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ValueError(f"training config: precision={self.precision!r} is not one of auto, fp32, bf16, fp16")
         if self.channels_last not in ("auto", True, False):
@@ -254,6 +271,14 @@ class TrainConfig:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self._check_one_knob_per_value()
 
+    def _check_adversarial(self) -> None:
+        """A GAN model's objective is its own (its paper's terms, weights in ``model_params``): the perceptual-loss
+        keys would be silently ignored, so they are errors."""
+        for key, unset in (("style_loss", None), ("style_params", {}), ("objective", {}), ("loss_encoder", "model")):
+            if getattr(self, key) != unset:
+                raise ValueError(f"training config: {key}={getattr(self, key)!r} does not apply to the GAN model "
+                                 f"{self.model!r}; its loss weights are model_params (e.g. cycle_weight, gan_loss)")
+
     def _check_one_knob_per_value(self) -> None:
         """The style term's settings come from ``style_params`` or from ``objective.style``, never both: with
         both, one would silently win."""
@@ -271,13 +296,16 @@ class TrainConfig:
 
     def _check_types(self) -> None:
         """Each key's type, so that ``grad_clip: "1"`` is an error naming the key, not a TypeError mid-run."""
-        for key in ("steps", "max_nonfinite_steps", "seed", "sample_every", "checkpoint_every", "keep_checkpoints"):
+        for key in ("steps", "max_nonfinite_steps", "seed", "sample_every", "checkpoint_every", "keep_checkpoints",
+                    "n_critic"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"training config: {key} must be an integer; got {value!r} ({type(value).__name__})")
-        for key in ("lr", "lr_decay", "min_lr_ratio", "weight_decay"):
+        for key in ("lr", "lr_decay", "min_lr_ratio", "weight_decay", "decay_start"):
             if not is_number(getattr(self, key)):
                 raise ValueError(f"training config: {key} must be a number; got {getattr(self, key)!r}")
+        if self.d_lr is not None and not is_number(self.d_lr):
+            raise ValueError(f"training config: d_lr must be a number or null; got {self.d_lr!r}")
         if self.grad_clip is not None and not is_number(self.grad_clip):
             raise ValueError(f"training config: grad_clip must be a number or null; got {self.grad_clip!r}")
         if not isinstance(self.compile, bool):
@@ -302,12 +330,21 @@ class TrainConfig:
         """
         import torch
 
+        from stylecore import gan as gan_registry
         from stylecore import models as model_registry
         from stylecore.backbones import EncoderWeightsUnavailable, check_weights_spec
         from stylecore.objective import build_objective
         from stylecore.registry import accepted_parameters
 
         self.validate()
+        if self.model in gan_registry.names():
+            try:
+                with torch.device("meta"):
+                    gan_registry.build(self.model, **self.model_params)
+            except (ValueError, TypeError) as error:
+                raise ValueError(f"training config: model {self.model!r} with model_params "
+                                 f"{dict(self.model_params)}: {error}") from None
+            return
         cls = model_registry.MODELS.get(self.model)
         params = dict(self.model_params)
         for key in WEIGHT_PARAMETERS:
@@ -390,9 +427,17 @@ class DataConfig:
     loader_workers: int = setting(integer(0), 0)  # background decode threads (ShardPairStream)
     flip: bool = setting(BOOLEAN, False)
     style_jitter: bool = setting(BOOLEAN, False)
+    # the style side's samples by label, {label: value or [values]}: a GAN's target domain (shards only)
+    style_labels: dict = setting(MAPPING, factory=dict)
 
     def validate(self) -> None:
         check_fields(self, "data config")
+        from stylecore.shards import label_filter
+
+        try:
+            label_filter(self.style_labels)
+        except ValueError as error:
+            raise ConfigError(f"data config: style_labels: {error}") from None
         if self.load_size is not None and self.load_size < self.crop_size:
             raise ConfigError(f"data config: load_size={self.load_size} is smaller than crop_size={self.crop_size}; "
                               "images are resized to load_size before the crop")
@@ -410,7 +455,12 @@ class DataConfig:
         augment = {"batch_size": self.batch_size, "crop_size": self.crop_size, "load_size": self.load_size,
                    "seed": seed, "flip": self.flip, "style_jitter": self.style_jitter}
         if shards(content) and shards(style) and not in_memory:
-            return ShardPairStream(content, style, workers=self.loader_workers, **augment)
+            return ShardPairStream(content, style, workers=self.loader_workers, style_labels=self.style_labels,
+                                   **augment)
+        if self.style_labels:
+            raise ConfigError(f"data config: style_labels {self.style_labels} selects shard samples by label; "
+                              f"{'in-memory sampling does not' if in_memory else f'{style} is not a shard folder'} "
+                              "(stream shard folders to train on a labelled domain)")
         side = self.load_size or self.crop_size
         return PairStream(image_source(str(content), size=side, seed=seed),
                           image_source(str(style), size=side, seed=seed + 1), **augment)

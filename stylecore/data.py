@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence, Union
+from typing import Any, Iterator, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -244,14 +244,20 @@ class ShardPairStream:
     saved; a resumed stream is reseeded from (seed, position): the same distribution, not the
     identical sample order (use :class:`PairStream` where bitwise resumption matters). ``workers``
     background threads decode and augment ahead of the training thread (see :meth:`_prefetched`).
+    ``style_labels`` keeps only the style samples with those labels (``{"style": "Impressionism"}``): the
+    unpaired domain stream a GAN trains on, photos on one side and one domain's artworks on the other.
     """
 
     def __init__(self, content: ShardLocations, style: ShardLocations, batch_size: int, crop_size: int,
                  load_size: int | None = None, seed: int = 0, flip: bool = False, style_jitter: bool = False,
-                 shuffle_buffer: int = 1000, workers: int = 0, pin_memory: bool | None = None) -> None:
-        from stylecore.shards import shard_urls
+                 shuffle_buffer: int = 1000, workers: int = 0, pin_memory: bool | None = None,
+                 style_labels: Mapping[str, Any] | None = None) -> None:
+        from stylecore.shards import check_label_filter, label_filter, shard_urls
 
         shard_urls(content), shard_urls(style)  # fail now, with the fix, if either is not a shard folder
+        # the style side's domain (a GAN's target): only samples with these labels, a label no shard has fails now
+        self.style_labels = label_filter(style_labels)
+        check_label_filter(style, self.style_labels, "style_labels")
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
             raise ValueError(f"loader workers must be an integer ≥ 0; got {workers!r}")
         self.content, self.style = content, style
@@ -278,7 +284,8 @@ class ShardPairStream:
 
         stream_seed = int(seeded_generator(self.seed, start, *([lane] if lane else [])).initial_seed() % (2**31))
         contents = stream_shards(self.content, stream_seed, self.shuffle_buffer, rank=self.rank)
-        styles = stream_shards(self.style, stream_seed + 1, self.shuffle_buffer, rank=self.rank)
+        styles = stream_shards(self.style, stream_seed + 1, self.shuffle_buffer, rank=self.rank,
+                               labels=self.style_labels)
         generator = seeded_generator(self.seed, "augment", start, *([lane] if lane else []))
         while True:
             c_items = [next(contents) for _ in range(self.batch_size)]

@@ -15,7 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 
 from stylecore.io import atomic_write_text
@@ -307,9 +307,63 @@ class ShardImages:
         return json.loads(self.samples[index]["json"])
 
 
+#: which samples a stream keeps: label name → the accepted values (a sample matches when every named label has one
+#: of its values), e.g. ``{"style": ["Impressionism"]}`` — a GAN's target domain
+LabelFilter = Mapping[str, Sequence[str]]
+
+
+def label_filter(labels: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """``{"style": "Impressionism"}`` or ``{"style": ["Impressionism", "Fauvism"]}`` → the canonical
+    :data:`LabelFilter` (values as strings, lists); a malformed one is a ValueError naming it."""
+    out: dict[str, list[str]] = {}
+    for name, values in dict(labels or {}).items():
+        values = [values] if isinstance(values, (str, int)) else values
+        if not isinstance(name, str) or not name or not isinstance(values, (list, tuple)) or not values or \
+                not all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in values):
+            raise ValueError(f"label filter {name!r}: {values!r} must be a label value or a non-empty list of them, "
+                             "e.g. style: Impressionism")
+        out[name] = [str(v) for v in values]
+    return out
+
+
+def check_label_filter(location: str | Path | Sequence[str | Path], labels: LabelFilter, where: str) -> int:
+    """The number of samples of ``location`` that ``labels`` keeps, from the manifests' label counts (per label,
+    the smallest count: the exact figure for one label); a label or value no manifest holds is a ValueError that
+    names the ones there are. Folders without a manifest are not counted."""
+    locations = [location] if isinstance(location, (str, Path)) else list(location)
+    manifests = [m for m in (read_manifest(loc) for loc in locations) if m is not None]
+    if not manifests or not labels:
+        return -1
+    kept = []
+    for name, values in labels.items():
+        counts: dict[str, int] = {}
+        for manifest in manifests:
+            for value, count in (manifest.get("per_label", {}).get(name) or {}).items():
+                counts[value] = counts.get(value, 0) + int(count)
+        if not counts:
+            known = sorted({label for m in manifests for label in m.get("per_label", {})})
+            raise ValueError(f"{where}: the shards {', '.join(map(str, locations))} have no label {name!r}; their "
+                             f"labels are {', '.join(known) or 'none'}")
+        missing = [v for v in values if v not in counts]
+        if missing:
+            raise ValueError(f"{where}: no sample of {', '.join(map(str, locations))} has {name} = "
+                             f"{', '.join(missing)}; its values are {', '.join(sorted(counts))}")
+        kept.append(sum(counts[v] for v in values))
+    return min(kept)
+
+
+def _matching(labels: LabelFilter) -> Callable[[dict], bool]:
+    def keep(sample: dict) -> bool:  # reads the small json only: a rejected sample's JPEG is never decoded
+        found = json.loads(sample["json"]).get("labels", {}) if "json" in sample else {}
+        return all(str(found.get(name)) in values for name, values in labels.items())
+
+    return keep
+
+
 def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffle_buffer: int = 1000,
-                  rank: int | None = None) -> Iterator[tuple[str, "Tensor", dict]]:
-    """An endless, resampled, reproducible stream of decoded samples.
+                  rank: int | None = None, labels: LabelFilter | None = None) -> Iterator[tuple[str, "Tensor", dict]]:
+    """An endless, resampled, reproducible stream of decoded samples; with ``labels``, only the samples whose
+    labels match (:data:`LabelFilter`), filtered before they are decoded.
 
     Shards are drawn at random with replacement, so a DDP rank never runs dry before the others; the
     draw is seeded by ``seed`` and the rank/loader worker (WebDataset's ``RANK``-aware worker seed), so
@@ -320,11 +374,12 @@ def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffl
 
     from webdataset.tariterators import group_by_keys, tar_file_expander
 
+    stages: list[Any] = [wds.select(_matching(labels))] if labels else []
     pipeline = wds.DataPipeline(
         # rank given: the shard draw depends on it and the seed only, not on which loader process reads it
         wds.ResampledShards(shard_urls(location), seed=seed, deterministic=True,
                             worker_seed=None if rank is None else (lambda: rank * 1000)),
-        _opened, tar_file_expander, group_by_keys,
+        _opened, tar_file_expander, group_by_keys, *stages,
         wds.shuffle(shuffle_buffer, seed=seed),
     )
     for sample in pipeline:

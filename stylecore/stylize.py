@@ -106,6 +106,9 @@ class Stylizer:
     min(64, max_side / 4)); the style code is computed once from the whole style, so tiles agree.
     ``max_pixels``: without ``max_side``, content with more pixels than this is tiled automatically in
     square tiles of √max_pixels (None: never), so a huge photo does not ask for tens of GB at once.
+
+    A GAN translation model (:mod:`stylecore.gan`) takes the name of a domain where the others take style
+    images: ``Stylizer("models/cyclegan-dots/checkpoint")(photo, "dots")``.
     """
 
     def __init__(self, model: StyleTransferModel | str | Path, device: str | torch.device | None = None,
@@ -130,6 +133,16 @@ class Stylizer:
             tile_overlap = min(64, (max_side or self.auto_tile or 0) // 4)
         if max_side is not None and not 0 <= tile_overlap < max_side // 2:
             raise ValueError(f"tile_overlap must lie in [0, max_side / 2); got {tile_overlap}")
+        from stylecore.gan import TranslationModel
+
+        # a GAN translates to a named domain, given where the others take style images (see prepare_styles)
+        self.translates = isinstance(model, TranslationModel)
+        if self.translates and preserve_color == "coral":
+            raise ValueError(f"{model.name} translates to a domain: coral colour transfer needs a style image "
+                             "(preserve_color='luminance' works)")
+        if self.translates and float(alpha) != 1.0:
+            raise ValueError(f"{model.name} translates to a domain: alpha={alpha} interpolates a style code, which a "
+                             "domain has not; leave alpha at 1")
         self.device = torch.device(device) if device is not None else model.device
         self.model = model.to(self.device).eval()
         self.alpha, self.preserve_color = float(alpha), preserve_color
@@ -154,6 +167,11 @@ class Stylizer:
         if isinstance(styles, PreparedStyles):
             return styles
         style_list = [styles] if isinstance(styles, (Tensor, str, Path)) else list(styles)
+        if self.translates:  # a GAN's "styles" are one domain name: checked here, before any image is read
+            if len(style_list) != 1 or not isinstance(style_list[0], str):
+                raise ValueError(f"{self.model.name} translates to one domain, given by name (one of "
+                                 f"{', '.join(self.model.domains)}); got {style_list!r}")
+            return PreparedStyles([], [self.model.style_code(style_list[0])])
         images = [self._style_batch(style) for style in style_list]
         codes = None if self.preserve_color == "coral" else [self.model.style_code(s) for s in images]
         return PreparedStyles(images, codes)
@@ -169,7 +187,7 @@ class Stylizer:
         contents = [content] if single else (list(content.unbind(0)) if isinstance(content, Tensor) else list(content))
         prepared = self.prepare_styles(styles)
         style_images, codes = prepared.images, prepared.codes
-        weights = normalize_weights(weights, len(style_images))
+        weights = normalize_weights(weights, len(codes) if codes is not None else len(style_images))
         alpha = self.alpha if alpha is None else float(alpha)
         images = [as_image(c, "content").to(self.device) for c in contents]
         outputs: list[Tensor | None] = [None] * len(images)

@@ -21,6 +21,7 @@ import logging
 import math
 import shutil
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -164,16 +165,70 @@ def image_grid(content: Tensor, style: Tensor, output: Tensor, rows: int = 4) ->
     return torchvision.utils.make_grid(triples.clamp(0, 1).cpu(), nrow=3, padding=2, pad_value=1.0)
 
 
+class _Bar:
+    """A terminal's redrawn bar (tqdm)."""
+
+    def __init__(self, label: str, total: int, initial: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, desc=label, unit="step")
+
+    def update(self, result: StepResult) -> None:
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{result.terms['total']:.4g}", sps=f"{result.samples_per_second:.1f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _Lines:
+    """Where a bar would be carriage returns in a log (output not a terminal): a line every 10 s or so
+    (:class:`stylecore.progress.TrainingProgress`), and one at the end."""
+
+    def __init__(self, label: str, total: int, initial: int, every_s: float = 10.0) -> None:
+        from stylecore.progress import TrainingProgress
+
+        self.progress = TrainingProgress(label, total, every_s)
+        self.last: StepResult | None = None
+
+    def update(self, result: StepResult) -> None:
+        self.last = result
+        line = self.progress.line(result.step, result.samples_per_second, result.terms["total"])
+        if line:
+            print(line, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.last is not None:
+            print(f"{self.progress.label}: step {self.last.step}/{self.progress.total}, "
+                  f"{self.last.samples_per_second:.1f} samples/s, loss {self.last.terms['total']:.4g}",
+                  file=sys.stderr, flush=True)
+            self.last = None
+
+
+def _progress(label: str, total: int, initial: int) -> "_Bar | _Lines":
+    return _Bar(label, total, initial) if sys.stderr.isatty() else _Lines(label, total, initial)
+
+
 class Trainer:
-    """Trains one model with one config. See the module docstring."""
+    """Trains one model with one config. See the module docstring.
+
+    ``Trainer(config)`` for a GAN translation model (:mod:`stylecore.gan`) is an
+    :class:`stylecore.gan.training.AdversarialTrainer`: the same loop, checkpoints and hooks, a two-sided step."""
+
+    def __new__(cls, config: TrainConfig | Mapping[str, Any], *args: Any, **kwargs: Any) -> "Trainer":
+        if cls is Trainer:
+            from stylecore import gan
+
+            name = config.model if isinstance(config, TrainConfig) else dict(config).get("model", TrainConfig.model)
+            if name in gan.names():
+                from stylecore.gan.training import AdversarialTrainer
+
+                cls = AdversarialTrainer
+        return super().__new__(cls)
 
     def __init__(self, config: TrainConfig | Mapping[str, Any], device: str | torch.device | None = None,
                  hooks: Sequence[TrainingHooks] = (), model: StyleTransferModel | None = None) -> None:
-        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-        self.config.validate()
-        self.device = torch.device(device) if device is not None else best_device()
-        self.hooks = list(hooks)
-        torch.manual_seed(self.config.seed)  # the model's initial weights follow the seed
+        self._take_config(config, device, hooks)
         self.model = model if model is not None else model_registry.build(self.config.model, **self.config.model_params)
         self.phases = self.model.training_phases()
         self.phase_starts = self._phase_starts(self.phases, self.config.steps)
@@ -181,20 +236,12 @@ class Trainer:
         self.loss_encoder = (self.model.loss_encoder() if self.config.loss_encoder == "model"
                              else build_loss_encoder(self.config.loss_encoder))
         objectives = {phase.name: self._build_objective(phase) for phase in self.phases}
-        self.model.to(self.device)
-        self.precision = resolve_precision(self.config.precision, self.device)
-        self.channels_last = (self.config.channels_last if self.config.channels_last != "auto"
-                              else self.device.type == "cuda" or self.precision == "bf16")
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+        self._place_model()
         self.step_module = _TrainingStep(self.model, objectives, self.config.loss_encoder == "model").to(self.device)
         if self.config.compile:
             for module in {id(m): m for m in self._compilable()}.values():
                 module.compile()
         self.runner: nn.Module = self.step_module
-        self.distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and torch.distributed.get_world_size() > 1
-        self.world_size = torch.distributed.get_world_size() if self.distributed else 1
         if self.distributed:
             from torch.nn.parallel import DistributedDataParallel
 
@@ -206,10 +253,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.parameters, lr=self.config.lr, betas=self.config.betas,
                                           weight_decay=self.config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
-        self.step = 0
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        self._start_counting()
         self.current_phase: str | None = None
         log.info("trainer: model %s (%d trained parameters), precision %s, channels_last %s, compile %s, device %s",
                  self.config.model, sum(p.numel() for p in self.parameters), self.precision, self.channels_last,
@@ -224,6 +268,33 @@ class Trainer:
                 f"{encoder['arch']}, weights {encoder['weights']} (pretrained: {encoder['pretrained']})")
 
     # -- construction helpers ------------------------------------------------------------------
+
+    def _take_config(self, config: TrainConfig | Mapping[str, Any], device: str | torch.device | None,
+                     hooks: Sequence[TrainingHooks]) -> None:
+        """What every trainer starts from: the validated config, the device, the hooks, the seed, DDP or not."""
+        self.config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.config.validate()
+        self.device = torch.device(device) if device is not None else best_device()
+        self.hooks = list(hooks)
+        torch.manual_seed(self.config.seed)  # the model's initial weights follow the seed
+        self.distributed = torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1
+        self.world_size = torch.distributed.get_world_size() if self.distributed else 1
+
+    def _place_model(self) -> None:
+        """The model on the device, with the precision and memory layout the config and the hardware give."""
+        self.model.to(self.device)
+        self.precision = resolve_precision(self.config.precision, self.device)
+        self.channels_last = (self.config.channels_last if self.config.channels_last != "auto"
+                              else self.device.type == "cuda" or self.precision == "bf16")
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def _start_counting(self) -> None:
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+        self.step = 0
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
 
     @staticmethod
     def _phase_starts(phases: Sequence[TrainingPhase], steps: int) -> list[int]:
@@ -247,6 +318,9 @@ class Trainer:
             progress = min(step / max(self.config.steps, 1), 1.0)
             floor = self.config.min_lr_ratio
             return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if self.config.lr_schedule == "linear_decay":  # CycleGAN's lambda rule, per step instead of per epoch
+            start = round(self.config.decay_start * self.config.steps)
+            return 1.0 - max(0, step - start) / float(self.config.steps - start + 1)
         return 1.0
 
     # -- the step ------------------------------------------------------------------------------
@@ -279,43 +353,10 @@ class Trainer:
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             total, output, images = self.runner(content, style, phase.name)
-        finite = torch.isfinite(total.detach())
-        if self.distributed:  # every rank must skip together, or DDP's all-reduce hangs
-            flag = (~finite).float().reshape(1)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            finite = flag.item() == 0
-        skipped = not bool(finite)
         lr = self.optimizer.param_groups[0]["lr"]
+        skipped = self._apply_gradients(total, self.optimizer, self.parameters)
+        self._count_skipped(skipped, output.as_dict())
         if not skipped:
-            if self.scaler is not None:
-                self.scaler.scale(total).backward()
-                self.scaler.unscale_(self.optimizer)
-            else:
-                total.backward()
-            grads = [p.grad for p in self.parameters if p.grad is not None]
-            if self.config.grad_clip is not None:
-                norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.config.grad_clip)
-            else:
-                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)  # skips the update by itself on inf/nan gradients
-                self.scaler.update()
-            elif torch.isfinite(norm):
-                self.optimizer.step()
-            else:  # a finite loss with non-finite gradients must not reach the weights either
-                skipped = True
-        self.optimizer.zero_grad(set_to_none=True)
-        if skipped:
-            self.nonfinite_in_a_row += 1
-            self.nonfinite_total += 1
-            log.warning("step %d: non-finite loss or gradient (%s); step skipped (%d in a row)", self.step + 1,
-                        {k: round(v, 4) for k, v in output.as_dict().items()}, self.nonfinite_in_a_row)
-            if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
-                raise NonFiniteLossError(
-                    f"{self.nonfinite_in_a_row} consecutive steps had a non-finite loss or gradient (last terms: "
-                    f"{output.as_dict()}); stopping. Lower lr, set grad_clip, or use precision=fp32.")
-        else:
-            self.nonfinite_in_a_row = 0
             self.scheduler.step()  # a skipped step changes nothing, the schedule included
         self.step += 1
         elapsed = time.perf_counter() - started
@@ -332,6 +373,53 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_images(self, self.step, grid)
         return result
+
+    def _apply_gradients(self, total: Tensor, optimizer: torch.optim.Optimizer, parameters: Sequence[Tensor]
+                         ) -> bool:
+        """Backward ``total`` and step ``optimizer`` over ``parameters`` unless the loss or the gradients are not
+        finite (on any rank: every rank must skip together, or DDP's all-reduce hangs). Returns whether the update
+        was skipped; the gradients are cleared either way."""
+        finite = torch.isfinite(total.detach())
+        if self.distributed:
+            flag = (~finite).float().reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            finite = flag.item() == 0
+        skipped = not bool(finite)
+        if not skipped:
+            if self.scaler is not None:
+                self.scaler.scale(total).backward()
+                self.scaler.unscale_(optimizer)
+            else:
+                total.backward()
+            grads = [p.grad for p in parameters if p.grad is not None]
+            if self.config.grad_clip is not None:
+                norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.grad_clip)
+            else:
+                norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+            if self.scaler is not None:
+                self.scaler.step(optimizer)  # skips the update by itself on inf/nan gradients
+                self.scaler.update()
+            elif torch.isfinite(norm):
+                optimizer.step()
+            else:  # a finite loss with non-finite gradients must not reach the weights either
+                skipped = True
+        optimizer.zero_grad(set_to_none=True)
+        return skipped
+
+    def _count_skipped(self, skipped: bool, terms: Mapping[str, float]) -> None:
+        """The non-finite guard: a warning per skipped step, :class:`NonFiniteLossError` after
+        ``max_nonfinite_steps`` in a row."""
+        if not skipped:
+            self.nonfinite_in_a_row = 0
+            return
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        log.warning("step %d: non-finite loss or gradient (%s); step skipped (%d in a row)", self.step + 1,
+                    {k: round(v, 4) for k, v in terms.items()}, self.nonfinite_in_a_row)
+        if self.nonfinite_in_a_row >= self.config.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} consecutive steps had a non-finite loss or gradient (last terms: "
+                f"{dict(terms)}); stopping. Lower lr, set grad_clip, or use precision=fp32.")
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -350,11 +438,7 @@ class Trainer:
                 self.load_checkpoint(latest, data=data)
                 log.info("resumed from %s at step %d", latest, self.step)
         results: list[StepResult] = []
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total_steps, initial=self.step, desc=f"train {self.config.model}", unit="step")
+        bar = _progress(f"train {self.config.model}", total_steps, self.step) if progress else None
         iterator: Iterator = iter(data)
         with _stop_after_step(enabled=checkpoint_dir is not None) as stop_requested:
             self._run_steps(iterator, data, total_steps, checkpoint_dir, results, bar, stop_requested)
@@ -374,8 +458,7 @@ class Trainer:
                 result = self.train_step(*batch)
             results.append(result)
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{result.terms['total']:.4g}", sps=f"{result.samples_per_second:.1f}")
+                bar.update(result)
             every = self.config.checkpoint_every
             if checkpoint_dir is not None and every and self.step % every == 0 and self.step < total_steps:
                 self.save_checkpoint(checkpoint_dir, data=data)
@@ -406,8 +489,7 @@ class Trainer:
         path = root / f"step-{self.step:06d}"
         state = {key: value.detach().cpu().contiguous() for key, value in self.model.persistent_state().items()}
         trainer_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
+            **self._optimizer_state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": self.step,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
@@ -434,8 +516,7 @@ class Trainer:
                                   f"{self.config.model!r}")
         load_model_state(self.model, path)
         state = load_trainer_state(path / "trainer.pt")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self._load_optimizer_state(state)
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
@@ -445,6 +526,14 @@ class Trainer:
         if data is not None and state.get("data") is not None and hasattr(data, "load_state_dict"):
             data.load_state_dict(state["data"])
         self.current_phase = None  # re-enter the phase (requires_grad flags) on the next step
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """What trainer.pt keeps of the optimizers and schedules (a GAN has one of each per side)."""
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def _load_optimizer_state(self, state: Mapping[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
 
 
 # -- checkpoint files ----------------------------------------------------------------------------

@@ -112,7 +112,7 @@ class _Clock:
 
 
 def test_the_training_progress_line_comes_at_most_every_interval_with_rate_and_time_left():
-    from pipelines.console import TrainingProgress
+    from stylecore.progress import TrainingProgress
 
     clock = _Clock()
     progress = TrainingProgress("train@adain-gram", total=1000, every_s=30, clock=clock)
@@ -130,7 +130,7 @@ def test_the_training_progress_line_comes_at_most_every_interval_with_rate_and_t
 
 
 def test_durations_read_at_a_glance():
-    from pipelines.console import format_duration
+    from stylecore.progress import format_duration
 
     assert [format_duration(s) for s in (0.4, 42, 185, 7440, -3)] == ["0 s", "42 s", "3 min 5 s", "2 h 4 min", "0 s"]
 

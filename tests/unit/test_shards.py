@@ -130,3 +130,22 @@ def test_several_shard_folders_read_as_one_set_and_a_skipped_folder_says_why(sty
     assert len(shard_urls([out, out])) == 2 * len(manifest["shards"])
     with pytest.raises(FileNotFoundError, match="not in profile 'demo'.*params.yaml: profile"):
         shard_urls([skipped])
+
+
+def test_a_label_filter_streams_one_domain_and_names_the_labels_there_are(style_shards):
+    out, manifest = style_shards
+    stream = ShardPairStream(out, out, batch_size=4, crop_size=32, seed=0, style_labels={"style": "dots"})
+    keys = [key for _, batch in zip(range(5), stream) for key in batch.style_keys]
+    images = ShardImages(out)
+    family = {images[i][0]: images.metadata(i)["labels"]["style"] for i in range(len(images))}
+    assert len(keys) == 20 and {family[key] for key in keys} == {"dots"}
+    # the content side is not filtered: every family turns up there
+    contents = {family[key] for _, batch in zip(range(5), ShardPairStream(
+        out, out, batch_size=4, crop_size=32, seed=0, style_labels={"style": "dots"})) for key in batch.content_keys}
+    assert len(contents) > 1
+    two = ShardPairStream(out, out, batch_size=4, crop_size=32, seed=0, style_labels={"style": ["dots", "waves"]})
+    assert {family[key] for _, batch in zip(range(5), two) for key in batch.style_keys} == {"dots", "waves"}
+    with pytest.raises(ValueError, match=r"no sample of .* has style = cubism; its values are checks, dots, noise"):
+        ShardPairStream(out, out, batch_size=4, crop_size=32, style_labels={"style": "cubism"})
+    with pytest.raises(ValueError, match=r"have no label 'artist'; their labels are style"):
+        ShardPairStream(out, out, batch_size=4, crop_size=32, style_labels={"artist": "x"})
