@@ -1,4 +1,5 @@
-"""Training throughput of every model, and the AdaIN step against the public reference's step.
+"""Training throughput of every model (the GAN models' adversarial step included), and the AdaIN step against the
+public reference's step.
 
 Prints one line per measurement (model, precision, size, batch, samples/s, ms/step, trained parameters)
 and, with --json, writes them for BENCHMARKS.md. Random encoders (random:0): nothing is downloaded.
@@ -6,6 +7,7 @@ and, with --json, writes them for BENCHMARKS.md. Random encoders (random:0): not
     python bench/bench_training.py                                  # every model, 256², batch 8
     python bench/bench_training.py --models adain --size 128 --batch 4 --reference
     python bench/bench_training.py --device cuda --precision fp32 bf16 --compile-too
+    python bench/bench_training.py --models cyclegan --batch 1 --precision fp32 bf16   # CycleGAN's paper batch
 
 The reference step re-creates pytorch-AdaIN's train.py iteration from its published description
 (VGG-19 to relu4_1 as four slices, mirrored decoder, unbiased mean/std loss, Adam on the decoder) with
@@ -37,6 +39,7 @@ OFFLINE = {
     "magenta": {"encoder_weights": "random:0", "predictor_weights": "random:0"},
     "vae_adain": {"encoder_weights": "random:0"},
     "magenta_lite": {"encoder_weights": "random:0", "weights": "random:0"},  # weights do not change a step's cost
+    "cyclegan": {},  # the official networks (ResNet-9 generators, 70×70 PatchGANs); a step is G then D, both ways
 }
 
 

@@ -122,6 +122,11 @@ class TranslationModel(nn.Module):
     size_multiple: ClassVar[int] = 4
     #: the smallest side :meth:`translate` takes (reflection padding needs more pixels than it pads)
     min_side: ClassVar[int] = 8
+    #: the reference's step order: D on the current fakes, then G (U-GAT-IT), instead of G then D (CycleGAN)
+    discriminator_first: ClassVar[bool] = False
+    #: the paper's optimiser settings, TrainConfig keys (:func:`stylecore.gan.training.paper_config`)
+    paper_training: ClassVar[dict[str, Any]] = {"lr": 2e-4, "betas": (0.5, 0.999), "lr_schedule": "linear_decay",
+                                                "decay_start": 0.5}
 
     def __init__(self, **params: Any) -> None:
         super().__init__()
@@ -210,6 +215,9 @@ class TranslationModel(nn.Module):
         return {}
 
     def load_training_state(self, state: dict[str, Any]) -> None: ...
+
+    def after_generator_step(self) -> None:
+        """Called after each generator update (U-GAT-IT clips its AdaLIN / ILN ρ to [0, 1] here)."""
 
     def persistent_state(self) -> dict[str, Tensor]:
         return self.state_dict()

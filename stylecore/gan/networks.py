@@ -17,13 +17,14 @@ def instance_norm(channels: int) -> nn.InstanceNorm2d:
 
 
 class ResidualBlock(nn.Module):
-    """x + [reflect pad 1, conv 3×3, IN, ReLU, reflect pad 1, conv 3×3, IN](x) (He et al. 2016, as in CycleGAN)."""
+    """x + [reflect pad 1, conv 3×3, IN, ReLU, reflect pad 1, conv 3×3, IN](x) (He et al. 2016, as in CycleGAN;
+    U-GAT-IT's encoder blocks are the same without the convolutions' biases)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, bias: bool = True) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), instance_norm(channels), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), instance_norm(channels))
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), instance_norm(channels), nn.ReLU(True),
+            nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), instance_norm(channels))
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)

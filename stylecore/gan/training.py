@@ -10,8 +10,10 @@ checkpoints), the hooks, the non-finite guard, mixed precision and DDP are the a
    where it has one, detached), and an Adam update of the discriminators, at ``d_lr`` (two-time-scale updates).
 
 So at ``n_critic = 1`` a step is the CycleGAN reference's ``optimize_parameters`` (G, then D on the same fakes),
-and at ``n_critic = 5`` StarGAN's schedule (D every step, G every fifth). Adam uses ``betas`` (the GAN papers'
-(0.5, 0.999): :func:`paper_config`), and ``lr_schedule: linear_decay`` is their constant-then-linear rule.
+and at ``n_critic = 5`` StarGAN's schedule (D every step, G every fifth). A model with ``discriminator_first``
+(U-GAT-IT) updates D on the current generators' fakes first, then G, as its reference does. Adam uses ``betas``
+(the GAN papers' (0.5, 0.999): :func:`paper_config`), and ``lr_schedule: linear_decay`` is their
+constant-then-linear rule.
 
 Checkpoints hold both optimizers and schedules, the grad scaler, the RNG states and the model's history pools, so
 a resumed run continues exactly as the uninterrupted one would have.
@@ -33,14 +35,11 @@ from stylecore.checkpoint import CHECKPOINT_FORMAT
 
 log = logging.getLogger(__name__)
 
-#: what the GAN papers train with, where TrainConfig's defaults are the arbitrary-style models' (Adam β₁ 0.5,
-#: lr 2e-4, constant then linear decay from half-way: CycleGAN, U-GAT-IT and StarGAN alike)
-PAPER_TRAINING = {"lr": 2e-4, "betas": (0.5, 0.999), "lr_schedule": "linear_decay", "decay_start": 0.5}
-
-
 def paper_config(model: str, **overrides: Any) -> TrainConfig:
-    """A :class:`TrainConfig` for GAN ``model`` with its papers' optimiser settings, ``overrides`` on top."""
-    return TrainConfig.from_dict({"model": model, **PAPER_TRAINING, **overrides})
+    """A :class:`TrainConfig` for GAN ``model`` with its paper's optimiser settings
+    (:attr:`TranslationModel.paper_training`, where TrainConfig's defaults are the arbitrary-style models'),
+    ``overrides`` on top."""
+    return TrainConfig.from_dict({"model": model, **gan_registry.GAN_MODELS.get(model).paper_training, **overrides})
 
 
 class _Side(nn.Module):
@@ -124,13 +123,21 @@ class AdversarialTrainer(Trainer):
         lr = self.optimizers["generator"].param_groups[0]["lr"]
         terms: dict[str, float] = {}
         skipped = False
-        if (self.step + 1) % self.config.n_critic == 0:
+        generator_due = (self.step + 1) % self.config.n_critic == 0
+        generated: dict[str, Tensor] | None = None
+
+        def generator_step() -> dict[str, Tensor]:
+            nonlocal skipped
             with autocast():
-                g_total, g_terms, generated = self.generator_runner(source, target)
+                g_total, g_terms, images = self.generator_runner(source, target)
             skipped |= self._apply_gradients(g_total, self.optimizers["generator"], self.generator_parameters)
+            self.model.after_generator_step()
             terms.update({name: float(value) for name, value in g_terms.items()}, generator=float(g_total.detach()))
-            generated = {name: image.detach() for name, image in generated.items()}
-        else:
+            return {name: image.detach() for name, image in images.items()}
+
+        if generator_due and not self.model.discriminator_first:
+            generated = generator_step()
+        if generated is None:
             with autocast():
                 generated = self.model.generated_without_grad(source, target)
         shown = self.model.discriminator_inputs(generated)
@@ -138,6 +145,8 @@ class AdversarialTrainer(Trainer):
             d_total, d_terms, _ = self.discriminator_runner(source, target, shown)
         skipped |= self._apply_gradients(d_total, self.optimizers["discriminator"], self.discriminator_parameters)
         terms.update({name: float(value) for name, value in d_terms.items()}, discriminator=float(d_total.detach()))
+        if generator_due and self.model.discriminator_first:  # U-GAT-IT: D on the current fakes, then G
+            generator_step()
         # the sum of what this step optimised: one curve that flags divergence; the sides are their own terms
         terms["total"] = terms.get("generator", 0.0) + terms["discriminator"]
         self._count_skipped(skipped, terms)

@@ -18,6 +18,8 @@ from stylecore.synthetic import synthetic_artwork, synthetic_photo
 from stylecore.training import Trainer, TrainingHooks
 
 TINY = {"width": 8, "blocks": 2, "d_width": 8}
+UGATIT_TINY = {"width": 8, "blocks": 1, "d_width": 8, "global_layers": 4, "local_layers": 3}
+TINY_BY_MODEL = {"cyclegan": TINY, "ugatit": UGATIT_TINY}
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -198,11 +200,12 @@ def _first_moments(trainer: AdversarialTrainer) -> dict:
             for index, p in enumerate(optimizer.param_groups[0]["params"])}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, model: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         torch.set_num_threads(1)
-        trainer = Trainer(paper_config("cyclegan", model_params=TINY, steps=1, precision="fp32"), device="cpu")
+        trainer = Trainer(paper_config(model, model_params=TINY_BY_MODEL[model], steps=1, precision="fp32"),
+                          device="cpu")
         assert trainer.distributed
         source, target = _global_batch()
         half = source.shape[0] // world
@@ -212,10 +215,11 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_one_gan_step_under_ddp_with_two_workers_equals_the_single_process_step(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("model", ["cyclegan", "ugatit"])
+def test_one_gan_step_under_ddp_with_two_workers_equals_the_single_process_step(tmp_path, model):
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), model), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    single = Trainer(paper_config("cyclegan", model_params=TINY, steps=1, precision="fp32"), device="cpu")
+    single = Trainer(paper_config(model, model_params=TINY_BY_MODEL[model], steps=1, precision="fp32"), device="cpu")
     single.train_step(*_global_batch())
     expected = _first_moments(single)
     assert expected.keys() == ranks[0].keys() and any(v.abs().sum() > 0 for v in expected.values())
@@ -270,3 +274,80 @@ def test_the_cli_trains_a_cyclegan_on_one_labelled_domain_and_translates_to_it_b
     assert main([*train[:4], "style=cubism", *train[5:]]) == 2
     assert "no sample of" in capsys.readouterr().err
     assert main(["list"]) == 0 and "  cyclegan " in capsys.readouterr().out
+
+
+# -- U-GAT-IT ---------------------------------------------------------------------------------------------
+
+
+def test_ugatit_parameter_counts_equal_the_official_networks():
+    from stylecore.gan.ugatit import AttentionDiscriminator, AttentionGenerator
+
+    # znxlwm/UGATIT-pytorch networks.py at its defaults (ch 64, n_res 4, img_size 256; discriminators built with
+    # n_layers 7 and 5 whatever --n_dis says), counted from the layer list: the light generator 10,589,888, the
+    # full one 278,959,808 (its first MLP layer alone 64² · 256 × 256 = 268,435,456); discriminators 53,130,176
+    # and 3,290,560
+    with torch.device("meta"):
+        assert _count(AttentionGenerator(light=True)) == 10_589_888
+        assert _count(AttentionGenerator(light=False)) == 278_959_808
+        assert _count(AttentionDiscriminator(64, 7)) == 53_130_176
+        assert _count(AttentionDiscriminator(64, 5)) == 3_290_560
+        assert _count(gan.build("ugatit")) == 2 * 10_589_888 + 2 * (53_130_176 + 3_290_560)
+
+
+def test_layer_instance_norm_mixes_instance_and_layer_statistics_by_rho():
+    from stylecore.gan.ugatit import LayerInstanceNorm
+
+    x = torch.randn(2, 4, 6, 5) * 3 + 1
+    norm = LayerInstanceNorm(4, adaptive=True)
+    gamma, beta = torch.ones(2, 4), torch.zeros(2, 4)
+    norm.rho.data.fill_(1.0)  # instance norm: every channel of every image standardised (unbiased variance)
+    out = norm(x, gamma, beta)
+    torch.testing.assert_close(out.mean((2, 3)), torch.zeros(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.var((2, 3)), torch.ones(2, 4), atol=1e-3, rtol=0)
+    norm.rho.data.fill_(0.0)  # layer norm: every image standardised as a whole, channels keep their offsets
+    out = norm(x, gamma, beta)
+    torch.testing.assert_close(out.mean((1, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    assert out.mean((2, 3)).std() > 0.05
+    # AdaLIN's γ and β are per image and channel
+    scaled = norm(x, torch.full((2, 4), 2.0), torch.arange(8.0).reshape(2, 4))
+    torch.testing.assert_close(scaled, 2 * out + torch.arange(8.0).reshape(2, 4, 1, 1))
+    assert LayerInstanceNorm(4, adaptive=False).rho.abs().sum() == 0  # ILN starts as layer norm (the reference's)
+
+
+def test_a_ugatit_step_updates_d_first_then_g_against_the_new_d_and_clips_rho():
+    import copy
+
+    torch.manual_seed(0)
+    trainer = Trainer(paper_config("ugatit", model_params=UGATIT_TINY, steps=1, precision="fp32"), device="cpu")
+    for module in trainer.model.generators.modules():  # out of range, so the clip shows
+        if hasattr(module, "rho"):
+            module.rho.data.fill_(1.5)
+    reference = copy.deepcopy(trainer.model)
+    source, target = _global_batch()
+    result = trainer.train_step(source, target)
+    # the reference's order by hand, with its optimisers: D on the current generators' fakes, then G
+    adam = dict(betas=(0.5, 0.999), weight_decay=1e-4, lr=1e-4)
+    d_optimizer = torch.optim.Adam(reference.discriminators.parameters(), **adam)
+    g_optimizer = torch.optim.Adam(reference.generators.parameters(), **adam)
+    signed = source * 2 - 1, target * 2 - 1
+    reference.discriminator_losses(*signed, reference.generated_without_grad(*signed)).total.backward()
+    d_optimizer.step()
+    reference.generator_losses(*signed).total.backward()
+    g_optimizer.step()
+    for key, value in reference.state_dict().items():
+        if "rho" in key:
+            assert trainer.model.state_dict()[key].max() == 1.0  # clipped to [0, 1] after the G update
+            continue
+        torch.testing.assert_close(trainer.model.state_dict()[key], value, rtol=1e-5, atol=1e-7, msg=key)
+    assert {"cam_target", "cam_source", "gan_target", "identity_source", "d_target_global", "d_source_local",
+            "generator", "discriminator"} <= set(result.terms)
+
+
+def test_ugatit_translates_any_size_light_and_the_full_model_at_its_size():
+    torch.manual_seed(0)
+    light = gan.build("ugatit", target="ukiyoe", **UGATIT_TINY).eval()
+    assert light.translate(torch.rand(1, 3, 36, 50), "ukiyoe").shape == (1, 3, 36, 50)
+    full = gan.build("ugatit", target="ukiyoe", light=False, image_size=32, **UGATIT_TINY).eval()
+    assert full.translate(torch.rand(1, 3, 36, 50), "ukiyoe").shape == (1, 3, 36, 50)  # resized to 32² and back
+    with pytest.raises(ValueError, match="takes 32² images only"):
+        full.generators["to_target"](torch.rand(1, 3, 64, 64))
