@@ -101,7 +101,8 @@ def download(url: str, dest: Path, md5: str | None = None, sha256: str | None = 
                 if progress:
                     from tqdm import tqdm
 
-                    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, leave=False)
+                    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=dest.name, leave=False,
+                               disable=None)
                 with open(part, "ab" if have else "wb") as handle:
                     while block := response.read(CHUNK):
                         handle.write(block)

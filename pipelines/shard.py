@@ -52,7 +52,7 @@ def prepared_in_order(items: list[SourceItem], root: Path, source: str, split: s
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(items), unit="img", desc=f"shard {source}-{split}")
+        bar = tqdm(total=len(items), unit="img", desc=f"shard {source}-{split}", disable=None)  # no tty: no bar
     workers = min(settings["workers"], max(1, len(items)))
     if workers == 1:
         results: Iterator = map(work, items)

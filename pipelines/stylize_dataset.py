@@ -372,7 +372,7 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
         from tqdm import tqdm
 
         bar = tqdm(total=sum(len(jobs) for outputs in work.values() for _, jobs in outputs.values()), desc=label,
-                   unit="image")
+                   unit="image", disable=None)  # None: no bar where stderr is no terminal (a log)
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         for job, status in zip(batch["job"], batch["status"]):
             counts[int(job)][str(status)] += 1

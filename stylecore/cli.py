@@ -81,6 +81,11 @@ def training_configs(args: argparse.Namespace):
         values, data = settings.train.to_dict(), settings.data
         if settings.calibrate_batches is not None:
             calibration = (params.get("train") or {}, settings, str(profile))
+    else:
+        from stylecore import gan
+
+        if (args.model or TrainConfig.model) in gan.names():  # a GAN starts from its paper's optimiser settings
+            values = dict(gan.GAN_MODELS.get(args.model).paper_training)
     if args.config:
         values.update(yaml.safe_load(Path(args.config).read_text()) or {})
     for key in ("model", "style_loss", "steps", "lr", "precision", "seed", "checkpoint_every", "sample_every",
@@ -91,6 +96,11 @@ def training_configs(args: argparse.Namespace):
         values["compile"] = True
     values.setdefault("model", TrainConfig.model)
     params = dict(values.get("model_params") or {})
+    from stylecore import gan
+
+    if args.weights and values["model"] in gan.names():
+        raise ConfigError(f"--weights sets pretrained parts (encoders, predictors); {values['model']} has none: its "
+                          "networks start from the paper's random initialisation (--seed picks it)")
     if args.weights:  # the flag wins over any weights the settings named
         params = apply_weights(values["model"], {k: v for k, v in params.items() if k not in WEIGHT_PARAMETERS},
                                args.weights)
@@ -100,15 +110,16 @@ def training_configs(args: argparse.Namespace):
     objective.update(_parse_assignments(args.objective, "--objective"))
     values["objective"] = objective
     flags = {field: getattr(args, flag) for flag, field in DATA_FLAGS.items() if getattr(args, flag) is not None}
-    if args.domain:  # the style side filtered to one label value; a GAN names its target domain after it
-        label, _, value = args.domain.partition("=")
-        if not label or not value:
-            raise ConfigError(f"--domain expects LABEL=VALUE, e.g. style=Impressionism; got {args.domain!r}")
-        flags["style_labels"] = {label: [value]}
+    if args.domain:  # the style side filtered to label values; a GAN names its target domain(s) after them
+        label, _, listed = args.domain.partition("=")
+        domains = [value for value in listed.split(",") if value]
+        if not label or not domains:
+            raise ConfigError(f"--domain expects LABEL=VALUE[,VALUE…], e.g. style=Impressionism; got {args.domain!r}")
+        flags["style_labels"] = {label: domains}
         from stylecore import gan
 
-        if values["model"] in gan.names():  # a target named by --model-param wins
-            values["model_params"] = {**gan.GAN_MODELS.get(values["model"]).domain_params([value]),
+        if values["model"] in gan.names():  # domains named by --model-param win
+            values["model_params"] = {**gan.GAN_MODELS.get(values["model"]).domain_params(label, domains),
                                       **values["model_params"]}
     data = from_mapping(DataConfig, {**dataclasses.asdict(data), **flags}, "data config")
     config = TrainConfig.from_dict(values)
@@ -376,9 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loader-workers", dest="loader_workers", type=int,
                        help=f"background threads that decode and augment shard batches (default "
                             f"{data_default.loader_workers}: on the training thread; 2-4 keep a GPU fed)")
-    train.add_argument("--domain", metavar="LABEL=VALUE",
-                       help="train on the style samples with this label only (shard folders), e.g. style=Impressionism: "
-                            "a GAN model's target domain, named after the value")
+    train.add_argument("--domain", metavar="LABEL=VALUE[,VALUE…]",
+                       help="train on the style samples with these label values only (shard folders), e.g. "
+                            "style=Impressionism: a GAN model's target domain(s), named after the values (one for "
+                            "cyclegan and ugatit, several for stargan)")
     train.add_argument("--in-memory", dest="in_memory", action="store_true",
                        help="hold shard folders in memory and sample them by index (bitwise-exact resume) "
                             "instead of streaming them")

@@ -112,7 +112,7 @@ def run_command(args: argparse.Namespace) -> int:
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=steps, desc=f"{args.method} scale {scale}", unit="step")
+                self.bar = tqdm(total=steps, desc=f"{args.method} scale {scale}", unit="step", disable=None)
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{terms.get('total', float('nan')):.4g}")
 

@@ -128,10 +128,12 @@ class Batch:
     style: Tensor
     content_keys: list[str]
     style_keys: list[str]
+    style_labels: list[dict] | None = None  # each style sample's labels, where the source has them (shards)
 
     def pin_memory(self) -> "Batch":
         """The batch in page-locked memory, for non-blocking copies to a GPU."""
-        return Batch(self.content.pin_memory(), self.style.pin_memory(), self.content_keys, self.style_keys)
+        return Batch(self.content.pin_memory(), self.style.pin_memory(), self.content_keys, self.style_keys,
+                     self.style_labels)
 
 
 def resize_short_side(image: Tensor, short: int) -> Tensor:
@@ -292,7 +294,8 @@ class ShardPairStream:
             s_items = [next(styles) for _ in range(self.batch_size)]
             yield Batch(torch.stack([self.augment(image, generator) for _, image, _ in c_items]),
                         torch.stack([self.augment(image, generator, style=True) for _, image, _ in s_items]),
-                        [key for key, _, _ in c_items], [key for key, _, _ in s_items])
+                        [key for key, _, _ in c_items], [key for key, _, _ in s_items],
+                        [dict(meta.get("labels") or {}) for _, _, meta in s_items])
 
     def __iter__(self) -> Iterator[Batch]:
         if self.workers:

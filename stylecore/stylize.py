@@ -300,7 +300,7 @@ class Stylizer:
         if progress:
             from tqdm import tqdm
 
-            iterator = tqdm(files, desc="stylize", unit="image")
+            iterator = tqdm(files, desc="stylize", unit="image", disable=None)  # None: no bar where it is no tty
         for path in iterator:
             target = output_dir / (Path(path).stem + suffix)
             if skip_existing and target.exists():

@@ -453,7 +453,8 @@ class Trainer:
         while self.step < total_steps:
             batch = next(iterator)
             if isinstance(batch, Batch):
-                result = self.train_step(batch.content, batch.style, batch.content_keys, batch.style_keys)
+                result = self.train_step(batch.content, batch.style, batch.content_keys, batch.style_keys,
+                                         **self._batch_extras(batch))
             else:
                 result = self.train_step(*batch)
             results.append(result)
@@ -467,6 +468,10 @@ class Trainer:
                     bar.close()
                 path = self.save_checkpoint(checkpoint_dir, data=data)
                 raise KeyboardInterrupt(f"stopped after step {self.step}; saved {path}")
+
+    def _batch_extras(self, batch: Batch) -> dict[str, Any]:
+        """What else of a batch :meth:`train_step` reads (the adversarial trainer: the style samples' labels)."""
+        return {}
 
     # -- checkpoints ---------------------------------------------------------------------------
 

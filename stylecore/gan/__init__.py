@@ -6,7 +6,7 @@ They train adversarially in the one training loop (:class:`stylecore.gan.trainin
 
 from stylecore.gan.base import (GAN_MODELS, AdversarialOutput, HistoryPool, TranslationModel, build, describe,
                                 names, parameter_count, register_gan)
-from stylecore.gan import cyclegan, ugatit  # noqa: F401  (registration)
+from stylecore.gan import cyclegan, stargan, ugatit  # noqa: F401  (registration)
 
 __all__ = ["GAN_MODELS", "AdversarialOutput", "HistoryPool", "TranslationModel", "build", "describe", "names",
            "parameter_count", "register_gan"]

@@ -6,14 +6,16 @@ with its own optimizer — in the one training loop (:class:`stylecore.gan.train
 :class:`stylecore.training.Trainer` with a two-sided step). A model declares
 
 * ``generators`` and ``discriminators``: two ``nn.ModuleDict`` — what each optimizer holds;
-* ``generator_losses(source, target)``: one forward of every generator computation of a step, the
+* ``generator_losses(source, target, domains)``: one forward of every generator computation of a step, the
   discriminators frozen, returning the generator objective, its named terms and the generated images;
-* ``discriminator_losses(source, target, generated)``: the discriminators' objective on real images and on the
-  (pooled, detached) generated ones.
+* ``discriminator_losses(source, target, generated, domains)``: the discriminators' objective on real images and
+  on the (pooled, detached) generated ones.
 
 ``source`` is a batch of the source domain (photos), ``target`` one of the target domain(s), unpaired: the
-loop's (content, style) batches. Each side is one forward call, so DDP wraps each side once and every parameter
-is used in exactly one reduction per step.
+loop's (content, style) batches. ``domains`` is None for two-domain models; a multi-domain model (StarGAN) gets
+the domain index of every image of ``cat(source, target)`` (:meth:`TranslationModel.batch_domains`, from the
+style samples' labels). Each side is one forward call, so DDP wraps each side once and every parameter is used in
+one reduction per step.
 
 Images are [0, 1] at the interface and [−1, 1] inside, as the references train them.
 """
@@ -187,21 +189,27 @@ class TranslationModel(nn.Module):
         return self.translate(content, codes[0])
 
     @classmethod
-    def domain_params(cls, domains: list[str]) -> dict[str, Any]:
-        """The constructor parameters that name ``domains`` (the values of the label the data is filtered on),
-        e.g. CycleGAN's ``target``; a wrong number of domains is a ValueError."""
+    def domain_params(cls, label: str, domains: list[str]) -> dict[str, Any]:
+        """The constructor parameters that name ``domains`` (the values of ``label`` the style side is filtered
+        on), e.g. CycleGAN's ``target``; a wrong number of domains is a ValueError."""
         raise NotImplementedError
+
+    def batch_domains(self, sources: int, style_labels: list[dict] | None) -> Tensor | None:
+        """The domain index of each image of ``cat(source, target)`` for a multi-domain model, from the style
+        samples' labels; None (the default) for a model of two fixed domains."""
+        return None
 
     # -- training ----------------------------------------------------------------------------------
 
-    def generator_losses(self, source: Tensor, target: Tensor) -> AdversarialOutput:
+    def generator_losses(self, source: Tensor, target: Tensor, domains: Tensor | None = None) -> AdversarialOutput:
         raise NotImplementedError
 
-    def discriminator_losses(self, source: Tensor, target: Tensor, generated: dict[str, Tensor]
-                             ) -> AdversarialOutput:
+    def discriminator_losses(self, source: Tensor, target: Tensor, generated: dict[str, Tensor],
+                             domains: Tensor | None = None) -> AdversarialOutput:
         raise NotImplementedError
 
-    def generated_without_grad(self, source: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def generated_without_grad(self, source: Tensor, target: Tensor, domains: Tensor | None = None
+                               ) -> dict[str, Tensor]:
         """The generated images the discriminator step reads, on a step where the generators do not update
         (``n_critic > 1``)."""
         raise NotImplementedError

@@ -69,7 +69,7 @@ class CycleGAN(TranslationModel):
         return (self.target, self.source)
 
     @classmethod
-    def domain_params(cls, domains: list[str]) -> dict[str, Any]:
+    def domain_params(cls, label: str, domains: list[str]) -> dict[str, Any]:
         if len(domains) != 1:
             raise ValueError(f"cyclegan translates between the photos and one domain; got {len(domains)}: "
                              f"{', '.join(domains)} (train one cyclegan per domain)")
@@ -78,7 +78,8 @@ class CycleGAN(TranslationModel):
     def generate(self, images: Tensor, domain: str) -> Tensor:
         return self.generators["to_target" if domain == self.target else "to_source"](images)
 
-    def generator_losses(self, source: Tensor, target: Tensor) -> AdversarialOutput:
+    def generator_losses(self, source: Tensor, target: Tensor, domains: Tensor | None = None
+                         ) -> AdversarialOutput:
         g, f = self.generators["to_target"], self.generators["to_source"]
         _set_requires_grad(self.discriminators.values(), False)  # D is a fixed critic in G's step
         try:
@@ -99,7 +100,8 @@ class CycleGAN(TranslationModel):
                                  {"fake_target": fake_target, "fake_source": fake_source})
 
     @torch.no_grad()
-    def generated_without_grad(self, source: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def generated_without_grad(self, source: Tensor, target: Tensor, domains: Tensor | None = None
+                               ) -> dict[str, Tensor]:
         return {"fake_target": self.generators["to_target"](source),
                 "fake_source": self.generators["to_source"](target)}
 
@@ -107,8 +109,8 @@ class CycleGAN(TranslationModel):
         return {"fake_target": self.pools["target"].query(generated["fake_target"]),
                 "fake_source": self.pools["source"].query(generated["fake_source"])}
 
-    def discriminator_losses(self, source: Tensor, target: Tensor, generated: dict[str, Tensor]
-                             ) -> AdversarialOutput:
+    def discriminator_losses(self, source: Tensor, target: Tensor, generated: dict[str, Tensor],
+                             domains: Tensor | None = None) -> AdversarialOutput:
         terms, scores = {}, {}
         for side, real, fake in (("target", target, generated["fake_target"]),
                                  ("source", source, generated["fake_source"])):

@@ -108,15 +108,22 @@ class AdversarialTrainer(Trainer):
     def _prepare_images(self, x: Tensor) -> Tensor:
         return self._prepare(to_signed(x))
 
+    def _batch_extras(self, batch) -> dict[str, Any]:
+        return {"style_labels": batch.style_labels}
+
     def train_step(self, content: Tensor, style: Tensor, content_keys: list[str] | None = None,
-                   style_keys: list[str] | None = None) -> StepResult:
+                   style_keys: list[str] | None = None, style_labels: list[dict] | None = None) -> StepResult:
         """One step on a batch of the source domain (``content``) and one of the target domain(s) (``style``),
-        unpaired, both (B, 3, H, W) in [0, 1]."""
+        unpaired, both (B, 3, H, W) in [0, 1]; ``style_labels`` (each style sample's labels) tell a multi-domain
+        model which domain each style image is in."""
         import time
 
         started = time.perf_counter()
         self.model.train()
         source, target = self._prepare_images(content), self._prepare_images(style)
+        domains = self.model.batch_domains(content.shape[0], style_labels)
+        if domains is not None:
+            domains = domains.to(self.device)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         autocast = lambda: torch.autocast(self.device.type, dtype=dtype or torch.float32,  # noqa: E731
                                           enabled=dtype is not None)
@@ -129,7 +136,7 @@ class AdversarialTrainer(Trainer):
         def generator_step() -> dict[str, Tensor]:
             nonlocal skipped
             with autocast():
-                g_total, g_terms, images = self.generator_runner(source, target)
+                g_total, g_terms, images = self.generator_runner(source, target, domains)
             skipped |= self._apply_gradients(g_total, self.optimizers["generator"], self.generator_parameters)
             self.model.after_generator_step()
             terms.update({name: float(value) for name, value in g_terms.items()}, generator=float(g_total.detach()))
@@ -139,10 +146,10 @@ class AdversarialTrainer(Trainer):
             generated = generator_step()
         if generated is None:
             with autocast():
-                generated = self.model.generated_without_grad(source, target)
+                generated = self.model.generated_without_grad(source, target, domains)
         shown = self.model.discriminator_inputs(generated)
         with autocast():
-            d_total, d_terms, _ = self.discriminator_runner(source, target, shown)
+            d_total, d_terms, _ = self.discriminator_runner(source, target, shown, domains)
         skipped |= self._apply_gradients(d_total, self.optimizers["discriminator"], self.discriminator_parameters)
         terms.update({name: float(value) for name, value in d_terms.items()}, discriminator=float(d_total.detach()))
         if generator_due and self.model.discriminator_first:  # U-GAT-IT: D on the current fakes, then G
@@ -151,8 +158,14 @@ class AdversarialTrainer(Trainer):
         terms["total"] = terms.get("generator", 0.0) + terms["discriminator"]
         self._count_skipped(skipped, terms)
         if not skipped:
-            for scheduler in self.schedulers.values():
-                scheduler.step()
+            import warnings
+
+            with warnings.catch_warnings():
+                # both schedules follow the global step, so with n_critic > 1 G's advances on steps where G did not
+                # update; torch warns about that order, which here is the intent
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
         self.step += 1
         elapsed = time.perf_counter() - started
         result = StepResult(step=self.step, phase="adversarial", terms=terms, lr=lr,

@@ -222,7 +222,7 @@ class UGATIT(TranslationModel):
         return (self.target, self.source)
 
     @classmethod
-    def domain_params(cls, domains: list[str]) -> dict[str, Any]:
+    def domain_params(cls, label: str, domains: list[str]) -> dict[str, Any]:
         if len(domains) != 1:
             raise ValueError(f"ugatit translates between the photos and one domain; got {len(domains)}: "
                              f"{', '.join(domains)} (train one ugatit per domain)")
@@ -244,7 +244,8 @@ class UGATIT(TranslationModel):
             total = total + self.gan(logits) + self.gan(cam_logits)
         return self.gan.weight * total
 
-    def generator_losses(self, source: Tensor, target: Tensor) -> AdversarialOutput:
+    def generator_losses(self, source: Tensor, target: Tensor, domains: Tensor | None = None
+                         ) -> AdversarialOutput:
         g, f = self.generators["to_target"], self.generators["to_source"]
         _set_requires_grad(self.discriminators.values(), False)  # the discriminators are fixed critics here
         try:
@@ -269,12 +270,13 @@ class UGATIT(TranslationModel):
                                  {"fake_target": fake_target, "fake_source": fake_source})
 
     @torch.no_grad()
-    def generated_without_grad(self, source: Tensor, target: Tensor) -> dict[str, Tensor]:
+    def generated_without_grad(self, source: Tensor, target: Tensor, domains: Tensor | None = None
+                               ) -> dict[str, Tensor]:
         return {"fake_target": self.generators["to_target"](source)[0],
                 "fake_source": self.generators["to_source"](target)[0]}
 
-    def discriminator_losses(self, source: Tensor, target: Tensor, generated: dict[str, Tensor]
-                             ) -> AdversarialOutput:
+    def discriminator_losses(self, source: Tensor, target: Tensor, generated: dict[str, Tensor],
+                             domains: Tensor | None = None) -> AdversarialOutput:
         terms, scores = {}, {}
         for side, real, fake in (("target", target, generated["fake_target"]),
                                  ("source", source, generated["fake_source"])):

@@ -91,6 +91,9 @@ RULES = (
     Rule("stylecore train --model sanet", "run", "a long run: 2 steps, a smaller batch and crop, the generated inputs",
          (("--steps 160000", "--steps 2"), ("--batch-size 8 --size 256", "--batch-size 2 --size 64"),
           ("path/to/photos", "photos"), ("path/to/paintings", "paintings"))),
+    Rule("# the demo's shards (after `make run`)", "run", "long runs: 2 steps at 64 px (StarGAN's discriminator "
+                                                         "then reads 64² images)",
+         (("--steps 20000", "--steps 2"), ("--size 128", "--size 64"), ("image_size=128", "image_size=64"))),
     Rule("stylecore optimize --method strotss", "run", "long runs: 64 px, 3 steps a scale",
          (("--size 512", "--size 64 --steps 3"), ("--scales 2", "--size 64 --steps 3 --scales 2"))),
     Rule("stylecore optimize-dataset --method strotss", "run", "a long run: 32 px, 2 steps a pair",

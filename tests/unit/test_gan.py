@@ -19,7 +19,8 @@ from stylecore.training import Trainer, TrainingHooks
 
 TINY = {"width": 8, "blocks": 2, "d_width": 8}
 UGATIT_TINY = {"width": 8, "blocks": 1, "d_width": 8, "global_layers": 4, "local_layers": 3}
-TINY_BY_MODEL = {"cyclegan": TINY, "ugatit": UGATIT_TINY}
+STARGAN_TINY = {"width": 8, "blocks": 1, "d_width": 8, "d_layers": 3, "image_size": 32}
+TINY_BY_MODEL = {"cyclegan": TINY, "ugatit": UGATIT_TINY, "stargan": STARGAN_TINY}
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -231,7 +232,10 @@ def test_one_gan_step_under_ddp_with_two_workers_equals_the_single_process_step(
             torch.testing.assert_close(rank[name], value, rtol=1e-3, atol=1e-5 * scale)
 
 
-def test_the_cli_trains_a_cyclegan_on_one_labelled_domain_and_translates_to_it_by_name(tmp_path, capsys):
+@pytest.mark.parametrize("model, domain, domains", [("cyclegan", "style=dots", ("dots", "photo")),
+                                                     ("stargan", "style=dots,waves", ("dots", "waves", "photo"))])
+def test_the_cli_trains_a_gan_on_labelled_domains_and_translates_to_one_by_name(tmp_path, capsys, model, domain,
+                                                                                domains):
     from stylecore import load
     from stylecore.cli import main
     from stylecore.data import load_image, save_image
@@ -247,15 +251,16 @@ def test_the_cli_trains_a_cyclegan_on_one_labelled_domain_and_translates_to_it_b
         write_shards((prepare_image(raw, item, name, "train", 40, 90, 16, 10**7) for item in items),
                      tmp_path / name, name, maxcount=6)
     run = tmp_path / "run"
-    tiny = [flag for key, value in TINY.items() for flag in ("--model-param", f"{key}={value}")]
-    train = ["train", "--model", "cyclegan", "--domain", "style=dots", "--content", str(tmp_path / "photos"),
+    tiny = [flag for key, value in TINY_BY_MODEL[model].items() for flag in ("--model-param", f"{key}={value}")]
+    train = ["train", "--model", model, "--domain", domain, "--content", str(tmp_path / "photos"),
              "--style", str(tmp_path / "artworks"), "--steps", "2", "--batch-size", "2", "--size", "32",
              "--output", str(run), "--quiet", *tiny]
     assert main(train) == 0
     out = capsys.readouterr().out
-    assert "domains dots / photo" in out and "style side style = dots" in out and "step 2:" in out
-    model = load(run, device="cpu")
-    assert isinstance(model, gan.TranslationModel) and model.domains == ("dots", "photo")
+    assert f"domains {' / '.join(domains)}" in out and f"style side style = {' | '.join(domains[:-1])}" in out
+    assert "step 2:" in out
+    loaded = load(run, device="cpu")
+    assert isinstance(loaded, gan.TranslationModel) and loaded.domains == domains
 
     save_image(synthetic_photo(99, 36), tmp_path / "content" / "p.png")
     stylize = ["stylize", "--model", str(run), "--content", str(tmp_path / "content"), "--output", str(tmp_path / "out"),
@@ -263,16 +268,18 @@ def test_the_cli_trains_a_cyclegan_on_one_labelled_domain_and_translates_to_it_b
     assert main([*stylize, "--domain", "dots"]) == 0
     translated = load_image(tmp_path / "out" / "p.png")
     assert translated.shape == (3, 36, 36)
-    expected = model.translate(load_image(tmp_path / "content" / "p.png")[None], "dots")[0]
+    expected = loaded.translate(load_image(tmp_path / "content" / "p.png")[None], "dots")[0]
     assert (translated - expected).abs().max() <= 0.5 / 255 + 1e-6  # the written file is the model's translation
 
     capsys.readouterr()
     assert main([*stylize, "--domain", "cubism", "--overwrite"]) == 2
-    assert "unknown domain 'cubism'; this model translates to dots, photo" in capsys.readouterr().err
+    assert f"unknown domain 'cubism'; this model translates to {', '.join(domains)}" in capsys.readouterr().err
     assert main([*stylize, "--style", str(tmp_path / "content" / "p.png")]) == 2
-    assert "GAN translation model: give --domain (one of dots, photo)" in capsys.readouterr().err
+    assert f"GAN translation model: give --domain (one of {', '.join(domains)})" in capsys.readouterr().err
     assert main([*train[:4], "style=cubism", *train[5:]]) == 2
     assert "no sample of" in capsys.readouterr().err
+    assert main([*train, "--weights", "random:0"]) == 2
+    assert f"{model} has none" in capsys.readouterr().err
     assert main(["list"]) == 0 and "  cyclegan " in capsys.readouterr().out
 
 
@@ -351,3 +358,96 @@ def test_ugatit_translates_any_size_light_and_the_full_model_at_its_size():
     assert full.translate(torch.rand(1, 3, 36, 50), "ukiyoe").shape == (1, 3, 36, 50)  # resized to 32² and back
     with pytest.raises(ValueError, match="takes 32² images only"):
         full.generators["to_target"](torch.rand(1, 3, 64, 64))
+
+
+# -- StarGAN ----------------------------------------------------------------------------------------------
+
+FAMILIES = ["dots", "waves"]
+
+
+def _labelled_batch(seed: int = 0, size: int = 32) -> dict:
+    """Two photos and one artwork of each family, with the labels a shard stream gives them."""
+    return {"content": torch.stack([synthetic_photo(seed + i, size) for i in range(2)]),
+            "style": torch.stack([synthetic_artwork(seed + i, family, size) for i, family in enumerate(FAMILIES)]),
+            "style_labels": [{"style": family} for family in FAMILIES]}
+
+
+def test_stargan_parameter_counts_equal_the_official_networks():
+    from stylecore.gan.stargan import ClassifyingDiscriminator, ConditionalGenerator
+
+    # yunjey/stargan model.py at its defaults (c_dim 5, g/d_conv_dim 64, g/d_repeat_num 6, image_size 128),
+    # counted from the layer list: G 8,430,528, D 44,762,048; here 5 domains = the photos and 4 artwork domains
+    with torch.device("meta"):
+        assert _count(ConditionalGenerator(5)) == 8_430_528
+        assert _count(ClassifyingDiscriminator(5)) == 44_762_048
+        model = gan.build("stargan", domains=["a", "b", "c", "d"])
+        assert _count(model) == 8_430_528 + 44_762_048 and model.domains == ("a", "b", "c", "d", "photo")
+
+
+def test_stargan_reads_each_style_sample_domain_from_its_label_and_names_the_known_ones():
+    model = gan.build("stargan", domains=FAMILIES, **STARGAN_TINY)
+    assert model.batch_domains(2, [{"style": "waves"}, {"style": "dots", "artist": "x"}]).tolist() == [0, 0, 2, 1]
+    with pytest.raises(ValueError, match=r"style = 'checks', which is not one of its domains dots, waves"):
+        model.batch_domains(2, [{"style": "checks"}])
+    with pytest.raises(ValueError, match="need each sample's 'style' label"):
+        model.batch_domains(2, None)
+    with pytest.raises(ValueError, match="distinct domain names"):
+        gan.build("stargan", domains=["photo"])
+
+
+def test_the_stargan_discriminator_learns_to_classify_the_domains():
+    torch.manual_seed(0)
+    model = gan.build("stargan", domains=FAMILIES, **STARGAN_TINY)
+    optimizer = torch.optim.Adam(model.discriminators.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    batch = _labelled_batch()
+    source, target = batch["content"] * 2 - 1, batch["style"] * 2 - 1
+    domains = model.batch_domains(2, batch["style_labels"])
+    for _ in range(40):
+        out = model.discriminator_losses(source, target, model.generated_without_grad(source, target, domains),
+                                         domains)
+        optimizer.zero_grad()
+        out.total.backward()
+        optimizer.step()
+    assert out.terms["d_accuracy"] == 1.0 and out.terms["d_classification"] < 0.2
+    assert all(p.grad is None for p in model.generators.parameters())
+
+
+def test_stargan_trains_every_fifth_step_on_g_and_resumes_bitwise_with_its_target_draws(tmp_path):
+    from stylecore.data import Batch
+
+    batch = _labelled_batch()
+    data = [Batch(batch["content"], batch["style"], ["c0", "c1"], ["s0", "s1"], batch["style_labels"])] * 10
+    config = paper_config("stargan", model_params={**STARGAN_TINY, "domains": FAMILIES}, steps=10,
+                          checkpoint_every=5, precision="fp32")
+    straight = Trainer(config, device="cpu")
+    results = straight.fit(data)
+    assert [("generator" in r.terms) for r in results] == [False] * 4 + [True] + [False] * 4 + [True]  # n_critic 5
+    with pytest.raises(RuntimeError, match="killed"):
+        Trainer(config, device="cpu", hooks=[_DieAt(7)]).fit(data, checkpoint_dir=tmp_path)
+    resumed = Trainer(config, device="cpu")
+    resumed.fit(data, checkpoint_dir=tmp_path)
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+
+
+def _stargan_ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        trainer = Trainer(paper_config("stargan", model_params={**STARGAN_TINY, "domains": FAMILIES}, steps=1,
+                                       n_critic=1, precision="fp32"), device="cpu")
+        batch = _labelled_batch(seed=rank)  # each rank its own images and its own target draws
+        trainer.train_step(batch["content"], batch["style"], style_labels=batch["style_labels"])
+        torch.save(trainer.model.state_dict(), f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_stargan_under_ddp_averages_both_sides_gradient_penalty_included(tmp_path):
+    mp.spawn(_stargan_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    initial = gan.build("stargan", domains=FAMILIES, **STARGAN_TINY).state_dict()
+    for key, value in ranks[0].items():  # different data per rank, the same weights after the step: synchronised
+        torch.testing.assert_close(ranks[1][key], value, rtol=0, atol=1e-6, msg=key)
+    assert any(not torch.equal(value, initial[key]) for key, value in ranks[0].items() if "generator" in key)
+    assert any(not torch.equal(value, initial[key]) for key, value in ranks[0].items() if "discriminator" in key)
