@@ -40,7 +40,11 @@ OFFLINE = {
     "vae_adain": {"encoder_weights": "random:0"},
     "magenta_lite": {"encoder_weights": "random:0", "weights": "random:0"},  # weights do not change a step's cost
     "cyclegan": {},  # the official networks (ResNet-9 generators, 70×70 PatchGANs); a step is G then D, both ways
+    "ugatit": {},  # the official light generators, global and local discriminators
+    "stargan": {"domains": ["art"]},  # the photos and one artwork domain; n_critic 1 here: every step times G and D
 }
+#: a step's extra inputs per model: StarGAN reads each style image's domain label
+LABELLED = {"stargan": "art"}
 
 
 def _sync(device: torch.device) -> None:
@@ -62,13 +66,15 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> list[floa
 
 
 def bench_model(name: str, size: int, batch: int, precision: str, compile_: bool, device: torch.device,
-                warmup: int, steps: int) -> dict:
-    trainer = Trainer({"model": name, "model_params": OFFLINE[name], "steps": 10**6, "precision": precision,
+                warmup: int, steps: int, model_params: dict | None = None) -> dict:
+    params = OFFLINE[name] if model_params is None else model_params
+    trainer = Trainer({"model": name, "model_params": params, "steps": 10**6, "precision": precision,
                        "compile": compile_, "channels_last": "auto"}, device=device)
     g = torch.Generator().manual_seed(0)
     content = torch.rand(batch, 3, size, size, generator=g)
     style = torch.rand(batch, 3, size, size, generator=g)
-    times = time_steps(lambda: trainer.train_step(content, style), device, warmup, steps)
+    extra = {"style_labels": [{"style": LABELLED[name]}] * batch} if name in LABELLED else {}
+    times = time_steps(lambda: trainer.train_step(content, style, **extra), device, warmup, steps)
     median = statistics.median(times)
     return {"model": name, "implementation": "stylecore", "precision": trainer.precision,
             "channels_last": trainer.channels_last, "compile": compile_, "size": size, "batch": batch,

@@ -84,11 +84,22 @@ def environment(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def training_step(model: str, mode: str, device: torch.device, size: int, batch: int, steps: int) -> dict[str, Any]:
+#: the CPU smoke's GANs: narrow networks (their full widths take 20–30 s a step on 2 cores even at 32²), and
+#: discriminators shallow enough for 32² crops (U-GAT-IT's global one downsamples 32×, StarGAN's 64×); the same
+#: code paths
+SMOKE_PARAMS = {"cyclegan": {"width": 8, "blocks": 2, "d_width": 8},
+                "ugatit": {"width": 8, "blocks": 1, "d_width": 8, "global_layers": 4, "local_layers": 3},
+                "stargan": {**OFFLINE["stargan"], "width": 8, "blocks": 1, "d_width": 8, "d_layers": 3,
+                            "image_size": 32}}
+
+
+def training_step(model: str, mode: str, device: torch.device, size: int, batch: int, steps: int,
+                  smoke: bool = False) -> dict[str, Any]:
     precision = "fp32" if mode == "fp32" else "bf16"
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    figures = bench_model(model, size, batch, precision, mode == "compile", device, warmup=2, steps=steps)
+    figures = bench_model(model, size, batch, precision, mode == "compile", device, warmup=2, steps=steps,
+                          model_params=SMOKE_PARAMS.get(model) if smoke else None)
     if mode == "fp32" and figures["channels_last"]:
         raise AssertionError("fp32 ran channels_last")
     if device.type == "cuda":
@@ -299,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             for mode in ("fp32", "bf16+channels_last") + (("compile",) if model in ("adain", "sanet") else ()):
                 skip = "torch.compile is timed on a GPU only" if mode == "compile" and smoke else None
-                check(f"step/{model}/{mode}", lambda m=model, md=mode: training_step(m, md, device, size, batch, steps),
-                      skip=skip)
+                check(f"step/{model}/{mode}", lambda m=model, md=mode: training_step(m, md, device, size, batch, steps,
+                                                                                   smoke), skip=skip)
         check("decisions", lambda: decisions(device, scratch))
         check("host-syncs", lambda: host_syncs(device), skip=no_cuda)
         check("loader", lambda: loader(scratch, smoke))

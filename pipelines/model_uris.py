@@ -78,7 +78,8 @@ def log_final_model(checkpoint: Path, crop_size: int) -> str:
 
     It is the inference model rebuilt from the checkpoint (no optimizer, no loss network), behind the
     single-tensor interface of :class:`stylecore.export.PackedPairStylizer` so pyfunc and
-    ``mlflow models serve`` can run it; the input example is one content|style pair.
+    ``mlflow models serve`` can run it; the input example is one content|style pair. A GAN translation model is
+    logged as :class:`stylecore.export.DomainTranslator`: photos in, ``domain`` a parameter.
     """
     import mlflow
     import numpy as np
@@ -89,17 +90,29 @@ def log_final_model(checkpoint: Path, crop_size: int) -> str:
     import stylecore
     from stylecore.export import PackedPairStylizer, pack_pair
 
+    from stylecore.export import DomainTranslator
+    from stylecore.gan import TranslationModel
+
     model = stylecore.load(checkpoint).eval()
     size = min(crop_size, 64)  # the input example: small, and no larger than the model trained on
     generator = torch.Generator().manual_seed(0)
-    example = pack_pair(torch.rand(1, 3, size, size, generator=generator),
-                        torch.rand(1, 3, size, size, generator=generator)).numpy()
-    # Any batch and image size (MLflow would infer the example's fixed shape); alpha is a parameter.
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, 6, -1, -1))]),
+    if isinstance(model, TranslationModel):  # photos in, the target domain a parameter
+        module: torch.nn.Module = DomainTranslator(model)
+        example = torch.rand(1, 3, size, size, generator=generator).numpy()
+        channels, parameter = 3, ParamSpec("domain", "string", model.domains[0])
+        example_params = {"domain": model.domains[0]}
+    else:
+        module = PackedPairStylizer(model)
+        example = pack_pair(torch.rand(1, 3, size, size, generator=generator),
+                            torch.rand(1, 3, size, size, generator=generator)).numpy()
+        channels, parameter = 6, ParamSpec("alpha", "double", 1.0)
+        example_params = {"alpha": 1.0}
+    # Any batch and image size (MLflow would infer the example's fixed shape); alpha or domain is a parameter.
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), (-1, channels, -1, -1))]),
                                outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 3, -1, -1))]),
-                               params=ParamSchema([ParamSpec("alpha", "double", 1.0)]))
+                               params=ParamSchema([parameter]))
     info = mlflow.pytorch.log_model(
-        PackedPairStylizer(model), name="model", signature=signature, input_example=(example, {"alpha": 1.0}),
+        module, name="model", signature=signature, input_example=(example, example_params),
         serialization_format="pickle", code_paths=[str(Path(stylecore.__file__).parent)],
         # the checkpoint beside it: stylecore.load("models:/…") rebuilds the model from these, unpickling nothing
         extra_files=checkpoint_files(checkpoint),

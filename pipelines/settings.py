@@ -425,6 +425,104 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
     return combination
 
 
+@dataclass
+class GanRun(Combination):
+    """One GAN training run of the ``gan`` stage: ``model`` on ``domains``, the values of the style shards'
+    ``label`` (one for CycleGAN and U-GAT-IT; all of the profile's for StarGAN). ``loss`` is empty: a GAN's
+    objective is its own."""
+
+    domains: list[str] = field(default_factory=list)
+    label: str = "style"
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-{'all' if len(self.domains) > 1 else self.domains[0]}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "domains": list(self.domains), "label": self.label}
+
+    def model_weights(self) -> dict[str, str]:
+        return {}  # no pretrained part: every network starts from the paper's random initialisation
+
+
+#: what a domain name may be: it names a run, an MLflow run and a registered model, and a folder under models/gan
+DOMAIN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def gan_skip_reason(params: Mapping[str, Any], model: str) -> str | None:
+    """Why the active profile does not train GAN ``model`` (``gan.run_in``), or None when it does."""
+    section = subsection(params, "gan")
+    if model not in (section.get("grid") or []):
+        raise CatalogueError(f"params.yaml: gan.grid {section.get('grid')} does not list {model}; add it there")
+    run_in = section.get("run_in") or {}
+    if not isinstance(run_in, Mapping) or not all(isinstance(v, list) for v in run_in.values()):
+        raise CatalogueError(f"params.yaml: gan.run_in={run_in!r} must map each profile to a list of gan.grid models")
+    profile = active_profile(params)
+    if model in run_in.get(profile, []):
+        return None
+    used = [other for other, names in run_in.items() if model in names]
+    return f"not in profile {profile!r} (gan.run_in; trained in: {', '.join(used) or 'no profile'})"
+
+
+def resolve_gan_runs(params: Mapping[str, Any], model: str, shards_root: Path) -> list[GanRun]:
+    """The runs of GAN ``model`` on the active profile's domains, validated (networks built on the meta device,
+    the domains looked up in the style shards' manifests) before anything starts.
+
+    Settings: ``gan.profiles.<profile>`` ← ``gan.models.<model>`` ← ``gan.profiles.<profile>.models.<model>`` (the
+    demo's small networks), read by the same reader as the grid's."""
+    import re
+
+    from stylecore import gan
+    from stylecore.config import deep_merge
+    from stylecore.shards import check_label_filter
+
+    profile = active_profile(params)
+    try:
+        section = subsection(params, "gan")
+        if model not in (section.get("grid") or []):
+            raise ConfigError(f"params.yaml: gan.grid {section.get('grid')} does not list {model}; add it there")
+        if model not in gan.names():
+            raise ConfigError(f"params.yaml: gan.grid lists {model!r}, which is not a GAN model ({', '.join(gan.names())})")
+        label = section.get("label", "style")
+        profiles = subsection(section, "profiles")
+        if profile not in profiles:
+            raise ConfigError(f"params.yaml: gan.profiles has no entry for profile {profile!r}; defined: "
+                              f"{', '.join(profiles)}")
+        common = dict(profiles[profile] or {})
+        domains = common.pop("domains", None)
+        per_model = (common.pop("models", None) or {}).get(model) or {}
+        if not isinstance(domains, list) or not domains or not all(isinstance(d, str) and re.match(DOMAIN_NAME, d)
+                                                                    for d in domains):
+            raise ConfigError(f"params.yaml: gan.profiles.{profile}.domains={domains!r} must be a non-empty list of "
+                              "label values (letters, digits, _ . -), e.g. [Impressionism, Ukiyo_e]")
+        layered = {"profiles": {profile: common},
+                   "models": {model: deep_merge((section.get("models") or {}).get(model) or {}, per_model)}}
+        settings = training_settings(layered, model, None, profile, PIPELINE_TRAIN_KEYS, where="params.yaml: gan")
+        report_every = settings.extra.get("report_every")
+        if not integer(1).check(report_every):
+            raise ConfigError(f"params.yaml: gan.profiles.{profile}.report_every={report_every!r} must be a positive "
+                              "integer")
+        cls = gan.GAN_MODELS.get(model)
+        groups = [list(domains)] if cls.multi_domain else [[domain] for domain in domains]
+        shards = profile_shards(params, shards_root, "train")
+        runs = []
+        for group in groups:
+            train = dataclasses.replace(settings.train, model_params={**cls.domain_params(label, group),
+                                                                       **settings.train.model_params})
+            train.check_buildable()
+            data = dataclasses.replace(settings.data, style_labels={label: group})
+            runs.append(GanRun(model, "", str(profile), train, data, read_ray(params), report_every, None,
+                               domains=group, label=label, **shards))
+        check_label_filter(shards["style"], {label: list(domains)}, f"params.yaml: gan.profiles.{profile}.domains")
+    except (ConfigError, ValueError) as error:
+        text = str(error)
+        raise CatalogueError(text if text.startswith("params.yaml") else f"params.yaml: gan settings of {model}: "
+                             f"{text}") from None
+    except FileNotFoundError as error:
+        raise TrainStageError(f"shards of profile {profile!r}: {error}") from None
+    return runs
+
+
 def calibrated(combination: Combination, train_section: Mapping[str, Any], settings: Any) -> Combination:
     """``combination`` (a balanced_gram cell) with its style weight measured so its style/content ratio at
     initialisation equals the model's gram cell's (:func:`stylecore.calibration.calibrate_settings`)."""

@@ -124,6 +124,8 @@ class TranslationModel(nn.Module):
     size_multiple: ClassVar[int] = 4
     #: the smallest side :meth:`translate` takes (reflection padding needs more pixels than it pads)
     min_side: ClassVar[int] = 8
+    #: one model for several domains (StarGAN), or one model per domain (CycleGAN, U-GAT-IT)
+    multi_domain: ClassVar[bool] = False
     #: the reference's step order: D on the current fakes, then G (U-GAT-IT), instead of G then D (CycleGAN)
     discriminator_first: ClassVar[bool] = False
     #: the paper's optimiser settings, TrainConfig keys (:func:`stylecore.gan.training.paper_config`)

@@ -99,6 +99,7 @@ class StarGAN(TranslationModel):
     """
 
     discriminator_first = True
+    multi_domain = True
     gan_losses = ("wgan_gp", "lsgan", "sgan", "hinge")
     paper_training = {"lr": 1e-4, "betas": (0.5, 0.999), "n_critic": 5, "lr_schedule": "linear_decay",
                       "decay_start": 0.5}

@@ -124,9 +124,7 @@ class AdversarialTrainer(Trainer):
         domains = self.model.batch_domains(content.shape[0], style_labels)
         if domains is not None:
             domains = domains.to(self.device)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        autocast = lambda: torch.autocast(self.device.type, dtype=dtype or torch.float32,  # noqa: E731
-                                          enabled=dtype is not None)
+        autocast = self._autocast
         lr = self.optimizers["generator"].param_groups[0]["lr"]
         terms: dict[str, float] = {}
         skipped = False
@@ -180,11 +178,18 @@ class AdversarialTrainer(Trainer):
                 hook.on_images(self, self.step, grid)
         return result
 
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
     def sample_grid(self, source: Tensor, target: Tensor, generated: dict[str, Tensor], rows: int = 4) -> Tensor:
-        """(3, H', W') grid, one row per sample: the model's columns (CycleGAN: photo | → domain | back)."""
+        """(3, H', W') grid, one row per sample: the model's columns (CycleGAN: photo | → domain | back), computed
+        under the step's precision (the generated images are bf16 there)."""
         import torchvision
 
-        columns = [c[:rows].float().clamp(0, 1).cpu() for c in self.model.sample_grid_images(source, target, generated)]
+        with self._autocast():
+            images = self.model.sample_grid_images(source, target, generated)
+        columns = [c[:rows].float().clamp(0, 1).cpu() for c in images]
         cells = torch.stack(columns, dim=1).flatten(0, 1)
         return torchvision.utils.make_grid(cells, nrow=len(columns), padding=2, pad_value=1.0)
 

@@ -23,20 +23,23 @@ class LayerInstanceNorm(nn.Module):
     def __init__(self, channels: int, adaptive: bool, eps: float = 1e-5) -> None:
         super().__init__()
         self.adaptive, self.eps = adaptive, eps
-        self.rho = nn.Parameter(torch.full((1, channels, 1, 1), 0.9 if adaptive else 0.0))
+        # one value per channel, kept 1-D: a (1, C, 1, 1) parameter would take channels_last strides its gradient
+        # does not have, which DDP's buckets warn about on every step
+        self.rho = nn.Parameter(torch.full((channels,), 0.9 if adaptive else 0.0))
         if not adaptive:
-            self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
-            self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+            self.gamma = nn.Parameter(torch.ones(channels))
+            self.beta = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor, gamma: Tensor | None = None, beta: Tensor | None = None) -> Tensor:
         x32 = x.float()
         instance = (x32 - x32.mean((2, 3), keepdim=True)) * torch.rsqrt(x32.var((2, 3), keepdim=True) + self.eps)
         layer = (x32 - x32.mean((1, 2, 3), keepdim=True)) * torch.rsqrt(x32.var((1, 2, 3), keepdim=True) + self.eps)
-        mixed = self.rho * instance + (1.0 - self.rho) * layer
+        rho = self.rho[:, None, None]
+        mixed = rho * instance + (1.0 - rho) * layer
         if self.adaptive:
             out = mixed * gamma.float()[:, :, None, None] + beta.float()[:, :, None, None]
         else:
-            out = mixed * self.gamma + self.beta
+            out = mixed * self.gamma[:, None, None] + self.beta[:, None, None]
         return out.to(x.dtype)
 
 

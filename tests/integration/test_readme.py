@@ -358,8 +358,10 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
     runs = {r.info.run_name: r for r in every_run if "mlflow.parentRunId" not in r.data.tags}
     pretrained = list(params["pretrained"]["models"])
     assert pretrained == ["magenta_lite"]  # the demo's baseline with published weights, beside the trained grid
+    gan_runs = {f"{model}-{domain}" for model in params["gan"]["grid"] for domain in params["gan"]["profiles"]["demo"]["domains"]}
+    assert gan_runs == {"cyclegan-dots"}
     assert set(runs) == {f"{m}-{loss}" for m, loss in grid} | {"evaluate", "sweep adain-balanced_gram", "classifier",
-                                                               "optimize"} | {f"{name} (pretrained)" for name in pretrained}
+                                                               "optimize"} | {f"{name} (pretrained)" for name in pretrained} | gan_runs
     # the sweep ran after its combination's training, a child run per trial, its best a checkpoint of its own
     sweep = json.loads((repo / "reports/sweeps/adain-balanced_gram.json").read_text())
     assert sorted(t["config"]["lr"] for t in sweep["trials"]) == [1e-4, 1.0]
@@ -400,6 +402,22 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
         served = mlflow.pyfunc.load_model(tags["model_uri"])
         stylized = served.predict(pair, params={"alpha": 1.0})
         assert stylized.shape == (1, 3, 32, 48) and np.isfinite(stylized).all()
+
+    # the GAN stage: a CycleGAN photo ↔ dots in the same Ray session, its G and D terms and sample grids in MLflow,
+    # its checkpoint a translation model and its logged model a pyfunc taking the domain as a parameter
+    gan_run = runs["cyclegan-dots"]
+    assert gan_run.info.status == "FINISHED" and gan_run.data.tags["dvc_stage"] == "gan@cyclegan"
+    assert (gan_run.data.tags["model"], gan_run.data.tags["domains"]) == ("cyclegan", "dots")
+    assert first.count("gan@cyclegan cyclegan-dots: model cyclegan (") == 1, first  # rank 0 set-up line, once
+    for term in ("generator", "discriminator", "d_target_real", "d_target_fake", "cycle_source", "gan_target"):
+        assert sorted(m.step for m in client.get_metric_history(gan_run.info.run_id, f"loss/{term}")) == [1, 2, 3, 4]
+    assert any("step+4+" in a.path for a in client.list_artifacts(gan_run.info.run_id, "images"))
+    translator = stylecore.load(repo / "models/gan/cyclegan/cyclegan-dots/checkpoint")
+    assert translator.domains == ("dots", "photo")
+    summary = json.loads((repo / "models/gan/cyclegan.json").read_text())
+    assert summary["cyclegan-dots"]["step"] == 4 and np.isfinite(summary["cyclegan-dots"]["loss"]["discriminator"])
+    translated = mlflow.pyfunc.load_model(gan_run.data.tags["model_uri"]).predict(pair[:, :3], params={"domain": "dots"})
+    assert translated.shape == (1, 3, 32, 48) and 0 <= translated.min() and translated.max() <= 1
 
     # the sweep trained on the train shards and validated on the val shards; so did the classifier, on the artworks
     val = {(f"{name}-val", lock[f"shard@{name}-val"]["outs"][0]["md5"]) for name in ("demo_photos", "demo_artworks")}
@@ -451,7 +469,7 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
     # Every file the run wrote is ignored (DVC's cached outputs, by the .gitignore files it writes; the stores) or
     # one of the small outputs committed on purpose, so `git status` after a run shows what to commit, nothing else.
     written = [line[3:] for line in _run(repo, "git", "status", "--porcelain", "--untracked-files=all").splitlines()]
-    on_purpose = re.compile(r"dvc\.lock|(models/(.*/)?)?\.gitignore|models/[^/]+/(metrics\.json|curve\.csv)|"
+    on_purpose = re.compile(r"dvc\.lock|(models/(.*/)?)?\.gitignore|models/[^/]+/(metrics\.json|curve\.csv)|models/gan/[^/]+\.json|"
                             r"reports/(\.gitignore|evaluation\.json|summary\.md|registry\.json|metrics/[^/]+\.json|"
                             r"per_style/[^/]+\.csv|plots/[^/]+\.csv|sweeps/[^/]+\.json)|models/pretrained/[^/]+/metrics\.json")
     assert written and all(on_purpose.fullmatch(path) for path in written), written

@@ -62,6 +62,9 @@ def small_demo_params(**changes) -> dict:
     # The DVC wiring is the same for every cell; each model's own training and logged model are tested apart
     # (tests/unit/test_training.py, test_every_model_is_logged_as_a_model_mlflow_serves_at_any_size).
     params["train"]["grid"] = {"models": ["adain", "linear"], "losses": ["gram", "balanced_gram"]}
+    # one GAN stage through the pipeline; every GAN model's training is tested apart (tests/unit/test_gan.py)
+    params["gan"]["grid"] = ["cyclegan"]
+    params["gan"]["profiles"]["demo"].update(steps=4, report_every=2, sample_every=2)
     for key, value in changes.items():
         params["train"]["profiles"]["demo"][key] = value
     return params
