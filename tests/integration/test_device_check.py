@@ -22,7 +22,7 @@ def test_the_device_check_runs_every_path_on_cpu_and_reports_each(tmp_path):
     statuses = {record["check"]: record["status"] for record in report["checks"]}
     failures = {r["check"]: r.get("error") for r in report["checks"] if r["status"] == "fail"}
     assert done.returncode == 0 and not failures, (failures, done.stdout[-3000:], done.stderr[-3000:])
-    models = ["adain", "linear", "sanet", "magenta", "vae_adain", "magenta_lite"]
+    models = ["adain", "linear", "sanet", "magenta", "vae_adain", "magenta_lite", "cyclegan", "ugatit", "stargan"]
     expected = {"environment", "decisions", "host-syncs", "loader", "ray-train", "ray-data", "evaluation",
                 *(f"step/{m}/{mode}" for m in models for mode in ("fp32", "bf16+channels_last")),
                 "step/adain/compile", "step/sanet/compile", "optimize/strotss", "optimize/gatys"}
