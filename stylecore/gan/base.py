@@ -22,8 +22,9 @@ Images are [0, 1] at the interface and [−1, 1] inside, as the references train
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -229,6 +230,30 @@ class TranslationModel(nn.Module):
     def after_generator_step(self) -> None:
         """Called after each generator update (U-GAT-IT clips its AdaLIN / ILN ρ to [0, 1] here)."""
 
+    @contextmanager
+    def discriminators_frozen(self) -> Iterator[None]:
+        """The discriminators as fixed critics for the generators' objective: no gradient reaches them, and they
+        train again afterwards (the references' ``set_requires_grad(D, False)``)."""
+        parameters = list(self.discriminators.parameters())
+        for parameter in parameters:
+            parameter.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for parameter in parameters:
+                parameter.requires_grad_(True)
+
+    def check_settings(self, gan_loss: str, weights: tuple[str, ...]) -> None:
+        """``gan_loss`` one of :attr:`gan_losses` and every named weight parameter a number ≥ 0, or a ValueError
+        naming the parameter."""
+        if gan_loss not in self.gan_losses:
+            raise ValueError(f"{self.name}: gan_loss={gan_loss!r} is not one of {', '.join(self.gan_losses)}")
+        for key in weights:
+            value = self.params[key]
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+                raise ValueError(f"{self.name}: {key} must be a number ≥ 0; got {value!r}")
+
+
     def persistent_state(self) -> dict[str, Tensor]:
         return self.state_dict()
 
@@ -239,6 +264,33 @@ class TranslationModel(nn.Module):
         """The generated images the discriminators see this step (CycleGAN: drawn through its history pools).
         Runs outside DDP's forward: pools are host state."""
         return {name: image.detach() for name, image in generated.items()}
+
+
+class PhotoToDomain(TranslationModel):
+    """A model of two fixed domains, the photos (``source``) and one artwork domain (``target``), with a generator
+    each way (``generators["to_target"]``, ``["to_source"]``): CycleGAN, U-GAT-IT. One model per domain."""
+
+    def __init__(self, source: str, target: str, **params: Any) -> None:
+        super().__init__(source=source, target=target, **params)
+        if not (isinstance(source, str) and isinstance(target, str) and source and target and source != target):
+            raise ValueError(f"{self.name}: source and target must be two different domain names; got {source!r}, "
+                             f"{target!r}")
+        self.source, self.target = source, target
+
+    @property
+    def domains(self) -> tuple[str, ...]:
+        return (self.target, self.source)
+
+    @classmethod
+    def domain_params(cls, label: str, domains: list[str]) -> dict[str, Any]:
+        name = cls.registered_name  # type: ignore[attr-defined]
+        if len(domains) != 1:
+            raise ValueError(f"{name} translates between the photos and one domain; got {len(domains)}: "
+                             f"{', '.join(domains)} (train one {name} per domain)")
+        return {"target": domains[0]}
+
+    def generator_for(self, domain: str) -> nn.Module:
+        return self.generators["to_target" if domain == self.target else "to_source"]
 
 
 def parameter_count(module: nn.Module) -> int:

@@ -8,18 +8,12 @@ import torch
 from torch import Tensor
 
 from stylecore import losses
-from stylecore.gan.base import AdversarialOutput, HistoryPool, TranslationModel, register_gan, to_unit
+from stylecore.gan.base import AdversarialOutput, HistoryPool, PhotoToDomain, register_gan, to_unit
 from stylecore.gan.networks import PatchDiscriminator, ResnetGenerator, init_normal
 
 
-def _set_requires_grad(modules, flag: bool) -> None:
-    for module in modules:
-        for parameter in module.parameters():
-            parameter.requires_grad_(flag)
-
-
 @register_gan("cyclegan")
-class CycleGAN(TranslationModel):
+class CycleGAN(PhotoToDomain):
     """CycleGAN (Zhu et al. 2017): two ResNet-9 generators G: source → target and F: target → source, two
     70×70 PatchGANs, least-squares GAN loss, cycle λ = 10 and identity 0.5·λ, a history pool of 50 per domain.
 
@@ -41,15 +35,7 @@ class CycleGAN(TranslationModel):
         super().__init__(source=source, target=target, width=width, blocks=blocks, d_width=d_width,
                          d_layers=d_layers, gan_loss=gan_loss, cycle_weight=cycle_weight,
                          identity_weight=identity_weight, pool_size=pool_size, seed=seed)
-        if not (isinstance(source, str) and isinstance(target, str) and source and target and source != target):
-            raise ValueError(f"cyclegan: source and target must be two different domain names; got {source!r}, "
-                             f"{target!r}")
-        if gan_loss not in self.gan_losses:
-            raise ValueError(f"cyclegan: gan_loss={gan_loss!r} is not one of {', '.join(self.gan_losses)}")
-        for key, value in (("cycle_weight", cycle_weight), ("identity_weight", identity_weight)):
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"cyclegan: {key} must be a number ≥ 0; got {value!r}")
-        self.source, self.target = source, target
+        self.check_settings(gan_loss, ("cycle_weight", "identity_weight"))
         self.generators["to_target"] = ResnetGenerator(width, blocks)
         self.generators["to_source"] = ResnetGenerator(width, blocks)
         self.discriminators["target"] = PatchDiscriminator(d_width, d_layers)
@@ -64,25 +50,13 @@ class CycleGAN(TranslationModel):
         self.pools = {"target": HistoryPool(pool_size, seed * 1000 + 2 * rank),
                       "source": HistoryPool(pool_size, seed * 1000 + 2 * rank + 1)}
 
-    @property
-    def domains(self) -> tuple[str, ...]:
-        return (self.target, self.source)
-
-    @classmethod
-    def domain_params(cls, label: str, domains: list[str]) -> dict[str, Any]:
-        if len(domains) != 1:
-            raise ValueError(f"cyclegan translates between the photos and one domain; got {len(domains)}: "
-                             f"{', '.join(domains)} (train one cyclegan per domain)")
-        return {"target": domains[0]}
-
     def generate(self, images: Tensor, domain: str) -> Tensor:
-        return self.generators["to_target" if domain == self.target else "to_source"](images)
+        return self.generator_for(domain)(images)
 
     def generator_losses(self, source: Tensor, target: Tensor, domains: Tensor | None = None
                          ) -> AdversarialOutput:
         g, f = self.generators["to_target"], self.generators["to_source"]
-        _set_requires_grad(self.discriminators.values(), False)  # D is a fixed critic in G's step
-        try:
+        with self.discriminators_frozen():  # D is a fixed critic in G's step
             fake_target, fake_source = g(source), f(target)
             terms = {
                 "gan_target": self.gan.weight * self.gan(self.discriminators["target"](fake_target)),
@@ -93,8 +67,6 @@ class CycleGAN(TranslationModel):
             if self.identity.weight > 0:
                 terms["identity_target"] = self.identity.weight * self.identity(g(target), target)
                 terms["identity_source"] = self.identity.weight * self.identity(f(source), source)
-        finally:
-            _set_requires_grad(self.discriminators.values(), True)
         total = torch.stack([t.float() for t in terms.values()]).sum()
         return AdversarialOutput(total, {k: v.detach() for k, v in terms.items()},
                                  {"fake_target": fake_target, "fake_source": fake_source})

@@ -117,12 +117,7 @@ class StarGAN(TranslationModel):
         if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
             raise ValueError(f"stargan: source and domains must be distinct domain names (at least one artwork "
                              f"domain); got source {source!r}, domains {domains!r}")
-        if gan_loss not in self.gan_losses:
-            raise ValueError(f"stargan: gan_loss={gan_loss!r} is not one of {', '.join(self.gan_losses)}")
-        for key in ("classification_weight", "reconstruction_weight", "gp_weight"):
-            value = self.params[key]
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"stargan: {key} must be a number ≥ 0; got {value!r}")
+        self.check_settings(gan_loss, ("classification_weight", "reconstruction_weight", "gp_weight"))
         self.label = label
         self.names = names  # index 0: the photos
         self.generators["generator"] = ConditionalGenerator(len(names), width, blocks)
@@ -208,9 +203,7 @@ class StarGAN(TranslationModel):
             else self._draw_targets(domains)
         generator, critic = self.generators["generator"], self.discriminators["discriminator"]
         real = torch.cat([source, target])
-        for parameter in critic.parameters():
-            parameter.requires_grad_(False)
-        try:
+        with self.discriminators_frozen():
             fake = generator(real, self._one_hot(targets))
             realness, classes = critic(fake)
             terms = {
@@ -219,9 +212,6 @@ class StarGAN(TranslationModel):
                 "reconstruction": self.params["reconstruction_weight"]
                 * (generator(fake, self._one_hot(domains)) - real).abs().float().mean(),
             }
-        finally:
-            for parameter in critic.parameters():
-                parameter.requires_grad_(True)
         total = torch.stack([t.float() for t in terms.values()]).sum()
         return AdversarialOutput(total, {k: v.detach() for k, v in terms.items()}, {"fake": fake})
 

@@ -3,7 +3,6 @@ generators and discriminators, and adaptive layer-instance normalization (AdaLIN
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -11,7 +10,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from stylecore import losses
-from stylecore.gan.base import AdversarialOutput, TranslationModel, register_gan, to_unit
+from stylecore.gan.base import AdversarialOutput, PhotoToDomain, register_gan, to_unit
 from stylecore.gan.networks import ResidualBlock, instance_norm
 
 
@@ -161,14 +160,8 @@ class AttentionDiscriminator(nn.Module):
         return self.head(x), cam_logits, heatmap
 
 
-def _set_requires_grad(modules, flag: bool) -> None:
-    for module in modules:
-        for parameter in module.parameters():
-            parameter.requires_grad_(flag)
-
-
 @register_gan("ugatit")
-class UGATIT(TranslationModel):
+class UGATIT(PhotoToDomain):
     """U-GAT-IT (Kim et al. 2020): two attention generators (source → target, target → source) and, per domain, a
     global and a local attention discriminator; LSGAN on the patch logits and on the discriminators' CAM logits,
     cycle and identity L1, and the generators' CAM loss (BCE: an input from the domain a generator maps from → 1,
@@ -198,18 +191,9 @@ class UGATIT(TranslationModel):
                          image_size=image_size, d_width=d_width, global_layers=global_layers,
                          local_layers=local_layers, gan_loss=gan_loss, adversarial_weight=adversarial_weight,
                          cycle_weight=cycle_weight, identity_weight=identity_weight, cam_weight=cam_weight)
-        if not (isinstance(source, str) and isinstance(target, str) and source and target and source != target):
-            raise ValueError(f"ugatit: source and target must be two different domain names; got {source!r}, "
-                             f"{target!r}")
-        if gan_loss not in self.gan_losses:
-            raise ValueError(f"ugatit: gan_loss={gan_loss!r} is not one of {', '.join(self.gan_losses)}")
-        for key in ("adversarial_weight", "cycle_weight", "identity_weight", "cam_weight"):
-            value = self.params[key]
-            if not (isinstance(value, (int, float)) and value >= 0):
-                raise ValueError(f"ugatit: {key} must be a number ≥ 0; got {value!r}")
+        self.check_settings(gan_loss, ("adversarial_weight", "cycle_weight", "identity_weight", "cam_weight"))
         if not light and image_size % 4:
             raise ValueError(f"ugatit: image_size must be a multiple of 4; got {image_size}")
-        self.source, self.target = source, target
         self.generators["to_target"] = AttentionGenerator(width, blocks, light, image_size)
         self.generators["to_source"] = AttentionGenerator(width, blocks, light, image_size)
         for domain in ("target", "source"):
@@ -220,19 +204,8 @@ class UGATIT(TranslationModel):
         self.identity = losses.build("identity", weight=identity_weight)
         self.cam = losses.build("cam", weight=cam_weight)
 
-    @property
-    def domains(self) -> tuple[str, ...]:
-        return (self.target, self.source)
-
-    @classmethod
-    def domain_params(cls, label: str, domains: list[str]) -> dict[str, Any]:
-        if len(domains) != 1:
-            raise ValueError(f"ugatit translates between the photos and one domain; got {len(domains)}: "
-                             f"{', '.join(domains)} (train one ugatit per domain)")
-        return {"target": domains[0]}
-
     def generate(self, images: Tensor, domain: str) -> Tensor:
-        generator = self.generators["to_target" if domain == self.target else "to_source"]
+        generator = self.generator_for(domain)
         if generator.light or tuple(images.shape[-2:]) == (generator.image_size,) * 2:
             return generator(images)[0]
         # the full model reads a fixed size: translate at that size, then back to the input's
@@ -250,8 +223,7 @@ class UGATIT(TranslationModel):
     def generator_losses(self, source: Tensor, target: Tensor, domains: Tensor | None = None
                          ) -> AdversarialOutput:
         g, f = self.generators["to_target"], self.generators["to_source"]
-        _set_requires_grad(self.discriminators.values(), False)  # the discriminators are fixed critics here
-        try:
+        with self.discriminators_frozen():  # the discriminators are fixed critics here
             fake_target, cam_g_source, _ = g(source)  # G on its own input domain: CAM logits → 1
             fake_source, cam_f_target, _ = f(target)
             same_target, cam_g_target, _ = g(target)  # G on images already in its output domain: → 0, identity
@@ -266,8 +238,6 @@ class UGATIT(TranslationModel):
                 "cam_target": self.cam.weight * self.cam(cam_g_source.float(), cam_g_target.float()),
                 "cam_source": self.cam.weight * self.cam(cam_f_target.float(), cam_f_source.float()),
             }
-        finally:
-            _set_requires_grad(self.discriminators.values(), True)
         total = torch.stack([t.float() for t in terms.values()]).sum()
         return AdversarialOutput(total, {k: v.detach() for k, v in terms.items()},
                                  {"fake_target": fake_target, "fake_source": fake_source})
