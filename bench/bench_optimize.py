@@ -80,7 +80,7 @@ def main() -> int:
         return 0
     import torch
 
-    from stylecore.training import bf16_supported
+    from stylecore.devices import bf16_supported
 
     precisions = [p for p in args.precisions if p != "bf16" or bf16_supported(torch.device(args.device))]
     print(f"# {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}, device {args.device}")

@@ -62,11 +62,11 @@ class _ReportEvery(TrainingHooks):
                 and not Path(self.marker).exists():
             Path(self.marker).write_text("failed once\n")  # the fault test: die once, then resume
             os._exit(1)
-        if not result.skipped:
-            self.window.append(result)
+        self.window.append(result)  # read at the report: a step's figures stay on its device until then
         if result.step % self.every and result.step != self.total:
             return
-        window, self.window = self.window or [result], []
+        window = [r for r in self.window if not r.skipped] or [result]
+        self.window = []
         now = time.perf_counter()
         samples = sum(r.samples for r in window)
         throughput, self.window_started = samples / max(now - self.window_started, 1e-9), now
@@ -138,7 +138,8 @@ class _ProgressLine(TrainingHooks):
         self.progress = TrainingProgress(label, total, every_s)
 
     def on_step(self, trainer: Trainer, result) -> None:
-        line = self.progress.line(result.step, result.samples_per_second, result.terms.get("total", math.nan))
+        line = self.progress.line(result.step, result.samples_per_second,
+                                  lambda: result.terms.get("total", math.nan))
         if line is not None:
             worker_print(line)
 
@@ -159,7 +160,8 @@ def train_worker(config: dict[str, Any]) -> None:
     if config.get("mlflow") and rank_zero:
         from pipelines.tracking import MLflowHooks
 
-        tracking = MLflowHooks(config["mlflow"]["tracking_uri"], config["mlflow"]["run_id"])
+        tracking = MLflowHooks(config["mlflow"]["tracking_uri"], config["mlflow"]["run_id"],
+                               every=config["report_every"], total=train.steps)
     validate = None
     if config.get("validation") and rank_zero:
         validate = Validation(config["validation"], device, tracking.log_values if tracking else None)

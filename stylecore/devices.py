@@ -25,6 +25,18 @@ def unusable_gpu_reason(driver_file: Path = NVIDIA_DRIVER_FILE) -> str | None:
             "torch build for the CUDA your driver supports; running on CPU meanwhile")
 
 
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with bf16 instructions (AVX512-BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
 def best_device() -> torch.device:
     """CUDA when it works, else CPU, warning once when a GPU is present but unusable."""
     if torch.cuda.is_available():
@@ -42,3 +54,17 @@ def is_out_of_memory(error: BaseException) -> bool:
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and ("alloc" in text or "out of memory" in text)
+
+
+def tune_cuda_math(device: torch.device | str, fixed_shapes: bool) -> None:
+    """On a CUDA device: TF32 tensor cores for fp32 matmuls and convolutions (10-bit mantissa products, fp32
+    sums: the fp32 paths — full-precision training, the fp32 references, inference without bf16 — run several
+    times faster on Ampere and later), and, where every call has the same shapes (training), cuDNN's autotuner,
+    which times each convolution's algorithms once. Not with ``torch.use_deterministic_algorithms(True)``: its
+    user asked for repeatable kernels, and the autotuner's choice may differ from run to run. A no-op elsewhere."""
+    if torch.device(device).type != "cuda":
+        return
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    if fixed_shapes and not torch.are_deterministic_algorithms_enabled():
+        torch.backends.cudnn.benchmark = True

@@ -247,13 +247,15 @@ def random_locations(batch: int, count: int, generator: torch.Generator | None =
                      device: torch.device | str = "cpu") -> Tensor:
     """``count`` random sample locations per image, as (B, count, 2) grid coordinates in [−1, 1].
 
-    Drawn on the CPU from ``generator`` (or the global RNG) so the same seed gives the same
-    locations on every device.
+    Drawn where ``generator`` lives (the global RNG of ``device`` when None) and moved to ``device`` only if that
+    is elsewhere: a loss that draws on the images' own device never copies from the host mid-forward, which on
+    an accelerator waits for all the work queued before it. A seed gives the same locations on a device type.
     """
     if count < 1:
         raise ValueError(f"count must be a positive number of sample locations; got {count}")
-    coordinates = torch.rand(batch, count, 2, generator=generator) * 2.0 - 1.0
-    return coordinates.to(device)
+    where = generator.device if generator is not None else torch.device(device)
+    coordinates = torch.rand(batch, count, 2, generator=generator, device=where) * 2.0 - 1.0
+    return coordinates.to(device, non_blocking=True)
 
 
 def sample_hypercolumns(features: Mapping[str, Tensor] | Sequence[Tensor], locations: Tensor,

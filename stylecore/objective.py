@@ -41,11 +41,13 @@ class ObjectiveOutput:
     terms: dict[str, Tensor] = field(default_factory=dict)
     per_sample: dict[str, Tensor] = field(default_factory=dict)
 
+    def detached(self) -> dict[str, Tensor]:
+        """``total`` and every term, detached and where they were computed (no copy to the host)."""
+        return {"total": self.total.detach(), **{name: value.detach() for name, value in self.terms.items()}}
+
     def as_dict(self) -> dict[str, float]:
         """Detached floats for logging: ``total`` and every term."""
-        out = {"total": float(self.total.detach())}
-        out.update({name: float(value.detach()) for name, value in self.terms.items()})
-        return out
+        return {name: float(value) for name, value in self.detached().items()}
 
 
 class Objective(nn.Module):

@@ -5,6 +5,8 @@ stages, where a redrawn bar would be thousands of carriage returns."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 
 def format_duration(seconds: float) -> str:
     """``42 s``, ``3 min 5 s``, ``2 h 4 min``: what a person reads at a glance."""
@@ -29,8 +31,9 @@ class TrainingProgress:
         self.started = self.last = None
         self.first_step = 0
 
-    def line(self, step: int, samples_per_second: float, loss: float) -> str | None:
-        """The line to print after ``step``, or None when the last one is fresher than ``every_s``."""
+    def line(self, step: int, samples_per_second: float, loss: "float | Callable[[], float]") -> str | None:
+        """The line to print after ``step``, or None when the last one is fresher than ``every_s``. ``loss`` may be
+        a callable, called only when a line is due (reading a loss makes the host wait for the accelerator)."""
         now = self.clock()
         if self.started is None:
             self.started, self.last, self.first_step = now, now, step
@@ -41,5 +44,6 @@ class TrainingProgress:
         rate = (step - self.first_step) / max(now - self.started, 1e-9)  # steps/s, resumes counted from their start
         left = (self.total - step) / rate if rate > 0 else float("inf")
         eta = format_duration(left) if left != float("inf") else "unknown"
+        loss = loss() if callable(loss) else loss
         return (f"{self.label}: step {step}/{self.total} ({100 * step / self.total:.0f} %), "
                 f"{samples_per_second:.1f} samples/s, loss {loss:.4g}, {eta} left")

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from stylecore.config import TrainConfig
 from stylecore.gan import base as gan_registry
 from stylecore.gan.base import TranslationModel, to_signed
-from stylecore.training import StepResult, Trainer, TrainingHooks
+from stylecore.training import StepResult, Trainer, TrainingHooks, make_adam
 from stylecore.checkpoint import CHECKPOINT_FORMAT
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,9 @@ class AdversarialTrainer(Trainer):
         self.parameters = self.generator_parameters + self.discriminator_parameters
         adam = dict(betas=self.config.betas, weight_decay=self.config.weight_decay)
         self.optimizers = {
-            "generator": torch.optim.Adam(self.generator_parameters, lr=self.config.lr, **adam),
-            "discriminator": torch.optim.Adam(self.discriminator_parameters, lr=self.config.d_lr or self.config.lr,
-                                              **adam)}
+            "generator": make_adam(self.generator_parameters, self.device, lr=self.config.lr, **adam),
+            "discriminator": make_adam(self.discriminator_parameters, self.device,
+                                       lr=self.config.d_lr or self.config.lr, **adam)}
         self.schedulers = {side: torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
                            for side, optimizer in self.optimizers.items()}
         self.optimizer, self.scheduler = self.optimizers["generator"], self.schedulers["generator"]
@@ -126,18 +126,19 @@ class AdversarialTrainer(Trainer):
             domains = domains.to(self.device)
         autocast = self._autocast
         lr = self.optimizers["generator"].param_groups[0]["lr"]
-        terms: dict[str, float] = {}
-        skipped = False
+        terms: dict[str, Tensor] = {}  # on the device: StepResult reads them when a hook asks
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         generator_due = (self.step + 1) % self.config.n_critic == 0
         generated: dict[str, Tensor] | None = None
 
         def generator_step() -> dict[str, Tensor]:
-            nonlocal skipped
+            nonlocal nonfinite
             with autocast():
                 g_total, g_terms, images = self.generator_runner(source, target, domains)
-            skipped |= self._apply_gradients(g_total, self.optimizers["generator"], self.generator_parameters)
+            nonfinite = nonfinite | self._apply_gradients(g_total, self.optimizers["generator"],
+                                                          self.generator_parameters)
             self.model.after_generator_step()
-            terms.update({name: float(value) for name, value in g_terms.items()}, generator=float(g_total.detach()))
+            terms.update({name: value.detach() for name, value in g_terms.items()}, generator=g_total.detach())
             return {name: image.detach() for name, image in images.items()}
 
         if generator_due and not self.model.discriminator_first:
@@ -148,28 +149,30 @@ class AdversarialTrainer(Trainer):
         shown = self.model.discriminator_inputs(generated)
         with autocast():
             d_total, d_terms, _ = self.discriminator_runner(source, target, shown, domains)
-        skipped |= self._apply_gradients(d_total, self.optimizers["discriminator"], self.discriminator_parameters)
-        terms.update({name: float(value) for name, value in d_terms.items()}, discriminator=float(d_total.detach()))
+        nonfinite = nonfinite | self._apply_gradients(d_total, self.optimizers["discriminator"],
+                                                      self.discriminator_parameters)
+        terms.update({name: value.detach() for name, value in d_terms.items()}, discriminator=d_total.detach())
         if generator_due and self.model.discriminator_first:  # U-GAT-IT: D on the current fakes, then G
             generator_step()
         # the sum of what this step optimised: one curve that flags divergence; the sides are their own terms
-        terms["total"] = terms.get("generator", 0.0) + terms["discriminator"]
-        self._count_skipped(skipped, terms)
-        if not skipped:
-            import warnings
+        terms["total"] = terms["generator"] + terms["discriminator"] if "generator" in terms \
+            else terms["discriminator"]
+        self._end_update()
+        import warnings
 
-            with warnings.catch_warnings():
-                # both schedules follow the global step, so with n_critic > 1 G's advances on steps where G did not
-                # update; torch warns about that order, which here is the intent
-                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-                for scheduler in self.schedulers.values():
-                    scheduler.step()
+        with warnings.catch_warnings():
+            # both schedules follow the global step, so with n_critic > 1 G's advances on steps where G did not
+            # update; torch warns about that order, which here is the intent
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            for scheduler in self.schedulers.values():
+                scheduler.step()
         self.step += 1
         elapsed = time.perf_counter() - started
         result = StepResult(step=self.step, phase="adversarial", terms=terms, lr=lr,
                             samples_per_second=content.shape[0] * self.world_size / max(elapsed, 1e-9),
-                            samples=content.shape[0] * self.world_size, skipped=skipped,
+                            samples=content.shape[0] * self.world_size, skipped=nonfinite,
                             content_keys=content_keys, style_keys=style_keys)
+        self._guard_step(nonfinite, result)
         for hook in self.hooks:
             hook.on_step(self, result)
         if self.config.sample_every and self.step % self.config.sample_every == 0 and self.hooks:

@@ -176,9 +176,20 @@ def per_sample_sum(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1).sum(dim=1)
 
 
-def as_generator(seed: int | None) -> torch.Generator | None:
-    """A private CPU generator for a seed, or None to draw from the global RNG (which training
-    checkpoints save, so resumed runs draw the same samples)."""
-    return None if seed is None else torch.Generator().manual_seed(int(seed))
+class DeviceGenerators:
+    """A loss's random draws on the device its inputs are on: a private generator per device, each seeded with
+    ``seed``, or None (the device's global RNG, which training checkpoints save) when ``seed`` is None."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = None if seed is None else int(seed)
+        self.by_device: dict[str, torch.Generator] = {}
+
+    def on(self, device: torch.device | str) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        key = str(torch.device(device))
+        if key not in self.by_device:
+            self.by_device[key] = torch.Generator(key).manual_seed(self.seed)
+        return self.by_device[key]
 
 

@@ -1,9 +1,9 @@
 """Optimal-transport style and content losses of STROTSS (Kolkin et al., CVPR 2019).
 
 Features are compared as *sets* of vectors: hypercolumns (the channels of several layers sampled
-bilinearly at the same image locations and concatenated) at N random locations. Locations come from
-the global RNG unless a ``seed`` is given, so training checkpoints (which save RNG state) resume
-with the same draws.
+bilinearly at the same image locations and concatenated) at N random locations. Locations are drawn
+on the features' device, from its global RNG unless a ``seed`` is given, so training checkpoints (which save RNG
+state) resume with the same draws.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from stylecore import functional as SF
-from stylecore.losses.base import FeatureLoss, Loss, LayerSpec, as_generator, reduce, register_loss
+from stylecore.losses.base import DeviceGenerators, FeatureLoss, Loss, LayerSpec, reduce, register_loss
 from stylecore.losses.perceptual import PAPER_STYLE_LAYERS
 
 # STROTSS's hypercolumn layers of VGG-16 (indices [1,3,6,8,11,13,15,22,29] of torchvision's features).
@@ -105,10 +105,10 @@ class HypercolumnLoss(FeatureLoss):
                 raise ValueError(f"{self.name}: {argument} must be a positive integer; got {value!r}")
         self.n_samples = n_samples
         self.n_target_samples = n_target_samples or n_samples
-        self.generator = as_generator(seed)
+        self.generators = DeviceGenerators(seed)
 
     def locations(self, batch: int, count: int, device: torch.device) -> Tensor:
-        return SF.random_locations(batch, count, self.generator, device)
+        return SF.random_locations(batch, count, self.generators.on(device), device)
 
     def hypercolumns(self, features: Mapping[str, Tensor], locations: Tensor) -> Tensor:
         maps = [features[layer] for layer in self.layer_weights]
@@ -189,7 +189,7 @@ class PaletteLoss(Loss):
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ValueError(f"palette: n_samples must be a positive integer; got {n_samples!r}")
         self.n_samples = n_samples
-        self.generator = as_generator(seed)
+        self.generators = DeviceGenerators(seed)
 
     def forward(self, input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
         for argument, image in (("input", input), ("target", target)):
@@ -198,8 +198,9 @@ class PaletteLoss(Loss):
         if input.shape[0] != target.shape[0]:
             raise ValueError(f"palette: batch sizes differ ({input.shape[0]} vs {target.shape[0]})")
         batch = input.shape[0]
-        x = _image_pixels(input, SF.random_locations(batch, self.n_samples, self.generator, input.device))
-        y = _image_pixels(target, SF.random_locations(batch, self.n_samples, self.generator, input.device))
+        generator = self.generators.on(input.device)
+        x = _image_pixels(input, SF.random_locations(batch, self.n_samples, generator, input.device))
+        y = _image_pixels(target, SF.random_locations(batch, self.n_samples, generator, input.device))
         return reduce(palette_distance(x, y), reduction)  # type: ignore[arg-type]
 
 

@@ -82,3 +82,30 @@ def test_a_checkpoint_keeps_only_its_own_devices_cuda_rng_state(tmp_path):
         gpu.train_step(torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32))
         cuda_state = load_trainer_state(gpu.save_checkpoint(tmp_path / "gpu") / "trainer.pt")["rng"]["cuda"]
         assert isinstance(cuda_state, torch.Tensor)  # one device's state, not a list of every visible GPU's
+
+
+def test_cuda_math_is_tuned_for_training_and_inference_and_left_alone_elsewhere():
+    from stylecore.devices import tune_cuda_math
+
+    saved = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+             torch.backends.cudnn.benchmark)
+    try:
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cudnn.benchmark = False
+        tune_cuda_math(torch.device("cpu"), fixed_shapes=True)  # nothing on CPU
+        assert (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.benchmark) == ("ieee", False)
+        tune_cuda_math("cuda", fixed_shapes=False)  # inference: TF32, but photos of many sizes are not autotuned
+        assert torch.backends.cuda.matmul.fp32_precision == torch.backends.cudnn.conv.fp32_precision == "tf32"
+        assert not torch.backends.cudnn.benchmark
+        torch.use_deterministic_algorithms(True)
+        try:
+            tune_cuda_math("cuda", fixed_shapes=True)  # asked-for repeatable kernels: no autotuner
+            assert not torch.backends.cudnn.benchmark
+        finally:
+            torch.use_deterministic_algorithms(False)
+        tune_cuda_math("cuda", fixed_shapes=True)
+        assert torch.backends.cudnn.benchmark
+    finally:
+        (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
+         torch.backends.cudnn.benchmark) = saved

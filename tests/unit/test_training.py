@@ -124,12 +124,31 @@ def test_non_finite_steps_are_skipped_without_touching_weights_then_stop_the_run
         assert trainer.train_step(content, style).skipped
     for key, value in trainer.model.decoder.state_dict().items():
         assert torch.equal(value, before[key])
+    state = trainer.optimizer.state_dict()["state"]  # Adam's moments and step count untouched too
+    assert state and all(float(s["step"]) == 0 and not s["exp_avg"].any() for s in state.values())
     assert not trainer.train_step(images(2, 32, 32, 3), style).skipped  # a good step resets the count
+    assert trainer.nonfinite_in_a_row == 0 and trainer.nonfinite_total == 2
+    # the guard reads the device every max_nonfinite_steps (3) steps: 3 bad steps in a row (4, 5, 6) stop the run
+    # at the check after step 6; a check that finds fewer (after step 3: 0 in a row) lets it go on
     trainer.train_step(content, style)
     trainer.train_step(content, style)
     with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
         trainer.train_step(content, style)
     assert trainer.nonfinite_total == 5
+
+
+def test_the_guard_stops_a_run_at_most_max_nonfinite_steps_late():
+    trainer = Trainer(config("adain", max_nonfinite_steps=3), device="cpu")
+    content = images(2, 32, 32, 1)
+    content[0, 0, 0, 0] = float("nan")
+    style = images(2, 32, 32, 2)
+    trainer.train_step(images(2, 32, 32, 3), style)  # step 1 fine; steps 2, 3, 4 non-finite
+    trainer.train_step(content, style)
+    trainer.train_step(content, style)  # step 3: a check, 2 in a row so far
+    trainer.train_step(content, style)  # step 4: 3 in a row, no check yet
+    trainer.train_step(images(2, 32, 32, 3), style)  # a good step ends the run of bad ones…
+    with pytest.raises(NonFiniteLossError, match="3 consecutive steps"):
+        trainer.train_step(images(2, 32, 32, 3), style)  # …but the check after step 6 still sees it
 
 
 @pytest.mark.parametrize("schedule", ["inverse", "cosine", "constant"])
