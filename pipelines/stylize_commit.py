@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -19,6 +20,10 @@ from typing import Any, Mapping, Sequence
 from pipelines.stylize_inputs import PARTS, RUN_TOKEN, Inputs
 from stylecore.imaging import encode_image
 from stylecore.io import atomic_write_bytes, atomic_write_text, check_output_name, confined_path
+
+
+#: threads per model that copy stylized images back and encode them
+ENCODE_THREADS = 2
 
 
 @dataclass
@@ -42,6 +47,11 @@ class _JobWriter:
         self.prepared: dict[int, Any] = {}
         self.output_format, self.image_format, self.quality = output_format, image_format, quality
         self.provenance = {"model": job.model, **job.model_info, **provenance}
+        if hasattr(stylizer, "precision"):  # a model's arithmetic: bf16 on a GPU that has it, else fp32
+            self.provenance["precision"] = stylizer.precision
+        # outputs are copied back and encoded on these threads while the model's thread queues the next batches
+        # (PIL's encoders and torch's copies release the GIL)
+        self.encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="encode")
 
     def _style(self, index: int):
         if index not in self.prepared:
@@ -53,10 +63,15 @@ class _JobWriter:
         if (self.job.output / PARTS / RUN_TOKEN).read_text() != self.job.run_token:
             raise RuntimeError(f"{self.job.output} is being written by a newer run; this one stops")
 
-    def _stylize(self, images: list[Any], style: int) -> list[tuple[Any, dict[str, Any]]]:
-        """Each image stylized, with what the stylizer reports about it (an optimisation's final losses; a model:
-        nothing)."""
-        results = self.stylizer(images, self._style(style))
+    def _stylize(self, items: list[tuple[str, str, int, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+        """Each (output key, input key, style, image) item stylized with its style, with what the stylizer reports
+        about it (an optimisation's final losses; a model: nothing). A model's outputs stay on its device until
+        they are encoded."""
+        images = [image for _, _, _, image in items]
+        if hasattr(self.stylizer, "stylize_each"):
+            results = self.stylizer.stylize_each(images, [self._style(style) for _, _, style, _ in items])
+        else:  # one style for the group
+            results = self.stylizer(images, self._style(items[0][2]))
         details = self.stylizer.details() if hasattr(self.stylizer, "details") else [{}] * len(results)
         return list(zip(results, details))
 
@@ -66,25 +81,28 @@ class _JobWriter:
         part record; returns what was written and every rejection (the given ones and the inputs this model could
         not stylize)."""
         rejected = list(rejected)
-        by_style: dict[int, list[tuple[str, str, Any]]] = {}
-        for key, source, style, image in items:
-            by_style.setdefault(style, []).append((key, source, image))
-        outputs: list[tuple[str, str, int, bytes, dict[str, Any]]] = []
-        for style, group in by_style.items():
+        # a model stylizes the whole batch at once, whatever the styles (Stylizer.stylize_each); an optimisation
+        # method one style at a time
+        groups = [items] if hasattr(self.stylizer, "stylize_each") else \
+            [[item for item in items if item[2] == style] for style in dict.fromkeys(item[2] for item in items)]
+        pending: list[tuple[str, str, int, Future, dict[str, Any]]] = []
+        for group in groups:
             try:
-                results = self._stylize([image for _, _, image in group], style)
+                results = self._stylize(group)
             except ValueError:  # one bad image (e.g. too small for the model) must not sink its batch
                 results = []
-                for key, _, image in group:
+                for item in group:
                     try:
-                        results += self._stylize([image], style)
+                        results += self._stylize([item])
                     except ValueError as error:
-                        rejected.append({"key": key, "reason": f"cannot stylize: {error}"})
+                        rejected.append({"key": item[0], "reason": f"cannot stylize: {error}"})
                         results.append(None)
-            for (key, source, _), result in zip(group, results):
+            for (key, source, style, _), result in zip(group, results):
                 if result is not None:
                     image, detail = result
-                    outputs.append((key, source, style, encode_output(image, self.image_format, self.quality), detail))
+                    pending.append((key, source, style,
+                                    self.encoders.submit(encode_output, image, self.image_format, self.quality), detail))
+        outputs = [(key, source, style, encoded.result(), detail) for key, source, style, encoded, detail in pending]
         self._check_current()
         records = self._write(outputs)
         written = [{"key": key, **({"source": source} if source != key else {}), "style": self.style_keys[style],

@@ -57,6 +57,7 @@ class StylizeActor:
         import torch
 
         import stylecore
+        from stylecore.devices import tune_cuda_math
         from stylecore.stylize import Stylizer
 
         if tracking_uri:  # a models:/ URI resolves against the driver's store, wherever the actor runs
@@ -65,6 +66,8 @@ class StylizeActor:
             mlflow.set_tracking_uri(tracking_uri)
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+        tune_cuda_math(device, fixed_shapes=False)  # photos come in many sizes: no per-shape autotuning
+        self.device = device
         provenance = {"alpha": alpha, "preserve_color": preserve_color}
         self.style_data, self.decoded_styles = [data for _, data in styles], {}
 
@@ -76,7 +79,7 @@ class StylizeActor:
                 return MethodStylizer(build(job.model[len(METHOD_PREFIX):], device=device,
                                             **job.model_info["method_settings"]), style_size=style_size)
             return Stylizer(stylecore.load(job.model, device=device, allow_pickle=allow_pickle), device=device,
-                            alpha=alpha, preserve_color=preserve_color, style_size=style_size)
+                            alpha=alpha, preserve_color=preserve_color, style_size=style_size, precision="auto")
 
         self.writers = [_JobWriter(job, stylizer(job), [key for key, _ in styles], self._style_image, output_format,
                                    image_format, quality, provenance) for job in jobs]
@@ -96,7 +99,8 @@ class StylizeActor:
             image = None
             if not error:
                 image = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(int(h), int(w), 3).permute(2, 0, 1)
-                image = image.float().div(255)
+                # to the model's device as bytes, a quarter of the float copy; converted there
+                image = image.to(self.device, non_blocking=True).float().div_(255)
             for job in (int(j) for j in str(jobs).split(",")):
                 items, rejected = pending.setdefault(job, ([], []))
                 if error:

@@ -19,11 +19,12 @@ from torch import Tensor
 
 from stylecore import functional as SF
 from stylecore.data import load_image, resize_short_side
-from stylecore.devices import is_out_of_memory
+from stylecore.devices import bf16_supported, is_out_of_memory
 from stylecore.models.base import StyleTransferModel, check_image_batch, normalize_weights
 
 ImageLike = Union[Tensor, str, Path]
 COLOR_MODES = (None, "coral", "luminance")
+STYLIZE_PRECISIONS = ("fp32", "bf16", "auto")
 #: content with more pixels than this is stylized in tiles by default: a whole 6000×6000 photo through a
 #: decoder needs tens of GB of activations, a 2048² tile about 1.5 GB (AdaIN, fp32)
 DEFAULT_PIXEL_BUDGET = 2048 * 2048
@@ -60,6 +61,32 @@ def _expand(code: Any, batch: int) -> Any:
     if isinstance(code, (tuple, list)):
         return type(code)(_expand(value, batch) for value in code)
     return code
+
+
+def _code_shapes(code: Any) -> Any:
+    """A style code's tensor shapes (codes of equal shapes stack into one batch)."""
+    if isinstance(code, Tensor):
+        return tuple(code.shape)
+    if isinstance(code, dict):
+        return tuple((key, _code_shapes(value)) for key, value in sorted(code.items()))
+    if isinstance(code, (tuple, list)):
+        return tuple(_code_shapes(value) for value in code)
+    return repr(code)
+
+
+def _stack_codes(codes: Sequence[Any]) -> Any:
+    """Style codes of one shape, one per sample, as one code with a batch dimension (a code is a tensor with a
+    batch dimension of 1, or a dict / tuple of them; anything else must be the same for all)."""
+    first = codes[0]
+    if isinstance(first, Tensor):
+        return torch.cat([code.expand(1, *code.shape[1:]) if code.shape[0] == 1 else code for code in codes])
+    if isinstance(first, dict):
+        return {key: _stack_codes([code[key] for code in codes]) for key in first}
+    if isinstance(first, (tuple, list)):
+        return type(first)(_stack_codes(list(parts)) for parts in zip(*codes))
+    if any(code != first for code in codes[1:]):
+        raise ValueError(f"style codes differ in a part that has no batch dimension: {first!r}")
+    return first
 
 
 def preserve_luminance(stylized: Tensor, content: Tensor) -> Tensor:
@@ -114,7 +141,7 @@ class Stylizer:
     def __init__(self, model: StyleTransferModel | str | Path, device: str | torch.device | None = None,
                  alpha: float = 1.0, preserve_color: str | None = None, max_side: int | None = None,
                  tile_overlap: int | None = None, batch_size: int = 4, style_size: int | None = None,
-                 max_pixels: int | None = DEFAULT_PIXEL_BUDGET) -> None:
+                 max_pixels: int | None = DEFAULT_PIXEL_BUDGET, precision: str = "fp32") -> None:
         if isinstance(model, (str, Path)):
             from stylecore import load
 
@@ -149,6 +176,12 @@ class Stylizer:
         self.max_side, self.tile_overlap = max_side, int(tile_overlap)
         self.max_pixels = max_pixels
         self.batch_size, self.style_size = int(batch_size), style_size
+        if precision not in STYLIZE_PRECISIONS:
+            raise ValueError(f"precision={precision!r} is not one of {', '.join(STYLIZE_PRECISIONS)}")
+        # auto: bf16 on a GPU that has it (where fp32 inference leaves its tensor cores idle); fp32 on CPU, where
+        # outputs stay exactly those of the model's own arithmetic
+        self.precision = ("bf16" if self.device.type == "cuda" and bf16_supported(self.device) else "fp32") \
+            if precision == "auto" else precision
 
     # -- styles --------------------------------------------------------------------------------
 
@@ -212,6 +245,34 @@ class Stylizer:
         return finished[0] if single else finished
 
     @torch.inference_mode()
+    def stylize_each(self, contents: Sequence[ImageLike], styles: Sequence["PreparedStyles | ImageLike"],
+                     alpha: float | None = None) -> list[Tensor]:
+        """Content i with its own style i (prepared or not), for every i: contents of one size whose style codes
+        have one shape run as one batch even when the styles differ (each sample's code stacked along the batch),
+        so a dataset stylized round-robin over many styles still fills the device's batches. Tiling, α and colour
+        preservation as in :meth:`__call__`; coral (codes per content) and style mixes go one content at a time.
+        Outputs stay on the stylizer's device."""
+        if len(contents) != len(styles):
+            raise ValueError(f"{len(contents)} contents and {len(styles)} styles: give one style per content")
+        prepared = [self.prepare_styles(style) for style in styles]
+        if any(p.codes is None or len(p.codes) != 1 for p in prepared):
+            return [self(content, style) for content, style in zip(contents, prepared)]
+        alpha = self.alpha if alpha is None else float(alpha)
+        images = [as_image(c, "content").to(self.device) for c in contents]
+        groups: dict[tuple, list[int]] = {}
+        for index, (image, style) in enumerate(zip(images, prepared)):
+            groups.setdefault((tuple(image.shape[-2:]), _code_shapes(style.codes[0])), []).append(index)
+        outputs: list[Tensor] = [torch.empty(0)] * len(images)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                codes = _stack_codes([prepared[i].codes[0] for i in chunk])
+                result = self._stylize_batch(torch.stack([images[i] for i in chunk]), [codes], [1.0], alpha)
+                for i, image in zip(chunk, result):
+                    outputs[i] = image
+        return outputs
+
+    @torch.inference_mode()
     def stylize_pairs(self, contents: Sequence[ImageLike], styles: Sequence[ImageLike],
                       alpha: float | None = None) -> list[Tensor]:
         """Content i with style i, for every i (one style each, no mixing): pairs whose content and style sizes
@@ -269,7 +330,8 @@ class Stylizer:
 
     def _plain(self, batch: Tensor, codes: Sequence[Any], weights: Sequence[float], alpha: float) -> Tensor:
         expanded = [_expand(code, batch.shape[0]) for code in codes]
-        return self.model.stylize(batch, expanded, weights, alpha)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            return self.model.stylize(batch, expanded, weights, alpha)
 
     def _tiled(self, batch: Tensor, codes: Sequence[Any], weights: Sequence[float], alpha: float, side: int) -> Tensor:
         b, _, h, w = batch.shape

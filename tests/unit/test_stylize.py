@@ -131,3 +131,34 @@ def test_stylize_files_reports_failures_and_skips_what_is_done(adain, tmp_path):
     again = stylizer.stylize_files(files, [tmp_path / "style.png"], tmp_path / "out", suffix=".png")
     assert again["written"] == [] and len(again["skipped"]) == 3
     assert load_image(tmp_path / "out" / "c0.png").shape == (3, 32, 40)
+
+
+@pytest.mark.parametrize("name", ["adain", "sanet", "linear", "magenta_lite"])
+def test_each_content_with_its_own_style_runs_as_one_batch_and_equals_one_at_a_time(name):
+    model = offline_model(name)
+    stylizer = Stylizer(model, batch_size=4)
+    contents = [images(1, 32, 32, i)[0] for i in range(4)] + [images(1, 40, 32, 9)[0]]
+    # four different styles of one size, and one of another (spatial codes such as SANet's cannot share a batch)
+    styles = [images(1, 32, 32, 20 + i)[0] for i in range(4)] + [images(1, 48, 40, 30)[0]]
+    calls = []
+    original = model.stylize
+    model.stylize = lambda batch, *rest: calls.append(batch.shape[0]) or original(batch, *rest)
+    try:
+        outputs = stylizer.stylize_each(contents, styles)
+    finally:
+        del model.stylize
+    assert sorted(calls) == [1, 4]  # the four 32² contents together, though each has its own style
+    for content, style, output in zip(contents, styles, outputs):
+        torch.testing.assert_close(output, stylizer(content, style), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one style per content"):
+        stylizer.stylize_each(contents, styles[:2])
+
+
+def test_precision_auto_is_fp32_on_cpu_and_bf16_is_close_to_it(adain):
+    content, style = images(1, 32, 32, 1)[0], images(1, 32, 32, 2)[0]
+    assert Stylizer(adain, precision="auto").precision == "fp32"  # CPU outputs stay the model's own arithmetic
+    bf16 = Stylizer(adain, precision="bf16")(content, style)
+    fp32 = Stylizer(adain)(content, style)
+    assert bf16.dtype == torch.float32 and 0 < (bf16 - fp32).abs().mean() < 0.02
+    with pytest.raises(ValueError, match="precision='fp16' is not one of fp32, bf16, auto"):
+        Stylizer(adain, precision="fp16")
