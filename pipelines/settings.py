@@ -388,6 +388,18 @@ class Combination:
         return {**model_weights(self.train.model_params), "loss_encoder": self.train.loss_encoder}
 
 
+def check_load_size(params: Mapping[str, Any], data: Any, where: str) -> None:
+    """Training crops come from images resized to ``load_size`` (short side), read from shards that store them at
+    ``shard.store_size``: a load size above it would upscale every stored image before its crop, and the model
+    would learn from blur. An error naming both keys, before anything starts."""
+    store = (params.get("shard") or {}).get("store_size")
+    load = data.load_size or data.crop_size
+    if isinstance(store, int) and load > store:
+        raise ConfigError(f"{where}.load_size={load} is above shard.store_size={store}: every stored image would be "
+                          f"upscaled {load / store:.2g}× before its crop. Raise shard.store_size to at least {load} "
+                          "(the shard stages rerun), or lower load_size")
+
+
 def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards_root: Path) -> Combination:
     """The settings and data of ``model × loss``, validated (the model and objectives built on the meta device)
     before anything starts."""
@@ -403,6 +415,7 @@ def resolve_combination(params: Mapping[str, Any], model: str, loss: str, shards
                              f"{grid.get('models')} × train.grid.losses {grid.get('losses')}); add it there")
     try:
         settings = training_settings(subsection(params, "train"), model, loss, profile, PIPELINE_TRAIN_KEYS)
+        check_load_size(params, settings.data, f"params.yaml: train.profiles.{profile} (or the model's or loss's)")
         report_every = settings.extra.get("report_every")
         if not integer(1).check(report_every):
             raise ConfigError(f"params.yaml: train.profiles.{profile}.report_every={report_every!r} is invalid; it "
@@ -498,6 +511,7 @@ def resolve_gan_runs(params: Mapping[str, Any], model: str, shards_root: Path) -
         layered = {"profiles": {profile: common},
                    "models": {model: deep_merge((section.get("models") or {}).get(model) or {}, per_model)}}
         settings = training_settings(layered, model, None, profile, PIPELINE_TRAIN_KEYS, where="params.yaml: gan")
+        check_load_size(params, settings.data, f"params.yaml: gan.profiles.{profile} (or gan.models.{model})")
         report_every = settings.extra.get("report_every")
         if not integer(1).check(report_every):
             raise ConfigError(f"params.yaml: gan.profiles.{profile}.report_every={report_every!r} must be a positive "

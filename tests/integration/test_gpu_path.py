@@ -109,3 +109,29 @@ def test_cuda_math_is_tuned_for_training_and_inference_and_left_alone_elsewhere(
     finally:
         (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision,
          torch.backends.cudnn.benchmark) = saved
+
+
+def test_every_profile_loads_at_most_the_stored_size_and_a_larger_load_size_is_refused():
+    """Item 5: the stored size and the load size agree (the full profile's load_size 512 read images stored at
+    256, upscaling each 2× before its crop)."""
+    from pathlib import Path
+
+    import yaml
+
+    from pipelines.settings import PIPELINE_TRAIN_KEYS, check_load_size
+    from stylecore.config import ConfigError, training_settings
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    checked = []
+    for profile in params["profiles"]:
+        for model in params["train"]["grid"]["models"]:
+            for loss in params["train"]["grid"]["losses"]:
+                settings = training_settings(params["train"], model, loss, profile, PIPELINE_TRAIN_KEYS)
+                check_load_size(params, settings.data, f"train.profiles.{profile}")
+                checked.append(settings.data.load_size or settings.data.crop_size)
+    assert max(checked) == 512 <= params["shard"]["store_size"]  # the full profile's AdaIN-style 512 → 256 crops
+    params["shard"]["store_size"] = 256
+    full = training_settings(params["train"], "adain", "gram", "full", PIPELINE_TRAIN_KEYS)
+    with pytest.raises(ConfigError, match=r"train.profiles.full.load_size=512 is above shard.store_size=256: every "
+                                          r"stored image would be upscaled 2× .* Raise shard.store_size to at least 512"):
+        check_load_size(params, full.data, "train.profiles.full")

@@ -149,3 +149,28 @@ def test_a_label_filter_streams_one_domain_and_names_the_labels_there_are(style_
         ShardPairStream(out, out, batch_size=4, crop_size=32, style_labels={"style": "cubism"})
     with pytest.raises(ValueError, match=r"have no label 'artist'; their labels are style"):
         ShardPairStream(out, out, batch_size=4, crop_size=32, style_labels={"artist": "x"})
+
+
+@pytest.mark.parametrize("stored,load,crop", [((256, 341), 512, 256), ((128, 128), 80, 64), ((96, 160), 96, 64)])
+def test_the_crop_is_cut_before_the_resize_and_shows_what_resize_then_crop_shows(stored, load, crop):
+    import math
+
+    from stylecore.data import resize_short_side
+
+    artwork = synthetic_artwork(3, "dots", max(stored))[:, :stored[0], :stored[1]]  # sharp edges: shifts show
+    step = math.ceil(load / min(stored))  # one pixel of the coarser grid, in resized pixels
+    for seed in range(4):
+        cropped = Augment(crop, load)(artwork, seeded_generator("crop", seed))
+        # the reference order, with the same two draws: the whole image resized, then the window cut
+        generator, whole = seeded_generator("crop", seed), resize_short_side(artwork, load)
+        top = int(torch.randint(0, whole.shape[1] - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(0, whole.shape[2] - crop + 1, (1,), generator=generator))
+        reference = whole[:, top:top + crop, left:left + crop]
+        assert cropped.shape == reference.shape == (3, crop, crop)
+        if load == min(stored):  # nothing to resize: the very same pixels
+            assert torch.equal(cropped, reference)
+            continue
+        # the same view: closer to it than the reference is to itself moved by one pixel of the coarser grid
+        moved = left + step if left + step <= whole.shape[2] - crop else left - step
+        one_pixel_off = (whole[:, top:top + crop, moved:moved + crop] - reference).abs().mean()
+        assert (cropped - reference).abs().mean() < one_pixel_off, seed
