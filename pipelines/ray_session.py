@@ -135,7 +135,8 @@ def scaling(settings: RaySettings, where: str = "train.ray", announce: bool = Tr
     (``announce=False``: the caller says it in a line of its own, :func:`describe_scale`)."""
     import ray
 
-    scale = decide_scaling(settings, ray.cluster_resources(), local=on_local_ray(), where=where)
+    scale = decide_scaling(settings, ray.cluster_resources(), local=on_local_ray(), where=where,
+                           reachable=autoscaler_reach())
     if announce:
         print(f"ray: {describe_scale(scale)}", flush=True)
     return scale
@@ -147,26 +148,50 @@ def describe_scale(scale: Scale) -> str:
     return f"{scale.num_workers} Ray Train worker(s) on {device}" + (f"; {scale.notice}" if scale.notice else "")
 
 
+def autoscaler_reach() -> dict[str, float]:
+    """The most of each resource the cluster's autoscaler could bring up (its node types' ``max_workers`` ×
+    resources, as Ray Train itself reads them), or {} without an autoscaler (a local Ray, a fixed cluster). Ray's
+    private state API (Ray is pinned); any failure reads as no autoscaler."""
+    try:
+        from ray._private.state import state
+
+        return {key: float(value) for key, value in (state.get_max_resources_from_cluster_config() or {}).items()}
+    except Exception:  # noqa: BLE001 - a missing or changed private API must not stop a stage
+        return {}
+
+
+def gpus_in_reach(resources: Mapping[str, float], reachable: Mapping[str, float] | None) -> float:
+    """GPUs up now, or the most the autoscaler's node types can add when that is more (a GPU node type with
+    ``min_workers: 0`` has none up until something asks for one)."""
+    return max(float(resources.get("GPU", 0)), float((reachable or {}).get("GPU", 0)))
+
+
 def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local: bool,
-                   where: str = "train.ray") -> Scale:
+                   where: str = "train.ray", reachable: Mapping[str, float] | None = None) -> Scale:
     """Workers, GPU use and threads from ``train.ray`` settings and the cluster's resources.
 
-    ``use_gpu: auto`` trains on GPUs whenever the cluster has any: on this machine with fewer GPUs than
-    workers, the workers are capped at the GPUs (said in ``notice``) rather than all of them falling back to
-    CPU. On a cluster the user named (``local=False``), GPUs it lacks may still come from its autoscaler, so
-    nothing is refused there. ``use_gpu: true`` on a machine without GPUs, more workers than CPUs, and several
-    workers sharing GPUs (NCCL refuses two ranks on one GPU) are errors naming the key to change.
+    ``use_gpu: auto`` trains on GPUs whenever the cluster has any, or its autoscaler's node types can add some
+    (``reachable``, :func:`autoscaler_reach`: the request for GPU workers is what brings those nodes up). With
+    fewer GPUs in reach than workers, the workers are capped at them (said in ``notice``) rather than all of them
+    falling back to CPU. On a cluster the user named (``local=False``) without an autoscaler's figures, GPUs it
+    lacks may still come, so nothing is refused there. ``use_gpu: true`` on a machine without GPUs, more workers
+    than CPUs, and several workers sharing GPUs (NCCL refuses two ranks on one GPU) are errors naming the key.
     """
     workers, per_gpu = settings.workers, float(settings.gpus_per_worker)
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
+    in_reach = gpus_in_reach(resources, reachable)
     use_gpu, notice = settings.use_gpu, ""
     if use_gpu == "auto":
-        use_gpu = gpus > 0
-        if use_gpu and local and gpus < workers * per_gpu:
-            capped = max(1, int(gpus // per_gpu))
-            notice = (f"{where}.workers={workers} capped at {capped}: this machine has {gpus:g} GPU(s) and each worker "
+        use_gpu = in_reach > 0
+        if use_gpu and (local or reachable) and in_reach < workers * per_gpu:
+            capped = max(1, int(in_reach // per_gpu))
+            what = "this machine has" if local else "the cluster's node types reach"
+            notice = (f"{where}.workers={workers} capped at {capped}: {what} {in_reach:g} GPU(s) and each worker "
                       f"takes {per_gpu:g} (the global batch is {capped} × batch_size)")
             workers = capped
+        if use_gpu and gpus == 0:
+            notice = "; ".join(filter(None, [notice, f"no GPU node is up yet: the autoscaler adds them for these "
+                                                     f"workers (its node types reach {in_reach:g} GPU(s))"]))
     if use_gpu and workers > 1 and per_gpu < 1:
         raise TrainStageError(f"{where}.gpus_per_worker={per_gpu:g} with {workers} workers would put two DDP ranks on "
                               "one GPU, which NCCL refuses ('Duplicate GPU detected'); set gpus_per_worker: 1, or "

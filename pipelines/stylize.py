@@ -36,7 +36,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     import ray
 
     from pipelines.storage import worker_shards
-    from pipelines.ray_session import ray_session
+    from pipelines.ray_session import autoscaler_reach, gpus_in_reach, ray_session
     from pipelines.tracking import fluent_store, tracking_settings
 
     params = load_params(params_path)
@@ -51,8 +51,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     # models:/ URIs resolve against the pipeline's store (the actors are told it too)
     with fluent_store(tracking_settings(params, params_path.resolve().parent).uri), ray_session():
         gpus, actors = settings["gpus_per_actor"], settings["actors"]
-        if gpus == "auto":  # GPUs whenever there are any: the actors capped at them, never all of them on CPU
-            available = int(ray.cluster_resources().get("GPU", 0))
+        if gpus == "auto":  # GPUs whenever there are any (or node types that add them): the actors capped at them
+            available = int(gpus_in_reach(ray.cluster_resources(), autoscaler_reach()))
             gpus, actors = (1.0, min(actors, available)) if available else (0.0, actors)
         print(f"stylize: {len(names)} champions in one Ray Data pipeline: {', '.join(names)}; {actors} actor(s) on "
               f"{'GPU' if gpus else 'CPU'}", flush=True)

@@ -41,7 +41,8 @@ from typing import Any, Mapping
 from pipelines.console import tune_verbosity
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import ShardInput, data_tags, shard_inputs, source_tags
-from pipelines.ray_session import Scale, ray_session, release_train_reservations, scaling
+from pipelines.ray_session import (Scale, autoscaler_reach, gpus_in_reach, ray_session, release_train_reservations,
+                                   scaling)
 from pipelines.search_space import check_space, search_space, with_values
 from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
                                 resolve_combination)
@@ -128,11 +129,12 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
 
 
 def _concurrency(settings: SweepSettings, scale: Scale, resources: Mapping[str, float]) -> int:
-    """Trials at once: as many as the cluster's CPUs (GPUs) hold, never more than requested."""
+    """Trials at once: as many as the cluster's CPUs (GPUs, counting those its autoscaler can add) hold, never
+    more than requested."""
     if settings.max_concurrent != "auto":
         return int(settings.max_concurrent)
     if scale.use_gpu:
-        fits = resources.get("GPU", 0) // (scale.num_workers * scale.gpus_per_worker)
+        fits = gpus_in_reach(resources, autoscaler_reach()) // (scale.num_workers * scale.gpus_per_worker)
     else:
         fits = resources.get("CPU", 0) // scale.num_workers
     return max(1, int(fits))

@@ -29,6 +29,18 @@ def test_auto_trains_on_the_gpus_there_are_capping_the_workers_on_one_machine():
     assert (cluster.use_gpu, cluster.num_workers) == (True, 2)
 
 
+def test_auto_asks_for_gpus_the_autoscalers_node_types_can_add_and_caps_the_workers_at_them():
+    # cluster.yaml's GPU node types start at min_workers 0: no GPU is up when the stage starts
+    waiting = decide_scaling(DEFAULTS, {"CPU": 8}, local=False, reachable={"CPU": 72, "GPU": 8})
+    assert (waiting.use_gpu, waiting.num_workers) == (True, 2)
+    assert "no GPU node is up yet" in waiting.notice and "reach 8 GPU(s)" in waiting.notice
+    one = decide_scaling({**DEFAULTS, "workers": 4}, {"CPU": 8}, local=False, reachable={"GPU": 1})
+    assert (one.use_gpu, one.num_workers) == (True, 1) and "workers=4 capped at 1" in one.notice
+    # a CPU-only autoscaling cluster, or no autoscaler at all: CPU, as before
+    for reachable in ({"CPU": 64}, {}, None):
+        assert not decide_scaling(DEFAULTS, {"CPU": 8}, local=False, reachable=reachable).use_gpu
+
+
 def test_impossible_requests_are_errors_that_name_the_key():
     with pytest.raises(TrainStageError, match=r"use_gpu: false"):
         decide_scaling({**DEFAULTS, "use_gpu": True}, {"CPU": 8}, local=True)
