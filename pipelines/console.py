@@ -130,6 +130,9 @@ class StageProgress:
         # A stage's line held back until the stage says something: a stage that only says it is skipped (a source
         # outside the profile) is one line with it. `flush` lets it out when the stage stays silent.
         self.pending: str | None = None
+        # consecutive stages skipped for one reason (the full profile's sources in the demo) share one line, held
+        # until a stage that differs: (first place, stages, reason)
+        self.skipped_run: tuple[int, list[str], str] | None = None
 
     def feed(self, line: str) -> list[str]:
         """The console lines for one line of DVC's output."""
@@ -137,7 +140,9 @@ class StageProgress:
         for pattern, kind in ((self.RUNNING, "ran"), (self.UNCHANGED, "unchanged"), (self.RESTORED, "restored")):
             match = pattern.match(line)
             if match:
-                shown = [*self.flush(), self._visit(match["stage"], kind)]
+                # a run of skipped stages stays held while the next stage may join it
+                hold = kind == "ran" and self.pending is None and not self.verbose
+                shown = [*([] if hold else self.flush()), self._visit(match["stage"], kind)]
                 if kind == "ran" and not self.verbose:
                     self.pending = shown.pop()
                 return [*shown, *([line] if self.verbose else [])]
@@ -145,18 +150,31 @@ class StageProgress:
                                  or self.ADVICE.match(line)):
             return []
         if self.pending is not None and self.current is not None and line.startswith(f"{self.current[0]}: skipped, "):
-            stage = self.current[0]
+            stage, said = self.current[0], line[len(self.current[0]) + 2:]
             self.pending = None
             self.counts["ran"] -= 1
             self.counts["skipped"] += 1
-            return [f"repro: [{len(self.visited)}{'/' + str(len(self.stages)) if self.stages else ''}] {stage}: "
-                    f"{line[len(stage) + 2:]}"]
+            if self.skipped_run is not None and self.skipped_run[2] == said:
+                self.skipped_run[1].append(stage)
+                return []
+            shown = self._skipped_line()
+            self.skipped_run = (len(self.visited), [stage], said)
+            return shown
         return [*self.flush(), line]
 
     def flush(self) -> list[str]:
-        """The held-back stage line, if any (to print when the stage has been silent for a while)."""
+        """The held-back lines, if any: a run of skipped stages, then the current stage's line (to print when the
+        stage has been silent for a while)."""
         pending, self.pending = self.pending, None
-        return [pending] if pending is not None else []
+        return [*self._skipped_line(), *([pending] if pending is not None else [])]
+
+    def _skipped_line(self) -> list[str]:
+        if self.skipped_run is None:
+            return []
+        (first, stages, said), self.skipped_run = self.skipped_run, None
+        last = first + len(stages) - 1
+        place = f"{first}" if last == first else f"{first}–{last}"
+        return [f"repro: [{place}{'/' + str(len(self.stages)) if self.stages else ''}] {', '.join(stages)}: {said}"]
 
     def _visit(self, stage: str, kind: str) -> str:
         self._close()

@@ -45,15 +45,16 @@ def run(model: str, *, params_path: Path = Path("params.yaml"), shards_root: Pat
     stage = os.environ.get("DVC_STAGE", f"gan@{model}")
     first = runs[0]
     described = ", ".join(f"{r.name} (photo ↔ {' / '.join(r.domains)})" for r in runs)
-    print(f"{stage}: {described}, {first.label} labels, profile {first.profile}, {first.train.steps} steps of "
-          f"{first.data.batch_size} {first.data.crop_size}² crops, no pretrained weights", flush=True)
+    heading = (f"{described}, {first.label} labels, profile {first.profile}, {first.train.steps} steps of "
+               f"{first.data.batch_size} {first.data.crop_size}² crops, no pretrained weights")
     results: dict[str, dict] = {}
     with ray_session():
-        for one in runs:
+        for index, one in enumerate(runs):
             results[one.name] = train_run(one, params, root, stage, models_root / "gan" / model / one.name,
                                           ray_storage, tags={"model": model, "domains": ",".join(one.domains),
                                                              "label": one.label},
-                                          title=f"{model}: photo ↔ {', '.join(one.domains)}")
+                                          title=f"{model}: photo ↔ {', '.join(one.domains)}",
+                                          heading=heading if index == 0 else one.name)
     atomic_write_text(models_root / "gan" / f"{model}.json", json.dumps(results, indent=2) + "\n")
     return results
 

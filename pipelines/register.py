@@ -94,8 +94,7 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
     existing = [v for v in client.search_model_versions(f"name='{name}'")
                 if run_id in (v.run_id, (v.tags or {}).get("stylecore.run_id"))]
     if existing:
-        version = existing[0]
-        print(f"register: {name}: {candidate['name']} is already version {version.version}", flush=True)
+        version = existing[0]  # a re-run: the same version again (its outcome is said below)
     else:
         # The client's own call, not mlflow.register_model: that one prints "already exists" for every version
         # after the first. A logged model's URI (models:/m-…) carries its id, which links the version to it.
@@ -151,10 +150,16 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
                 client.delete_registered_model_alias(name, CHALLENGER)
         except MlflowException:
             pass
-    print(f"register: {name} version {version.version} ({candidate['name']}, {metric} {value:.6g}) → {alias}: {reason}",
-          flush=True)
+    if reason not in QUIET_REASONS:  # a comparison worth a line of its own; the rest are summed up at the end
+        print(f"register: {name} version {version.version} ({candidate['name']}, {metric} {value:.6g}) → {alias}: "
+              f"{reason}", flush=True)
     return {"version": int(version.version), "alias": alias, "reason": reason, "candidate": candidate["name"],
             "source": candidate["source"], metric: value, "run_id": run_id, "uri": f"models:/{name}@{alias}"}
+
+
+#: outcomes the stage's closing line sums up (a first registration, a re-run that changed nothing); a comparison
+#: with an earlier champion gets a line of its own
+QUIET_REASONS = ("the first version", "already the champion")
 
 
 def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("reports")) -> dict[str, Any]:
@@ -179,7 +184,11 @@ def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("report
             name = template.format(model=model, loss=loss)
             registry[name] = register_candidate(client, name, candidate, settings, protocol)
     atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
-    print(f"register: {len(registry)} registered models at {tracking.uri}; reports/registry.json", flush=True)
+    quiet = {reason: [name.removeprefix("stylecore-") for name, record in registry.items() if record["reason"] == reason]
+             for reason in QUIET_REASONS}
+    said = "".join(f"; {len(names)} champion(s) as {reason}: {', '.join(names)}" for reason, names in quiet.items()
+                   if names)
+    print(f"register: {len(registry)} registered models at {tracking.uri}{said}; reports/registry.json", flush=True)
     return registry
 
 

@@ -376,16 +376,15 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
 
     ``ray_storage`` (a folder or URI) holds the Tune experiment and the trials' checkpoints until the sweep
     completes; default ``<storage.checkpoints>/sweeps``."""
+    root = params_path.resolve().parent
+    params = load_params(params_path)
+    reason = skip_reason(name, params)
+    if reason is not None:  # said before MLflow's import (seconds): the line joins the stage's own line in the console
+        return write_skipped(name, reason, models_root, reports)
     from mlflow.tracking import MlflowClient
 
     from pipelines import storage as locations
     from pipelines.tracking import start_run
-
-    root = params_path.resolve().parent
-    params = load_params(params_path)
-    reason = skip_reason(name, params)
-    if reason is not None:
-        return write_skipped(name, reason, models_root, reports)
     plan = plan_sweep(name, params, shards_root)
     combination, settings = plan.combination, plan.settings
     storage = locations.ray_storage(params, root, "sweeps", ray_storage)

@@ -50,19 +50,20 @@ def run(model: str, loss: str, *, params_path: Path = Path("params.yaml"), shard
     params = load_params(params_path)
     combination = resolve_combination(params, model, loss, shards_root)
     stage = os.environ.get("DVC_STAGE", f"train@{combination.name}")
-    print(f"{stage}: {model} × {loss}, profile {combination.profile}, {combination.train.steps} steps, "
-          f"weights {combination.model_weights() or 'none'}", flush=True)
+    heading = (f"{model} × {loss}, profile {combination.profile}, {combination.train.steps} steps, weights "
+               f"{combination.model_weights() or 'none'}")
     with ray_session():
         return train_run(combination, params, root, stage, models_root / combination.name, ray_storage,
-                         tags={"model": model, "loss": loss}, title=f"{model} × {loss}", extra=extra)
+                         tags={"model": model, "loss": loss}, title=f"{model} × {loss}", extra=extra, heading=heading)
 
 
 def train_run(combination: Combination, params: Mapping[str, Any], root: Path, stage: str, out: Path,
               ray_storage: str | Path | None, *, tags: Mapping[str, str], title: str,
-              extra: dict[str, Any] | None = None) -> dict[str, Any]:
+              extra: dict[str, Any] | None = None, heading: str | None = None) -> dict[str, Any]:
     """One Ray Train run of ``combination`` in the current Ray session, tracked in MLflow: ``out/checkpoint``,
     ``out/metrics.json`` and ``out/curve.csv``, the model logged to the run; a re-run with the same settings resumes
-    the same Ray and MLflow runs. What the grid's train stage and the gan stage both run."""
+    the same Ray and MLflow runs. What the grid's train stage and the gan stage both run. ``heading`` (what is
+    trained) opens the run's one set-up line: the workers and the MLflow run."""
     import mlflow
 
     from pipelines import ray_training, storage
@@ -89,8 +90,8 @@ def train_run(combination: Combination, params: Mapping[str, Any], root: Path, s
     run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts, combination.name, logged, tags,
                        resume_key=run_key)
     log_shard_inputs(tracking.uri, run_id, {"training": inputs})
-    print(f"{stage}: {describe_scale(scale)}; MLflow run {run_id} in experiment {tracking.experiment!r} at "
-          f"{tracking.uri}", flush=True)
+    print(f"{stage}: {heading + '; ' if heading else ''}{describe_scale(scale)}; MLflow run {run_id} in experiment "
+          f"{tracking.experiment!r} at {tracking.uri}", flush=True)
     started = time.perf_counter()
     # an exception marks the run FAILED
     with fluent_store(tracking.uri, tracking.interval), mlflow.start_run(run_id=run_id, log_system_metrics=True):

@@ -200,15 +200,38 @@ def test_a_stage_that_only_says_it_is_skipped_is_one_line_and_a_silent_stage_sti
                                    "download@coco: skipped, not in profile 'demo' (used by: full)\n"
                                    "Updating lock file 'dvc.lock'\n\nRunning stage 'shard@coco-val':\n"
                                    "> python -m pipelines.shard\n")
-    assert shown == ["repro: [1/3] download@coco: skipped, not in profile 'demo' (used by: full)"]
+    assert shown == []  # the skipped stage's line waits: the next stage may be skipped for the same reason
     assert progress.pending is not None  # shard@coco-val has said nothing yet: its line is held …
-    assert progress.flush() == ["repro: [2/3] shard@coco-val (1 min 0 s in)"]  # … until the console lets it out
+    assert progress.flush() == ["repro: [1/3] download@coco: skipped, not in profile 'demo' (used by: full)",
+                                "repro: [2/3] shard@coco-val (1 min 0 s in)"]  # … until the console lets it out
     assert _feed(progress, clock, "shard@coco-val: skipped, not in profile 'demo'\n") == \
         ["shard@coco-val: skipped, not in profile 'demo'"]  # once out, the stage's lines follow as they come
     assert _feed(progress, clock, "Running stage 'evaluate':\n") == []
     assert progress.finish(0).splitlines()[:2] == [
         "repro: [3/3] evaluate (1 min 30 s in)",  # the last stage's held line comes before the closing line
         "repro: 3 stage(s) in 1 min 30 s: 2 ran, 1 skipped; dvc repro exited with status 0"]
+
+
+def test_stages_skipped_one_after_another_for_one_reason_share_a_line(monkeypatch):
+    from pipelines.console import StageProgress
+
+    monkeypatch.delenv(LOG_LEVEL, raising=False)
+    clock = _Clock()
+    sources = ["places365", "coco", "wikiart"]
+    stages = [f"download@{s}" for s in sources] + [f"shard@{s}" for s in sources[:2]] + ["train@adain"]
+    progress = StageProgress(stages, {}, clock=clock)
+    dvc = "".join(f"Running stage 'download@{s}':\n> python -m pipelines.download --source {s}\n"
+                  f"download@{s}: skipped, not in profile 'demo' (used by: full)\nUpdating lock file 'dvc.lock'\n"
+                  for s in sources)
+    dvc += "".join(f"Running stage 'shard@{s}':\nshard@{s}: skipped, not in profile 'demo'\n" for s in sources[:2])
+    dvc += "Running stage 'train@adain':\ntrain@adain: 2 workers\n"
+    assert _feed(progress, clock, dvc) == [
+        "repro: [1–3/6] download@places365, download@coco, download@wikiart: skipped, not in profile 'demo' "
+        "(used by: full)",
+        "repro: [4–5/6] shard@places365, shard@coco: skipped, not in profile 'demo'",
+        "repro: [6/6] train@adain (2 min 50 s in)",
+        "train@adain: 2 workers"]
+    assert progress.finish(0).startswith("repro: 6 stage(s) in 3 min 0 s: 1 ran, 5 skipped;")
 
 
 def test_a_failed_stage_keeps_its_last_timing_and_verbose_keeps_dvcs_lines(monkeypatch):
