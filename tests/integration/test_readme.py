@@ -346,8 +346,10 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
     for m, loss in grid:
         assert first.count(f"train@{m}-{loss}: model {m} (") == 1, first
     assert "core_worker.cc" not in first and not re.search(r"^\[[^]]* E \d+ \d+\]", first, flags=re.MULTILINE)
-    assert re.search(r"^repro: \[3–5/\d+\] download@places365, download@coco, download@wikiart: skipped, not in "
-                     r"profile 'demo'", first, flags=re.MULTILINE)  # stages that only skip, for one reason: one line
+    # stages that only skip, one after another for one reason, share a line (each joins it when it says so within
+    # the console's 2 s hold, which a loaded machine may miss: the run then continues on a line of its own)
+    assert re.search(r"^repro: \[3(–[45])?/\d+\] download@places365(, download@coco)?(, download@wikiart)?: "
+                     r"skipped, not in profile 'demo'", first, flags=re.MULTILINE)
 
     uri = f"sqlite:///{repo / 'mlflow.db'}"  # the default store: in the repository
     client = MlflowClient(uri)
