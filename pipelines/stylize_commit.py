@@ -22,7 +22,7 @@ from stylecore.imaging import encode_image
 from stylecore.io import atomic_write_bytes, atomic_write_text, check_output_name, confined_path
 
 
-#: threads per model that copy stylized images back and encode them
+#: threads per stylize actor that copy stylized images back and encode them
 ENCODE_THREADS = 2
 
 
@@ -40,7 +40,7 @@ class _JobWriter:
     """One job inside an actor: the loaded model with its prepared styles, and the folder it commits to."""
 
     def __init__(self, job: Job, stylizer, style_keys: list[str], style_image, output_format: str, image_format: str,
-                 quality: int, provenance: Mapping[str, Any]) -> None:
+                 quality: int, provenance: Mapping[str, Any], encoders: ThreadPoolExecutor) -> None:
         self.job, self.stylizer = job, stylizer
         self.style_keys, self.style_image = style_keys, style_image  # style_image(index): decoded once per actor
         # Encoded on first use: a few inputs over many styles (the demo: 16 photos, 50 artworks) use only a few.
@@ -49,9 +49,9 @@ class _JobWriter:
         self.provenance = {"model": job.model, **job.model_info, **provenance}
         if hasattr(stylizer, "precision"):  # a model's arithmetic: bf16 on a GPU that has it, else fp32
             self.provenance["precision"] = stylizer.precision
-        # outputs are copied back and encoded on these threads while the model's thread queues the next batches
-        # (PIL's encoders and torch's copies release the GIL)
-        self.encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="encode")
+        # the actor's encoding threads (one pool for all its models), which copy outputs back and encode them
+        # while the model's thread queues the next batches (PIL's encoders and torch's copies release the GIL)
+        self.encoders = encoders
 
     def _style(self, index: int):
         if index not in self.prepared:

@@ -32,12 +32,13 @@ import os
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from pipelines.stylize_commit import MODELS_LISTED, Job, _finish, _JobWriter, committed
+from pipelines.stylize_commit import ENCODE_THREADS, MODELS_LISTED, Job, _finish, _JobWriter, committed
 from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Inputs, StylizeError, arrow_filesystem,
                                       decode_batch, decode_resize, list_inputs, load_styles, plan_outputs)
 
@@ -81,8 +82,9 @@ class StylizeActor:
             return Stylizer(stylecore.load(job.model, device=device, allow_pickle=allow_pickle), device=device,
                             alpha=alpha, preserve_color=preserve_color, style_size=style_size, precision="auto")
 
+        encoders = ThreadPoolExecutor(max_workers=ENCODE_THREADS, thread_name_prefix="encode")
         self.writers = [_JobWriter(job, stylizer(job), [key for key, _ in styles], self._style_image, output_format,
-                                   image_format, quality, provenance) for job in jobs]
+                                   image_format, quality, provenance, encoders) for job in jobs]
 
     def _style_image(self, index: int):
         if index not in self.decoded_styles:

@@ -581,12 +581,13 @@ class Trainer:
         root = Path(checkpoint_dir)
         path = root / f"step-{self.step:06d}"
         state = {key: value.detach().cpu().contiguous() for key, value in self.model.persistent_state().items()}
+        in_a_row, skipped_total = self.guard.counts()  # one read of the device for both
         trainer_state = {
             **self._optimizer_state(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "step": self.step,
-            "nonfinite_in_a_row": self.guard.counts()[0],
-            "nonfinite_total": self.guard.counts()[1],
+            "nonfinite_in_a_row": in_a_row,
+            "nonfinite_total": skipped_total,
             "rng": capture_rng(self.device),
             "data": data.state_dict() if hasattr(data, "state_dict") else None,
         }
