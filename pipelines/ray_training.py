@@ -7,7 +7,7 @@ it; every rank calls ``ray.train.report`` at the same steps (Ray requires equal 
 restarted or re-run training resumes from the newest reported checkpoint.
 
 With ``extra={"mlflow": {"tracking_uri", "run_id"}}`` rank 0 logs the run through
-:class:`pipelines.tracking.MLflowHooks`. With ``validation=`` (held-out pairs and metric weights) rank 0
+:class:`pipelines.mlflow_hooks.MLflowHooks`. With ``validation=`` (held-out pairs and metric weights) rank 0
 also scores the model on those pairs at every report and adds ``val/<metric>`` and ``val/objective``
 to the reported metrics: what a sweep's scheduler compares trials by. This module is the core of the
 ``train`` and ``sweep`` stages.
@@ -158,7 +158,7 @@ def train_worker(config: dict[str, Any]) -> None:
     rank_zero = context.get_world_rank() == 0
     tracking = None
     if config.get("mlflow") and rank_zero:
-        from pipelines.tracking import MLflowHooks
+        from pipelines.mlflow_hooks import MLflowHooks
 
         tracking = MLflowHooks(config["mlflow"]["tracking_uri"], config["mlflow"]["run_id"],
                                every=config["report_every"], total=train.steps)

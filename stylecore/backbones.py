@@ -162,9 +162,12 @@ def resolve_weights(spec: str | os.PathLike, what: str, torchvision_enum: Any = 
                     releases: Mapping[str, "Release | PackagedRelease"] | None = None) -> ResolvedWeights:
     """Resolve a weights spec for the backbone ``what`` (named in messages): its state dict and description.
 
-    ``torchvision_enum``: the weights ``imagenet`` means (None: the backbone has no ImageNet weights);
+    ``torchvision_enum``: the weights ``imagenet`` means (None: the backbone has no ImageNet weights), or a function
+    that returns them, so that torchvision (~2 s to import) is imported only when they are asked for;
     ``releases``: the published weights the backbone knows by name."""
     text = os.fspath(spec)
+    if callable(torchvision_enum) and text == "imagenet":
+        torchvision_enum = torchvision_enum()
     releases = releases or {}
     if text.startswith("random:"):
         seed_text = text.split(":", 1)[1]

@@ -205,11 +205,13 @@ class VGGEncoder(nn.Module):
                 self.convs[name] = nn.Conv2d(in_channels, channels, 3, padding=1, padding_mode=padding)
                 in_channels = channels
 
+        # Arithmetic in Python, not on tensors: under check_buildable's meta device a tensor division goes through
+        # PyTorch's decompositions, whose first use imports torch._dynamo (~2 s of every stage's start-up).
         if normalization == "imagenet":
-            mean, scale = torch.tensor(IMAGENET_MEAN), 1.0 / torch.tensor(IMAGENET_STD)
+            mean, scale = torch.tensor(IMAGENET_MEAN), torch.tensor([1.0 / std for std in IMAGENET_STD])
         else:
             # normalize() flips to BGR first, so the mean stays in BGR order.
-            mean, scale = torch.tensor(CAFFE_BGR_MEAN) / 255.0, torch.full((3,), 255.0)
+            mean, scale = torch.tensor([value / 255.0 for value in CAFFE_BGR_MEAN]), torch.full((3,), 255.0)
         self.register_buffer("input_mean", mean.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("input_scale", scale.view(1, 3, 1, 1), persistent=False)
 
@@ -221,7 +223,7 @@ class VGGEncoder(nn.Module):
     # -- weights -----------------------------------------------------------------------------
 
     def _load_weights(self, weights: str | os.PathLike) -> dict[str, str]:
-        resolved = resolve_weights(weights, self.arch, _torchvision_weights(self.arch))
+        resolved = resolve_weights(weights, self.arch, lambda: _torchvision_weights(self.arch))
         if resolved.state is None:
             self._random_init(resolved.seed)
         else:

@@ -11,6 +11,24 @@ Every backbone follows :mod:`stylecore.backbones` (pretrained, a file, or ``rand
 with a random backbone are uncalibrated and every report says so.
 """
 
-from stylecore.metrics.paper import METRIC_TERMS, METRICS, StylizationMetrics, spread_ratio, ssim
+#: the seed paper's per-pair loss terms, by metric name (defined here, torch-free: checking a setting that names
+#: metrics, as a stage that only says it is skipped does, must not import torch)
+METRIC_TERMS = {
+    "content": {"loss": "content"},
+    "style_classic": {"loss": "gram"},
+    "style_balanced": {"loss": "balanced_gram"},
+    "mean_std": {"loss": "mean_std"},
+}
+METRICS = (*METRIC_TERMS, "ssim")
+_FROM_PAPER = ("StylizationMetrics", "spread_ratio", "ssim")
 
-__all__ = ["METRIC_TERMS", "METRICS", "StylizationMetrics", "spread_ratio", "ssim"]
+__all__ = ["METRIC_TERMS", "METRICS", *_FROM_PAPER]
+
+
+def __getattr__(name: str):
+    """The scorers, imported (with torch) on first use."""
+    if name in _FROM_PAPER:
+        from stylecore.metrics import paper
+
+        return getattr(paper, name)
+    raise AttributeError(f"module 'stylecore.metrics' has no attribute {name!r}")

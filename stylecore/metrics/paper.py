@@ -23,15 +23,9 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from stylecore.encoders import VGGEncoder
+from stylecore.metrics import METRIC_TERMS, METRICS  # noqa: F401  (defined torch-free, for settings checks)
 from stylecore.objective import build_objective, translate_objective
 
-METRIC_TERMS = {
-    "content": {"loss": "content"},
-    "style_classic": {"loss": "gram"},
-    "style_balanced": {"loss": "balanced_gram"},
-    "mean_std": {"loss": "mean_std"},
-}
-METRICS = (*METRIC_TERMS, "ssim")
 #: the metric encoders: VGG-16 (the paper's) or magenta_lite's trained style predictor (offline, no download)
 METRIC_ENCODERS = ("vgg16", "magenta_lite")
 #: the terms on magenta_lite's predictor: the paper's VGG-16 layers' equivalents (encoders.VGG_EQUIVALENTS), one

@@ -100,7 +100,8 @@ def test_the_guard_reads_the_device_only_every_max_nonfinite_steps():
 def test_mlflow_gets_every_steps_figures_but_once_a_report(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from pipelines.tracking import MLflowHooks, default_tracking_uri, start_run
+    from pipelines.mlflow_hooks import MLflowHooks
+    from pipelines.tracking import default_tracking_uri, start_run
 
     uri = default_tracking_uri(tmp_path)
     run_id = start_run(uri, "buffer-test", tmp_path / "artifacts", "adain", {"train": {"model": "adain"}},
