@@ -41,8 +41,8 @@ from typing import Any, Mapping
 from pipelines.console import tune_verbosity
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import ShardInput, data_tags, shard_inputs, source_tags
-from pipelines.ray_session import (Scale, autoscaler_reach, gpus_in_reach, ray_session, release_train_reservations,
-                                   scaling)
+from pipelines.ray_session import (Scale, autoscaler_reach, describe_scale, gpus_in_reach, ray_session,
+                                   release_train_reservations, scaling)
 from pipelines.search_space import check_space, search_space, with_values
 from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
                                 resolve_combination)
@@ -404,7 +404,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
     with ray_session():
         import ray
 
-        scale = scaling(combination.ray, where="sweep")
+        scale = scaling(combination.ray, where="sweep", announce=False)  # said below, with the trials' threads
         concurrent = _concurrency(settings, scale, ray.cluster_resources())
         if combination.ray.threads_per_worker == "auto":
             # the CPUs are shared by the trials that run at once, on GPU too (each GPU trial took every CPU before)
@@ -418,7 +418,7 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
                            {**tags, "stage": "sweep"}, resume_key=plan.key)
         log_shard_inputs(tracking.uri, parent, inputs)
         print(f"{stage}: MLflow parent run {parent}; up to {concurrent} trial(s) at once, each "
-              f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'} worker(s)", flush=True)
+              f"{describe_scale(scale)}", flush=True)
         job = SweepJob(plan.key, combination, {"pairs": plan.pairs, "weights": plan.weights,
                                                "objective": settings.objective,
                                                "batch_size": settings.validation.batch_size},

@@ -6,6 +6,7 @@ SIGINT (Ctrl+C) mid-sweep and runs it again.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,6 +84,10 @@ def test_a_sweep_interrupted_and_rerun_completes_with_asha_stops_and_mlflow_pare
     log, _ = second.communicate(timeout=600)
     assert second.returncode == 0, log[-5000:]
     assert "restoring the interrupted sweep" in log
+    # the trials that run at once share this machine's CPUs: the line says the threads each trial really gets
+    said = re.search(r"up to (\d+) trial\(s\) at once, each 1 Ray Train worker\(s\) on CPU \((\d+) torch thread", log)
+    assert said, log[-3000:]
+    assert int(said.group(2)) == max(1, (os.cpu_count() or 1) // int(said.group(1)))
     assert "resumed from step" in log  # the interrupted trials' Train runs went on from their checkpoints
 
     report = json.loads((workspace / "reports/sweeps" / f"{NAME}.json").read_text())
