@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Hashable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -87,6 +87,17 @@ def _stack_codes(codes: Sequence[Any]) -> Any:
     if any(code != first for code in codes[1:]):
         raise ValueError(f"style codes differ in a part that has no batch dimension: {first!r}")
     return first
+
+
+def _batches(keys: Sequence[Hashable], size: int) -> Iterator[list[int]]:
+    """The indices of ``keys``, grouped by equal key (first-seen order) and cut into chunks of at most ``size``:
+    the inputs that can share one batch through the model."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    for indices in groups.values():
+        for start in range(0, len(indices), size):
+            yield indices[start:start + size]
 
 
 def preserve_luminance(stylized: Tensor, content: Tensor) -> Tensor:
@@ -225,22 +236,17 @@ class Stylizer:
         images = [as_image(c, "content").to(self.device) for c in contents]
         outputs: list[Tensor | None] = [None] * len(images)
         # Batch content of one size together (the usual case: a folder of equal crops).
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images):
-            by_size.setdefault(tuple(image.shape[-2:]), []).append(index)
-        for indices in by_size.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                batch = torch.stack([images[i] for i in chunk])
-                if codes is None:  # coral: recolour every style to each content image's palette
-                    for i, image in zip(chunk, batch):
-                        recoloured = [SF.coral(s, image.unsqueeze(0)) for s in style_images]
-                        own = [self.model.style_code(s) for s in recoloured]
-                        outputs[i] = self._stylize_batch(image.unsqueeze(0), own, weights, alpha)[0]
-                else:
-                    result = self._stylize_batch(batch, codes, weights, alpha)
-                    for i, image in zip(chunk, result):
-                        outputs[i] = image
+        for chunk in _batches([tuple(image.shape[-2:]) for image in images], self.batch_size):
+            batch = torch.stack([images[i] for i in chunk])
+            if codes is None:  # coral: recolour every style to each content image's palette
+                for i, image in zip(chunk, batch):
+                    recoloured = [SF.coral(s, image.unsqueeze(0)) for s in style_images]
+                    own = [self.model.style_code(s) for s in recoloured]
+                    outputs[i] = self._stylize_batch(image.unsqueeze(0), own, weights, alpha)[0]
+            else:
+                result = self._stylize_batch(batch, codes, weights, alpha)
+                for i, image in zip(chunk, result):
+                    outputs[i] = image
         finished = [out.cpu() for out in outputs if out is not None]
         return finished[0] if single else finished
 
@@ -259,17 +265,13 @@ class Stylizer:
             return [self(content, style) for content, style in zip(contents, prepared)]
         alpha = self.alpha if alpha is None else float(alpha)
         images = [as_image(c, "content").to(self.device) for c in contents]
-        groups: dict[tuple, list[int]] = {}
-        for index, (image, style) in enumerate(zip(images, prepared)):
-            groups.setdefault((tuple(image.shape[-2:]), _code_shapes(style.codes[0])), []).append(index)
         outputs: list[Tensor] = [torch.empty(0)] * len(images)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                codes = _stack_codes([prepared[i].codes[0] for i in chunk])
-                result = self._stylize_batch(torch.stack([images[i] for i in chunk]), [codes], [1.0], alpha)
-                for i, image in zip(chunk, result):
-                    outputs[i] = image
+        keys = [(tuple(image.shape[-2:]), _code_shapes(style.codes[0])) for image, style in zip(images, prepared)]
+        for chunk in _batches(keys, self.batch_size):
+            codes = _stack_codes([prepared[i].codes[0] for i in chunk])
+            result = self._stylize_batch(torch.stack([images[i] for i in chunk]), [codes], [1.0], alpha)
+            for i, image in zip(chunk, result):
+                outputs[i] = image
         return outputs
 
     @torch.inference_mode()
@@ -283,23 +285,19 @@ class Stylizer:
         alpha = self.alpha if alpha is None else float(alpha)
         images = [as_image(c, "content").to(self.device) for c in contents]
         style_images = [self._style_batch(s)[0] for s in styles]
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for index, (image, style) in enumerate(zip(images, style_images)):
-            groups.setdefault((*image.shape[-2:], *style.shape[-2:]), []).append(index)
         outputs: list[Tensor] = [torch.empty(0)] * len(images)
-        for indices in groups.values():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start:start + self.batch_size]
-                batch = torch.stack([images[i] for i in chunk])
-                style_batch = torch.stack([style_images[i] for i in chunk])
-                if self.preserve_color == "coral":
-                    style_batch = torch.cat([SF.coral(s[None], c[None]) for s, c in zip(style_batch, batch)])
-                index = torch.arange(len(chunk), device=batch.device)
-                out = self.model.stylize_pairs(batch, style_batch, index, index, alpha).float().clamp(0, 1)
-                if self.preserve_color == "luminance":
-                    out = preserve_luminance(out, batch)
-                for i, image in zip(chunk, out):
-                    outputs[i] = image.cpu()
+        keys = [(*image.shape[-2:], *style.shape[-2:]) for image, style in zip(images, style_images)]
+        for chunk in _batches(keys, self.batch_size):
+            batch = torch.stack([images[i] for i in chunk])
+            style_batch = torch.stack([style_images[i] for i in chunk])
+            if self.preserve_color == "coral":
+                style_batch = torch.cat([SF.coral(s[None], c[None]) for s, c in zip(style_batch, batch)])
+            index = torch.arange(len(chunk), device=batch.device)
+            out = self.model.stylize_pairs(batch, style_batch, index, index, alpha).float().clamp(0, 1)
+            if self.preserve_color == "luminance":
+                out = preserve_luminance(out, batch)
+            for i, image in zip(chunk, out):
+                outputs[i] = image.cpu()
         return outputs
 
     def _tile_side(self, h: int, w: int) -> int | None:
