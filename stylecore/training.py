@@ -438,26 +438,36 @@ class Trainer:
         self.step_module.objectives[phase.name].set_step(self.step)
         self.model.train()
         content, style = self._prepare(content), self._prepare(style)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with self._autocast():
             total, output, images = self.runner(content, style, phase.name)
         lr = self.optimizer.param_groups[0]["lr"]
         nonfinite = self._apply_gradients(total, self.optimizer, self.parameters)
         self._end_update()
         self.scheduler.step()  # the schedule follows the step count, skipped steps included (AMP's convention)
+        return self._finish_step(started, content.shape[0], lambda: image_grid(content, style, images["pred"]),
+                                 phase=phase.name, terms=output.detached(), lr=lr, skipped=nonfinite,
+                                 per_sample={k: v.detach() for k, v in output.per_sample.items()},
+                                 content_keys=content_keys, style_keys=style_keys)
+
+    def _autocast(self):
+        """The step's mixed precision: bf16 or fp16 autocast on the device, or none (fp32)."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+    def _finish_step(self, started: float, batch: int, sample_grid: Callable[[], Tensor], **fields: Any
+                     ) -> StepResult:
+        """The end of every trainer's step: count and time it (``batch`` samples per rank), let the non-finite guard
+        and the hooks see it, and hand the hooks a sample grid (``sample_grid()``) when one is due."""
         self.step += 1
         elapsed = time.perf_counter() - started
-        result = StepResult(
-            step=self.step, phase=phase.name, terms=output.detached(), lr=lr,
-            samples_per_second=content.shape[0] * self.world_size / max(elapsed, 1e-9),
-            samples=content.shape[0] * self.world_size, skipped=nonfinite,
-            per_sample={k: v.detach() for k, v in output.per_sample.items()},
-            content_keys=content_keys, style_keys=style_keys)
-        self._guard_step(nonfinite, result)
+        samples = batch * self.world_size
+        result = StepResult(step=self.step, samples_per_second=samples / max(elapsed, 1e-9), samples=samples,
+                            **fields)
+        self._guard_step(fields["skipped"], result)
         for hook in self.hooks:
             hook.on_step(self, result)
         if self.config.sample_every and self.step % self.config.sample_every == 0 and self.hooks:
-            grid = image_grid(content, style, images["pred"])
+            grid = sample_grid()
             for hook in self.hooks:
                 hook.on_images(self, self.step, grid)
         return result

@@ -166,24 +166,9 @@ class AdversarialTrainer(Trainer):
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             for scheduler in self.schedulers.values():
                 scheduler.step()
-        self.step += 1
-        elapsed = time.perf_counter() - started
-        result = StepResult(step=self.step, phase="adversarial", terms=terms, lr=lr,
-                            samples_per_second=content.shape[0] * self.world_size / max(elapsed, 1e-9),
-                            samples=content.shape[0] * self.world_size, skipped=nonfinite,
-                            content_keys=content_keys, style_keys=style_keys)
-        self._guard_step(nonfinite, result)
-        for hook in self.hooks:
-            hook.on_step(self, result)
-        if self.config.sample_every and self.step % self.config.sample_every == 0 and self.hooks:
-            grid = self.sample_grid(source, target, generated)
-            for hook in self.hooks:
-                hook.on_images(self, self.step, grid)
-        return result
-
-    def _autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
-        return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+        return self._finish_step(started, content.shape[0], lambda: self.sample_grid(source, target, generated),
+                                 phase="adversarial", terms=terms, lr=lr, skipped=nonfinite,
+                                 content_keys=content_keys, style_keys=style_keys)
 
     def sample_grid(self, source: Tensor, target: Tensor, generated: dict[str, Tensor], rows: int = 4) -> Tensor:
         """(3, H', W') grid, one row per sample: the model's columns (CycleGAN: photo | → domain | back), computed
