@@ -177,7 +177,8 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     from pipelines.ray_training import torch_trainer
     from pipelines.provenance import data_tags, shard_inputs, source_tags
     from pipelines.ray_session import describe_scale, ray_session, scaling
-    from pipelines.tracking import DESCRIPTION, fluent_store, log_shard_inputs, start_run, tracking_settings
+    from pipelines.tracking import (DESCRIPTION, fluent_store, log_shard_inputs, portable_uri, start_run,
+                                    tracking_settings)
     from stylecore.classifier import accuracy_report, load_classifier
 
     root = params_path.resolve().parent
@@ -251,6 +252,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         mlflow.log_artifacts(str(checkpoint), "checkpoint")
         artifact_uri = mlflow.get_artifact_uri("checkpoint")
     metrics["registered"] = register(client, job.settings["registered_name"], artifact_uri, run_id, metrics)
+    metrics["registered"]["source"] = portable_uri(artifact_uri, root)  # metrics.json is kept in git
     client.set_terminated(run_id, "FINISHED")
     atomic_write_text(checkpoint.parent / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     storage.remove_tree(storage.join(ray_storage, run_key))

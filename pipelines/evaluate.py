@@ -42,6 +42,7 @@ from typing import Any, Mapping
 
 from pipelines.sources import CatalogueError, load_params, profile_shards
 from pipelines.stage import run_stage
+from pipelines.tracking import portable_uri
 from stylecore.io import atomic_directory, atomic_write_bytes, atomic_write_text, csv_text
 
 #: the "loss" of a model with published weights (it was not trained here)
@@ -141,6 +142,13 @@ def deception_scorer(classifier_path: Path | None, pairs, batch_size: int, devic
         return None
     classifier = load_classifier(classifier_path, device=device)
     return DeceptionRate(classifier, pairs.styles, pairs.style_artists, batch_size)
+
+
+def portable_mlflow(mlflow: Mapping[str, Any], root: Path) -> dict[str, Any]:
+    """A candidate's MLflow run as evaluation.json (kept in git) records it: a store inside the repository by its
+    relative URI (:func:`pipelines.tracking.portable_uri`), not this machine's path to it."""
+    uri = mlflow.get("tracking_uri")
+    return {**mlflow, "tracking_uri": portable_uri(uri, root)} if uri else dict(mlflow)
 
 
 def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("data/shards"),
@@ -266,7 +274,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                "pairs": {"contents": pairs.content_keys, "styles": pairs.style_keys, "labels": pairs.style_labels},
                "comparisons": {model: {metric: c.as_dict() for metric, c in found.items()}
                                for model, found in comparisons.items()},
-               "candidates": [{**asdict(c), "metrics": table[c.name]} for c in candidates],
+               "candidates": [{**asdict(c), "checkpoint": portable_uri(c.checkpoint, root),
+                               "mlflow": portable_mlflow(c.mlflow, root), "metrics": table[c.name]}
+                              for c in candidates],
                "optimisation": optimisation}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     with atomic_directory(reports / "metrics") as folder:  # one file per candidate: one row each in `dvc metrics show`

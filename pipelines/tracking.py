@@ -33,6 +33,20 @@ def default_tracking_uri(root: Path | str = ".") -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
 
 
+def portable_uri(uri: str, root: Path | str) -> str:
+    """``uri`` (or a plain path) as a file kept in git should hold it: a local store, artifact or folder inside the
+    repository ``root`` relative to it (``sqlite:///mlflow.db``, ``mlartifacts/…``, ``models/…``: what the stages,
+    run from the root, resolve to the same place on any machine), anything else (a server, object storage, a path
+    outside) unchanged."""
+    base = Path(root).resolve()
+    for scheme, keep in (("sqlite:///", "sqlite:///"), ("file://", ""), ("/", "")):
+        if uri.startswith(scheme):
+            path = Path(uri[len(scheme):] if scheme != "/" else uri)
+            if path.is_absolute() and path.resolve().is_relative_to(base):
+                return keep + path.resolve().relative_to(base).as_posix()
+    return uri
+
+
 @dataclass(frozen=True)
 class Tracking:
     """Where runs go: params.yaml's ``mlflow`` section, resolved for this repository."""

@@ -16,6 +16,7 @@ channels: StyleID's LPIPS_gray, content structure without colour.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 from pathlib import Path
@@ -71,6 +72,10 @@ class LPIPS(nn.Module):
                                                 f"tensor for {net}; found {tuple(state[key].shape) if key else 'none'}")
             self.heads.append(nn.Parameter(state[key].float().view(width), requires_grad=False))
         self.heads_file = str(heads_path)
+        # what reports record: the published heads by package and version (a path into site-packages differs on
+        # every machine), other heads by the path they were given
+        self.heads_source = (f"lpips=={importlib.metadata.version('lpips')} weights/v0.1/{net}.pth"
+                             if heads is None else str(heads_path))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -79,7 +84,7 @@ class LPIPS(nn.Module):
     def describe(self) -> dict[str, str]:
         return {"network": f"lpips {self.net} v0.1", "weights": self.weights_source["spec"],
                 "weights_kind": self.weights_source["kind"], "pretrained": self.weights_source["pretrained"],
-                "heads": self.heads_file}
+                "heads": self.heads_source}
 
     @torch.no_grad()
     def features(self, x: Tensor, gray: bool = False) -> list[Tensor]:

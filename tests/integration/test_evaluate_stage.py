@@ -6,6 +6,7 @@ import html.parser
 import io
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,11 @@ def test_every_candidate_is_scored_on_held_out_pairs_with_reports_and_mlflow(wor
     assert table["adain-gram.sweep"] == pytest.approx(table["adain-gram"])
     assert {path.stem: json.loads(path.read_text()) for path in (workspace / "reports/metrics").glob("*.json")} == table
 
-    details = json.loads((workspace / "reports/evaluation.json").read_text())
+    text = (workspace / "reports/evaluation.json").read_text()
+    details = json.loads(text)
+    # kept in git: no path of this machine (the workspace's store, the LPIPS heads in site-packages) in it
+    assert str(workspace.resolve()) not in text and sys.prefix not in text
+    assert details["backbones"]["lpips"]["heads"].startswith("lpips==")
     # held out: every pair comes from the val shards, none from what training read
     train_keys = {key for split in ("demo_photos-train", "demo_artworks-train")
                   for key, _ in ShardImages(workspace / "shards" / split)}
