@@ -205,8 +205,6 @@ class VGGEncoder(nn.Module):
                 self.convs[name] = nn.Conv2d(in_channels, channels, 3, padding=1, padding_mode=padding)
                 in_channels = channels
 
-        # Arithmetic in Python, not on tensors: under check_buildable's meta device a tensor division goes through
-        # PyTorch's decompositions, whose first use imports torch._dynamo (~2 s of every stage's start-up).
         if normalization == "imagenet":
             mean, scale = torch.tensor(IMAGENET_MEAN), torch.tensor([1.0 / std for std in IMAGENET_STD])
         else:

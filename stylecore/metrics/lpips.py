@@ -71,7 +71,6 @@ class LPIPS(nn.Module):
                 raise EncoderWeightsUnavailable(f"LPIPS heads {heads_path}: lin{index} must be a (1, {width}, 1, 1) "
                                                 f"tensor for {net}; found {tuple(state[key].shape) if key else 'none'}")
             self.heads.append(nn.Parameter(state[key].float().view(width), requires_grad=False))
-        self.heads_file = str(heads_path)
         # what reports record: the published heads by package and version (a path into site-packages differs on
         # every machine), other heads by the path they were given
         self.heads_source = (f"lpips=={importlib.metadata.version('lpips')} weights/v0.1/{net}.pth"
