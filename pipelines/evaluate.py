@@ -115,6 +115,28 @@ def find_candidates(params: Mapping[str, Any], models_root: Path) -> list[Candid
     return found
 
 
+def find_translators(params: Mapping[str, Any], models_root: Path) -> list[Candidate]:
+    """Every GAN run the ``gan`` stages trained (``models/gan/<model>.json`` lists a model's runs; a model the
+    profile skips has none), as candidates of source ``gan`` named by their run (``cyclegan-dots``). A model whose
+    stage has not run is said and left out: the arbitrary-style comparison does not wait for it."""
+    found = []
+    for model in ((params.get("gan") or {}).get("grid")) or []:
+        summary = models_root / "gan" / f"{model}.json"
+        runs = json.loads(summary.read_text()) if summary.is_file() else None
+        if runs is None:
+            print(f"evaluate: no {summary}; GAN {model} is not scored (run `dvc repro gan@{model}`)", flush=True)
+            continue
+        for name in ([] if "skipped" in runs else runs):
+            checkpoint = models_root / "gan" / model / name / "checkpoint"
+            if not (checkpoint / "config.json").is_file():
+                raise EvaluateStageError(f"{summary} lists run {name}, but {checkpoint} holds no checkpoint; run "
+                                         f"`dvc repro gan@{model}`")
+            tracking = checkpoint / "mlflow.json"
+            found.append(Candidate(name, model, "", "gan", str(checkpoint),
+                                   json.loads(tracking.read_text()) if tracking.is_file() else {}))
+    return found
+
+
 def style_embedding_scorer():
     """The pretrained style distance (magenta_lite's style predictor), or None (said) when its weights are not installed."""
     from stylecore.backbones import EncoderWeightsUnavailable
@@ -241,6 +263,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     comparisons = report.compare_losses(scores, list(dict.fromkeys(c.model for c in candidates)), pairs, settings,
                                         references)
     optimisation = score_optimisation(reports / "optimized", pairs, scores, metrics, settings, style_features, device)
+    translators = find_translators(params, models_root)
+    translation = score_translation(translators, (params.get("gan") or {}).get("label", "style"), pairs, scores,
+                                    metrics, settings, style_features, device)
     notes = [note for note in [rank_deficiency_note(len(pairs), style_features.shape[1])] if note]
 
     reports.mkdir(parents=True, exist_ok=True)
@@ -253,7 +278,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     summary = report.summary_markdown(table, comparisons, [c.name for c in candidates], settings, len(pairs),
                                       backbones, calibrated, notes,
                                       {c.model: c.calibration for c in candidates if c.calibration},
-                                      training_encoders(candidates), optimisation)
+                                      training_encoders(candidates), optimisation, translation)
     atomic_write_text(reports / "summary.md", summary)
     long_rows = [{"model": c.model, "loss": c.loss + (" (sweep)" if c.source == "sweep" else ""), "candidate": c.name,
                   **row} for c in candidates for row in per_style[c.name]]
@@ -268,7 +293,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         table=table, comparisons=comparisons, per_style=per_style, models=list(dict.fromkeys(c.model for c in candidates)),
         settings=settings, pair_count=len(pairs), backbones=backbones, calibrated=calibrated,
         calibrations={c.model: c.calibration for c in candidates if c.calibration}, notes=notes,
-        comparison_jpeg=buffer.getvalue(), curves=curves, optimisation=optimisation)
+        comparison_jpeg=buffer.getvalue(), curves=curves, optimisation=optimisation, translation=translation)
     atomic_write_text(reports / "index.html", page)
     details = {"settings": settings, "encoder": paper.describe(), "backbones": backbones, "calibrated": calibrated,
                "pairs": {"contents": pairs.content_keys, "styles": pairs.style_keys, "labels": pairs.style_labels},
@@ -277,14 +302,20 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
                "candidates": [{**asdict(c), "checkpoint": portable_uri(c.checkpoint, root),
                                "mlflow": portable_mlflow(c.mlflow, root), "metrics": table[c.name]}
                               for c in candidates],
-               "optimisation": optimisation}
+               "optimisation": optimisation,
+               "translation": None if translation is None else {
+                   **translation, "candidates": [{**asdict(c), "checkpoint": portable_uri(c.checkpoint, root),
+                                                  "mlflow": portable_mlflow(c.mlflow, root),
+                                                  **translation["candidates"][c.name]}
+                                                 for c in translators if c.name in translation["candidates"]]}}
     atomic_write_text(reports / "evaluation.json", json.dumps(details, indent=2) + "\n")
     with atomic_directory(reports / "metrics") as folder:  # one file per candidate: one row each in `dvc metrics show`
         for name, row in table.items():
             (folder / f"{name}.json").write_text(json.dumps(row, indent=2) + "\n")
     held_out = shard_inputs(root / "dvc.lock", shards["content"] + shards["style"], root)
     log_to_mlflow(params, root, table, comparisons, candidates, reports, settings, image,
-                  {**source_tags(root, "evaluate"), **data_tags(held_out)}, began, optimisation, held_out)
+                  {**source_tags(root, "evaluate"), **data_tags(held_out)}, began, optimisation, held_out,
+                  translators, translation)
     print(f"evaluate: done in {time.perf_counter() - started:.1f} s; reports/index.html, reports/summary.md, "
           f"reports/metrics/*.json, reports/comparison.jpg, reports/per_style/*.csv", flush=True)
     return table
@@ -296,7 +327,7 @@ def score_optimisation(folder: Path, pairs, scores, metrics, settings, style_fea
     on those same pairs (from its per-pair values); None, said, when the stage has not run or ran no method."""
     from pipelines import evaluation_report as report
     from pipelines.optimize import optimized_outputs
-    from stylecore.heldout import HeldOutPairs, PrecomputedOutputs, score_models
+    from stylecore.heldout import PrecomputedOutputs, score_models
 
     summary_file = folder / "summary.json"
     if not summary_file.is_file():
@@ -312,14 +343,8 @@ def score_optimisation(folder: Path, pairs, scores, metrics, settings, style_fea
             or covered["size"] != settings["size"]):
         raise EvaluateStageError(f"{folder} holds outputs for other pairs than this evaluation's (another protocol, "
                                  "seed or size); run `dvc repro optimize`")
-    subset = HeldOutPairs(pairs.contents[:count], pairs.content_keys[:count], pairs.styles, pairs.style_keys,
-                          pairs.style_labels, pairs.style_artists)
-    # the subset's pairs inside the full style-major order
-    indices = [style * len(pairs.content_keys) + content for style in range(len(pairs.style_keys))
-               for content in range(count)]
-    on_subset = {name: report.CandidateScores({metric: values[indices] for metric, values in found.values.items()},
-                                              None if found.features is None else found.features[indices])
-                 for name, found in scores.items()}
+    subset, indices = pairs.subset(count, range(len(pairs.style_keys)))
+    on_subset = report.scores_at(scores, indices)
     outputs = {name: PrecomputedOutputs(optimized_outputs(folder / name, subset, settings["size"]))
                for name in summary["methods"]}
     scored = score_models(outputs, subset, metrics, settings["batch_size"], device, keep_outputs=[])
@@ -333,6 +358,56 @@ def score_optimisation(folder: Path, pairs, scores, metrics, settings, style_fea
               f"{row['content']:.4g}  ArtFID {row['artfid']:.4g}  on {len(subset)} pairs", flush=True)
     return {"pairs": len(subset), "contents": subset.content_keys, "styles": len(subset.style_keys),
             "methods": {name: summary["methods"][name]["method"] for name in summary["methods"]}, "table": table}
+
+
+def score_translation(translators: list[Candidate], label: str, pairs, scores, metrics, settings, style_features,
+                      device) -> dict[str, Any] | None:
+    """Each GAN run scored, per domain it translates photos to, on the held-out pairs whose style image belongs to
+    that domain (``style_label`` = the domain): every content translated, compared with the metrics of every
+    candidate against those artworks, beside every arbitrary-style candidate's scores on the same pairs. A run's
+    ``metrics`` are the mean of its domains' (the registry ranks them). None when there is no GAN run; said and
+    None when the GANs' domains are another label's values than the one the held-out styles are grouped by."""
+    import stylecore
+    from pipelines import evaluation_report as report
+    from stylecore.heldout import DomainTranslation, score_models
+
+    if not translators:
+        return None
+    if label != settings["style_label"]:
+        print(f"evaluate: the GAN runs' domains are values of {label!r} (params.yaml: gan.label), the held-out styles "
+              f"are grouped by {settings['style_label']!r} (evaluate.style_label); the GANs are not scored: set the "
+              "two alike", flush=True)
+        return None
+    contents = len(pairs.content_keys)
+    tables, records = [], {}
+    for candidate in translators:
+        model = stylecore.load(candidate.checkpoint, device=device)
+        rows = {}
+        for domain in model.target_domains:
+            styles = [index for index, value in enumerate(pairs.style_labels) if value == domain]
+            if not styles:
+                print(f"evaluate: {candidate.name}: no held-out {label} = {domain} artwork among the "
+                      f"{len(pairs.style_keys)} styles; not scored on {domain}", flush=True)
+                continue
+            subset, indices = pairs.subset(contents, styles)
+            on_subset = report.scores_at(scores, indices)
+            scored = score_models({candidate.name: DomainTranslation(model, domain)}, subset, metrics,
+                                  settings["batch_size"], device, keep_outputs=[])
+            on_subset = {candidate.name: report.split_scores(scored[candidate.name][0]), **on_subset}
+            references = style_features[styles].repeat_interleave(contents, dim=0)
+            table = {name: report.summarise(found, subset, settings["spread_percentiles"], references,
+                                            settings["fid"])[0] for name, found in on_subset.items()}
+            rows[domain] = {"pairs": len(subset), "styles": subset.style_keys, "metrics": table[candidate.name]}
+            tables.append({"candidate": candidate.name, "model": candidate.model, "domain": domain,
+                           "pairs": len(subset), "contents": contents, "styles": len(styles), "table": table})
+            row = table[candidate.name]
+            print(f"evaluate: {candidate.name + ' → ' + domain:<28} classic {row['style_classic']:.4g}  content "
+                  f"{row['content']:.4g}  ArtFID {row['artfid']:.4g}  on {len(subset)} pairs of its domain", flush=True)
+        if rows:
+            keys = [key for key in next(iter(rows.values()))["metrics"]]
+            records[candidate.name] = {"domains": rows, "label": label, "metrics": {
+                key: sum(r["metrics"][key] for r in rows.values()) / len(rows) for key in keys}}
+    return {"label": label, "candidates": records, "tables": tables} if records else None
 
 
 def training_encoders(candidates: list[Candidate]) -> dict[str, list[str]]:
@@ -368,9 +443,11 @@ def training_curves(candidates: list[Candidate]) -> dict[str, list[dict[str, flo
 
 def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candidate], reports: Path, settings,
                   image, tags: Mapping[str, str], began: float | None = None,
-                  optimisation: Mapping[str, Any] | None = None, held_out: list | None = None) -> None:
+                  optimisation: Mapping[str, Any] | None = None, held_out: list | None = None,
+                  translators: list[Candidate] | None = None, translation: Mapping[str, Any] | None = None) -> None:
     """One `evaluate` run with the tables (``log_table``), the summary and the image, the held-out shard folders as
-    its dataset inputs; each candidate's own run gets its scores as ``eval/<metric>``."""
+    its dataset inputs; each candidate's own run gets its scores as ``eval/<metric>`` (a GAN run: the mean over
+    its domains)."""
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -397,6 +474,12 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
         keys = sorted({key for row in rows.values() for key in row})
         client.log_table(run_id, {"candidate": list(rows), **{key: [row.get(key) for row in rows.values()]
                                                               for key in keys}}, "optimisation.json")
+    if translation:  # each GAN run on each of its domains, beside every candidate on the same pairs
+        rows = [(entry, name, row) for entry in translation["tables"] for name, row in entry["table"].items()]
+        keys = sorted({key for _, _, row in rows for key in row})
+        client.log_table(run_id, {"gan_run": [e["candidate"] for e, _, _ in rows], "domain": [e["domain"] for e, _, _ in rows],
+                                  "candidate": [name for _, name, _ in rows],
+                                  **{key: [row.get(key) for _, _, row in rows] for key in keys}}, "translation.json")
     client.log_image(run_id, image, artifact_file="comparison.jpg")
     for artifact in ("summary.md", "index.html", "evaluation.json"):
         client.log_artifact(run_id, str(reports / artifact))
@@ -404,11 +487,14 @@ def log_to_mlflow(params, root: Path, table, comparisons, candidates: list[Candi
     client.log_artifacts(run_id, str(reports / "per_style"), "per_style")
     client.set_terminated(run_id, "FINISHED")
     now = int(time.time() * 1000)
-    for candidate in candidates:
+    translated = (translation or {}).get("candidates", {})
+    rows = {**{c.name: table[c.name] for c in candidates},
+            **{c.name: translated[c.name]["metrics"] for c in translators or [] if c.name in translated}}
+    for candidate in [*candidates, *(translators or [])]:
         run = candidate.mlflow.get("run_id")
-        if not run or candidate.mlflow.get("tracking_uri") != tracking.uri:
-            continue  # trained against another store (or untracked): nothing to annotate there
-        client.log_batch(run, metrics=[Metric(f"eval/{k}", float(v), now, 0) for k, v in flatten(table[candidate.name]).items()])
+        if not run or candidate.mlflow.get("tracking_uri") != tracking.uri or candidate.name not in rows:
+            continue  # trained against another store (or untracked), or not scored: nothing to annotate there
+        client.log_batch(run, metrics=[Metric(f"eval/{k}", float(v), now, 0) for k, v in flatten(rows[candidate.name]).items()])
     print(f"evaluate: MLflow run {run_id} in {tracking.experiment!r} (tables candidates.json, comparisons.json); "
           "eval/* metrics on each candidate's run", flush=True)
 

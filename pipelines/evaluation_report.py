@@ -51,6 +51,14 @@ def split_scores(values: Mapping[str, torch.Tensor]) -> CandidateScores:
     return CandidateScores(scalars, values.get(FEATURES))
 
 
+def scores_at(scores: Mapping[str, CandidateScores], indices: list[int]) -> dict[str, CandidateScores]:
+    """Every candidate's scores on a subset of the pairs (``indices`` into the style-major order,
+    :meth:`stylecore.heldout.HeldOutPairs.subset`)."""
+    return {name: CandidateScores({metric: values[indices] for metric, values in found.values.items()},
+                                  None if found.features is None else found.features[indices])
+            for name, found in scores.items()}
+
+
 def _mean(name: str, values: torch.Tensor) -> float:
     """A metric's mean over pairs; the deception readings leave out their NaN pairs (artists the classifier never saw)."""
     return float(values.double().nanmean() if name in DECEPTION_COLUMNS else values.double().mean())
@@ -126,10 +134,12 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
                      backbones: Mapping[str, Any], calibrated: bool, notes: list[str],
                      calibrations: Mapping[str, Mapping[str, float]] | None = None,
                      trained_on: Mapping[str, list[str]] | None = None,
-                     optimisation: Mapping[str, Any] | None = None) -> str:
+                     optimisation: Mapping[str, Any] | None = None,
+                     translation: Mapping[str, Any] | None = None) -> str:
     """The Table 5 comparison and the field's metrics, each comparison with its interval and verdict;
     ``trained_on``: the encoder each candidate's training objective read → those candidates; ``optimisation``:
-    the optimisation methods beside every candidate on the pairs they cover (:func:`optimisation_title`)."""
+    the optimisation methods beside every candidate on the pairs they cover (:func:`optimisation_title`);
+    ``translation``: each GAN run on its domain's artworks beside every candidate (:func:`translation_title`)."""
     high, low = settings["spread_percentiles"]
     confidence = settings["bootstrap"]["confidence"]
     paper = backbones.get("paper", {})
@@ -209,13 +219,27 @@ def summary_markdown(table: Mapping[str, Mapping[str, float]], comparisons: Mapp
         lines += _table("Style distance in Magenta's style embedding, 1 − cos(P(output), P(style)) (pretrained "
                         "weights: calibrated offline too)", table, PRETRAINED_COLUMNS)
     if optimisation:
-        columns = PAPER_COLUMNS + tuple(c for c in ("artfid", "lpips", "style_embedding")
-                                        if any(c in row for row in optimisation["table"].values()))
-        lines += _table(optimisation_title(optimisation), optimisation["table"], columns)
+        lines += _table(optimisation_title(optimisation), optimisation["table"],
+                        side_table_columns(optimisation["table"]))
         lines += ["Encoders of the optimisation methods: " + "; ".join(
             f"{name} {method['encoder'].get('arch')} {method['encoder'].get('weights')} (pretrained: "
             f"{method['encoder'].get('pretrained')})" for name, method in optimisation["methods"].items()), ""]
+    for entry in (translation or {}).get("tables", []):
+        lines += _table(translation_title(entry), entry["table"], side_table_columns(entry["table"]))
     return "\n".join(lines)
+
+
+def side_table_columns(table: Mapping[str, Mapping[str, float]]) -> tuple[str, ...]:
+    """The columns of a table on a subset of the pairs: the seed paper's, and the field's that were measured."""
+    return PAPER_COLUMNS + tuple(c for c in ("artfid", "lpips", "style_embedding")
+                                 if any(c in row for row in table.values()))
+
+
+def translation_title(entry: Mapping[str, Any]) -> str:
+    """The heading of a GAN run's table: which domain, on which pairs."""
+    return (f"GAN {entry['candidate']}: photo → {entry['domain']} vs the arbitrary-style models, on the "
+            f"{entry['pairs']} pairs whose style image is {entry['domain']} ({entry['contents']} contents × "
+            f"{entry['styles']} styles; the GAN translates each content to the domain without reading the style image)")
 
 
 def optimisation_title(optimisation: Mapping[str, Any]) -> str:

@@ -15,7 +15,8 @@ import io
 from typing import Any, Mapping
 
 from pipelines.evaluation_report import (COMPARED, DECEPTION_COLUMNS, FIELD_COLUMNS, PAPER_COLUMNS, PRETRAINED_COLUMNS,
-                                        optimisation_title, table6_rows)
+                                        optimisation_title, side_table_columns, table6_rows,
+                                        translation_title)
 
 _STYLE = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.4em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -115,7 +116,7 @@ def render(*, table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str
            per_style: Mapping[str, list[dict]], models: list[str], settings: Mapping[str, Any], pair_count: int,
            backbones: Mapping[str, Any], calibrated: bool, calibrations: Mapping[str, Mapping[str, float]],
            notes: list[str], comparison_jpeg: bytes, curves: Mapping[str, list[dict]],
-           optimisation: Mapping[str, Any] | None = None) -> str:
+           optimisation: Mapping[str, Any] | None = None, translation: Mapping[str, Any] | None = None) -> str:
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>stylecore evaluation — "
              f"{html.escape(settings['protocol'])}</title><style>{_STYLE}</style></head><body>",
              "<h1>Evaluation</h1>",
@@ -167,11 +168,12 @@ def render(*, table: Mapping[str, Mapping[str, float]], comparisons: Mapping[str
                             "weights, so calibrated even offline (lower: closer to the style)",
                             ["candidate", *PRETRAINED_COLUMNS],
                             [[n, *(row.get(k, "–") for k in PRETRAINED_COLUMNS)] for n, row in table.items()]))
-    if optimisation:
-        columns = [*PAPER_COLUMNS, *(c for c in ("artfid", "lpips", "style_embedding")
-                                     if any(c in row for row in optimisation["table"].values()))]
-        parts.append(_table(optimisation_title(optimisation), ["candidate", *columns],
-                            [[n, *(row.get(k, "–") for k in columns)] for n, row in optimisation["table"].items()]))
+    side_tables = ([(optimisation_title(optimisation), optimisation["table"])] if optimisation else []) + [
+        (translation_title(entry), entry["table"]) for entry in (translation or {}).get("tables", [])]
+    for title, rows_of in side_tables:  # tables on a subset of the pairs: the optimisation methods', each GAN's
+        columns = side_table_columns(rows_of)
+        parts.append(_table(title, ["candidate", *columns],
+                            [[n, *(row.get(k, "–") for k in columns)] for n, row in rows_of.items()]))
     if calibrations:
         parts.append(_table("Balanced style weights, calibrated per model (style/content at initialisation)",
                             ["model", "gram weight", "balanced weight", "ratio: gram", "ratio: balanced"],

@@ -53,6 +53,21 @@ class HeldOutPairs:
             style_index = torch.tensor([style_ids.index(s) for _, s in chunk])
             yield self.contents[content_ids], self.styles[style_ids], content_index, style_index
 
+    def subset(self, contents: int, styles: Sequence[int]) -> tuple["HeldOutPairs", list[int]]:
+        """The pairs of the first ``contents`` contents with the styles at ``styles``, and where each of them lies
+        in this set's style-major order (to read a candidate's per-pair scores on the subset)."""
+        if not 0 < contents <= len(self.content_keys) or not styles or not all(
+                0 <= s < len(self.style_keys) for s in styles):
+            raise ValueError(f"a subset of {contents} contents and styles {list(styles)[:5]} is not within "
+                             f"{len(self.content_keys)} contents × {len(self.style_keys)} styles")
+        chosen = list(styles)
+        subset = HeldOutPairs(self.contents[:contents], self.content_keys[:contents], self.styles[chosen],
+                              [self.style_keys[s] for s in chosen],
+                              [self.style_labels[s] for s in chosen] if self.style_labels else [],
+                              [self.style_artists[s] for s in chosen] if self.style_artists else [])
+        indices = [style * len(self.content_keys) + content for style in chosen for content in range(contents)]
+        return subset, indices
+
 
 def score_models(models: Mapping[str, Any], pairs: HeldOutPairs, metrics, batch_size: int,
                  device: torch.device | str, keep_outputs: Sequence[int] | None = None,
@@ -143,6 +158,31 @@ class PrecomputedOutputs:
         batch = self.outputs[self.served:self.served + count]
         self.served += count
         return batch.to(contents.device)
+
+
+class DomainTranslation:
+    """A GAN translation model (:mod:`stylecore.gan`) to one domain in the place of a model in :func:`score_models`:
+    every pair's content translated to ``domain``, so a photo → domain model is scored with the arbitrary-style
+    models' metrics against held-out artworks of that domain (pairs whose styles all belong to it). The translation
+    does not read the style images; each distinct content of a batch is translated once."""
+
+    def __init__(self, model, domain: str) -> None:
+        self.model, self.domain = model, model.check_domain(domain)
+
+    @property
+    def training(self) -> bool:
+        return self.model.training
+
+    def eval(self) -> "DomainTranslation":
+        self.model.eval()
+        return self
+
+    def train(self, mode: bool = True) -> "DomainTranslation":
+        self.model.train(mode)
+        return self
+
+    def stylize_pairs(self, contents: Tensor, styles: Tensor, content_index: Tensor, style_index: Tensor) -> Tensor:
+        return self.model.translate(contents, self.domain).to(contents.device)[content_index]
 
 
 def score_pairs(model, pairs: HeldOutPairs, metrics, batch_size: int, device: torch.device | str,

@@ -155,6 +155,12 @@ class TranslationModel(nn.Module):
         """The domains :meth:`translate` maps to."""
         raise NotImplementedError
 
+    @property
+    def target_domains(self) -> tuple[str, ...]:
+        """The artwork domains photos translate to: every domain but the photos' own, which :attr:`domains` lists
+        last."""
+        return self.domains[:-1]
+
     def check_domain(self, domain: str) -> str:
         if domain not in self.domains:
             raise ValueError(f"{self.name}: unknown domain {domain!r}; this model translates to "

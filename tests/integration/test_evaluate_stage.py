@@ -372,3 +372,69 @@ def test_the_optimisation_methods_are_scored_beside_every_candidate_on_the_same_
 def _run_with(root: Path, params_path: Path) -> dict:
     return evaluate.run(params_path=params_path, shards_root=root / "shards", models_root=root / "models",
                         reports=root / "reports")
+
+
+def _gan_run(root: Path, params: dict) -> str:
+    """A CycleGAN photo → dots as the gan stage leaves it: the run's checkpoint with its MLflow run, and
+    models/gan/cyclegan.json listing the run; returns the run id."""
+    from stylecore.gan.training import paper_config
+
+    trainer = Trainer(paper_config("cyclegan", model_params={"width": 8, "blocks": 1, "d_width": 8, "target": "dots"},
+                                   steps=2), device="cpu")
+    trainer.fit(ShardPairStream(str(root / "shards/demo_photos-train"), str(root / "shards/demo_artworks-train"),
+                                batch_size=2, crop_size=32, style_labels={"style": ["dots"]}))
+    checkpoint = root / "models/gan/cyclegan/cyclegan-dots/checkpoint"
+    shutil.copytree(trainer.save_checkpoint(root / "steps" / "cyclegan"), checkpoint)
+    run_id = start_run(params["mlflow"]["tracking_uri"], "stylecore-demo", root / "mlartifacts", "cyclegan-dots", {}, {})
+    (checkpoint / "mlflow.json").write_text(json.dumps({"tracking_uri": params["mlflow"]["tracking_uri"],
+                                                        "run_id": run_id}))
+    (root / "models/gan/cyclegan.json").write_text(json.dumps({"cyclegan-dots": {"step": 2}}))
+    return run_id
+
+
+def test_a_gan_run_is_scored_on_its_domains_artworks_beside_every_candidate(workspace):
+    from mlflow.tracking import MlflowClient
+
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    run_id = _gan_run(workspace, params)
+    try:
+        table = _run(workspace)
+        details = json.loads((workspace / "reports/evaluation.json").read_text())
+        translation = details["translation"]
+        [candidate] = translation["candidates"]
+        assert (candidate["name"], candidate["model"], candidate["source"]) == ("cyclegan-dots", "cyclegan", "gan")
+        assert candidate["checkpoint"] == "models/gan/cyclegan/cyclegan-dots/checkpoint"  # relative: kept in git
+        # scored only against the held-out artworks of its domain: every content × every dots style
+        labels = dict(zip(details["pairs"]["styles"], details["pairs"]["labels"]))
+        dots = [key for key, label in labels.items() if label == "dots"]
+        assert dots and len(dots) < len(labels)
+        scored = candidate["domains"]["dots"]
+        assert scored["styles"] == dots and scored["pairs"] == len(dots) * len(details["pairs"]["contents"])
+        assert candidate["metrics"] == scored["metrics"]  # one domain: the run's figures are its domain's
+        [entry] = translation["tables"]
+        assert set(entry["table"]) == {"cyclegan-dots", *table}
+        # beside it, each candidate on the same pairs: its mean over the dots styles' rows of its per-style table
+        for name in table:
+            rows = [row for row in csv.DictReader((workspace / "reports/per_style" / f"{name}.csv").open())
+                    if row["label"] == "dots"]
+            assert len(rows) == len(dots)
+            for metric in ("style_classic", "content", "ssim"):
+                assert entry["table"][name][metric] == pytest.approx(
+                    sum(float(row[metric]) for row in rows) / len(rows), rel=1e-5), (name, metric)
+        heading = f"GAN cyclegan-dots: photo → dots vs the arbitrary-style models, on the {scored['pairs']} pairs"
+        assert heading in (workspace / "reports/summary.md").read_text()
+        page = _parse_page((workspace / "reports/index.html").read_text())
+        rows = next(rows for caption, rows in page.tables.items() if caption.startswith(heading))
+        assert sorted(r[0] for r in rows) == sorted(entry["table"])
+        client = MlflowClient(params["mlflow"]["tracking_uri"])  # the GAN's own run gets its scores
+        assert client.get_run(run_id).data.metrics["eval/style_classic"] == pytest.approx(
+            scored["metrics"]["style_classic"])
+
+        # domains of another label than the held-out styles' grouping: said, and the GANs left out
+        params["gan"]["label"] = "artist"
+        other = workspace / "gan-artist.yaml"
+        other.write_text(yaml.safe_dump(params))
+        _run_with(workspace, other)
+        assert json.loads((workspace / "reports/evaluation.json").read_text())["translation"] is None
+    finally:
+        shutil.rmtree(workspace / "models/gan", ignore_errors=True)

@@ -187,3 +187,44 @@ def test_over_and_under_stylized_outputs_are_ordered_as_the_seed_paper_describes
     assert float(over_scores["style_balanced"].mean()) < float(under_scores["style_balanced"].mean())
     # and content is the other way round: the under-stylized output kept far more of it
     assert float(under_scores["ssim"].mean()) > float(over_scores["ssim"].mean())
+
+
+def test_a_subset_of_the_pairs_lies_where_the_full_style_major_order_puts_it():
+    from stylecore.heldout import HeldOutPairs
+
+    contents = torch.stack([synthetic_photo(i, 16) for i in range(3)])
+    styles = torch.stack([synthetic_artwork(i, family, 16) for i, family in enumerate(["waves", "dots", "dots"])])
+    pairs = HeldOutPairs(contents, ["c0", "c1", "c2"], styles, ["s0", "s1", "s2"], ["waves", "dots", "dots"],
+                         ["a0", "a1", "a2"])
+    every = [(contents[c], styles[s]) for s in range(3) for c in range(3)]  # the whole set, style-major
+    subset, indices = pairs.subset(2, [2, 1])
+    assert subset.content_keys == ["c0", "c1"] and subset.style_keys == ["s2", "s1"]
+    assert subset.style_labels == ["dots", "dots"] and subset.style_artists == ["a2", "a1"]
+    # pair k of the subset is pair indices[k] of the whole set: the same content and style images
+    chosen = [(contents[c], styles[s]) for s in (2, 1) for c in range(2)]
+    assert len(indices) == len(chosen) == len(subset) == 4
+    for k, index in enumerate(indices):
+        assert torch.equal(every[index][0], chosen[k][0]) and torch.equal(every[index][1], chosen[k][1])
+    with pytest.raises(ValueError, match="not within 3 contents × 3 styles"):
+        pairs.subset(4, [0])
+
+
+def test_a_gan_is_scored_on_its_translation_of_each_content_whatever_the_style_image(metrics):
+    from stylecore import gan
+    from stylecore.heldout import DomainTranslation, HeldOutPairs, score_models
+
+    torch.manual_seed(0)
+    translator = gan.build("cyclegan", width=8, blocks=1, d_width=8, target="dots").eval()
+    contents = torch.stack([synthetic_photo(i, 32) for i in range(3)])
+    styles = torch.stack([synthetic_artwork(i, "dots", 32) for i in range(2)])
+    pairs = HeldOutPairs(contents, ["c0", "c1", "c2"], styles, ["s0", "s1"], ["dots", "dots"])
+    values, outputs = score_models({"cyclegan": DomainTranslation(translator, "dots")}, pairs, metrics, 4, "cpu")[
+        "cyclegan"]
+    translated = translator.translate(contents, "dots")
+    # style-major: the three translations under the first style, then the same three under the second
+    torch.testing.assert_close(outputs, torch.cat([translated, translated]), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(values["ssim"][:3], values["ssim"][3:])  # the output does not depend on the style
+    assert not torch.allclose(values["style_classic"][:3], values["style_classic"][3:])  # its distance to it does
+    assert not translator.training
+    with pytest.raises(ValueError, match="unknown domain 'waves'.*dots, photo"):
+        DomainTranslation(translator, "waves")
