@@ -4,7 +4,8 @@
 
 For every model × loss of the grid, the best candidate of ``reports/evaluation.json`` (the training
 run's model or its sweep's best trial, ranked by ``register.metric``) is registered as
-``stylecore-<model>-<loss>``. It takes the alias ``champion`` only if it beats the current champion
+``stylecore-<model>-<loss>``; each GAN run the evaluation scored as ``stylecore-<model>-<domain>``
+(``register.gan_name``; ranked by the metric's mean over its domains, on their held-out artworks). It takes the alias ``champion`` only if it beats the current champion
 on that metric, measured under the same evaluation protocol (pairs, size, metric weights); otherwise
 it becomes ``challenger``. Each version carries tags (git commit, data hashes, training params,
 encoder weights, evaluation metrics) and a description of how it was trained. Registering the same
@@ -32,6 +33,8 @@ from pipelines.stage import run_stage
 from stylecore.io import atomic_write_text
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: the evaluation's source of a GAN translation run (pipelines.evaluate.find_translators)
+GAN = "gan"
 
 
 class RegisterStageError(RuntimeError):
@@ -67,6 +70,13 @@ def best_candidates(evaluation: Mapping[str, Any], metric: str, mode: str) -> di
     return best
 
 
+def gan_candidates(evaluation: Mapping[str, Any]) -> list[dict]:
+    """Every scored GAN run of the evaluation (its ``translation`` section), with its domains and metrics (the mean
+    over its domains) as a candidate record."""
+    translation = evaluation.get("translation") or {}
+    return [{**candidate, "domains": list(candidate["domains"])} for candidate in translation.get("candidates", [])]
+
+
 def register_candidate(client, name: str, candidate: Mapping[str, Any], settings: Mapping[str, Any],
                        protocol: str) -> dict[str, Any]:
     """Register (or find) the candidate's version, tag it, and give it champion or challenger."""
@@ -87,6 +97,8 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
     except MlflowException:
         origin = (f"with published weights ({run.data.tags.get('weights.package', '?')}; licence "
                   f"{run.data.tags.get('weights.licence', '?')})" if candidate["loss"] == PRETRAINED
+                  else f"translating photos to {', '.join(candidate['domains'])} (a GAN: pass the domain where "
+                       "others take a style image)" if candidate["source"] == GAN
                   else f"trained with the {candidate['loss']} style loss")
         client.create_registered_model(name, description=f"stylecore {candidate['model']} {origin}; aliases: "
                                        f"{CHAMPION} (best so far by {metric}, {mode}) and {CHALLENGER} (the latest "
@@ -109,6 +121,8 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
         "git_commit": tags.get(GIT_COMMIT, tags.get("git_commit", "unknown")),
         "git_dirty": tags.get(GIT_DIRTY, tags.get("git_dirty", "unknown")),
         "eval.protocol": protocol, "eval.metric": metric,
+        # a GAN's domains, read by stylize-dataset to check --domain before any actor starts
+        **({"domains": ",".join(candidate["domains"])} if candidate["source"] == GAN else {}),
         **{f"eval.{k}": f"{v:.6g}" for k, v in candidate["metrics"].items()},
         **{k: v for k, v in tags.items() if k.startswith(("data.", "weights.")) or k.endswith("_weights")},
         "params": json.dumps(run.data.params, sort_keys=True)[:5000],
@@ -119,6 +133,10 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
     origin = (f"{candidate['model']} with published weights, from the pretrained stage ({tags.get('weights.package', '?')}, "
               f"licence {tags.get('weights.licence', '?')}, files sha256-checked {tags.get('weights.hash_checked', '?')})"
               if candidate["loss"] == PRETRAINED else
+              f"{candidate['model']} photo → {', '.join(candidate['domains'])}, from the gan stage "
+              f"({tags.get('dvc_stage', 'unknown stage')}; profile {tags.get('profile', '?')}, {steps} steps on "
+              f"{tags.get('workers', '?')} workers; scored on each domain's held-out artworks)"
+              if candidate["source"] == GAN else
               f"{candidate['model']} × {candidate['loss']}, from the {candidate['source']} stage "
               f"({tags.get('dvc_stage', 'unknown stage')}; profile {tags.get('profile', '?')}, {steps} steps on "
               f"{tags.get('workers', '?')} workers, weights {tags.get('encoder_weights', '?')})")
@@ -154,7 +172,8 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
         print(f"register: {name} version {version.version} ({candidate['name']}, {metric} {value:.6g}) → {alias}: "
               f"{reason}", flush=True)
     return {"version": int(version.version), "alias": alias, "reason": reason, "candidate": candidate["name"],
-            "source": candidate["source"], metric: value, "run_id": run_id, "uri": f"models:/{name}@{alias}"}
+            "source": candidate["source"], metric: value, "run_id": run_id, "uri": f"models:/{name}@{alias}",
+            **({"domains": list(candidate["domains"])} if candidate["source"] == GAN else {})}
 
 
 #: outcomes the stage's closing line sums up (a first registration, a re-run that changed nothing); a comparison
@@ -182,6 +201,10 @@ def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("report
         for (model, loss), candidate in sorted(best_candidates(evaluation, settings["metric"], settings["mode"]).items()):
             template = settings["pretrained_name"] if loss == PRETRAINED else settings["name"]
             name = template.format(model=model, loss=loss)
+            registry[name] = register_candidate(client, name, candidate, settings, protocol)
+        for candidate in gan_candidates(evaluation):
+            name = settings["gan_name"].format(model=candidate["model"],
+                                               domain=candidate["name"].removeprefix(f"{candidate['model']}-"))
             registry[name] = register_candidate(client, name, candidate, settings, protocol)
     atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
     quiet = {reason: [name.removeprefix("stylecore-") for name, record in registry.items() if record["reason"] == reason]

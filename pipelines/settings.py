@@ -187,6 +187,7 @@ class RegisterSettings:
     mode: str = setting(one_of("min", "max"))
     name: str = setting(TEXT)
     pretrained_name: str = setting(TEXT)  # a pretrained model (pretrained stage) has no loss: stylecore-{model}
+    gan_name: str = setting(TEXT)  # a GAN run (gan stage): stylecore-{model}-{domain} (StarGAN's domain: all)
 
 
 def _register_metrics() -> tuple[str, ...]:

@@ -4,7 +4,9 @@
 
 One pipeline for every champion (:func:`pipelines.stylize_dataset.stylize_with_models`): the content is read
 and decoded once, each actor holds every champion, and each champion's images go to
-``reports/stylized/<registered name>/`` with its own manifest.
+``reports/stylized/<registered name>/`` with its own manifest. A GAN champion (``stylecore-cyclegan-dots``)
+translates every content to its domain instead of taking a style image; one of several domains (StarGAN's)
+writes ``reports/stylized/<registered name>/<domain>/``.
 """
 
 from __future__ import annotations
@@ -45,7 +47,12 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     if not registry_file.is_file():
         raise StylizeError(f"{registry_file} not found; run `dvc repro register` first (this stage stylizes with "
                            "each registered champion)")
-    names = sorted(json.loads(registry_file.read_text()))
+    registry = json.loads(registry_file.read_text())
+    names = sorted(registry)
+    # a GAN champion translates every content to each of its domains (one folder each), the others stylize
+    jobs = [(f"models:/{name}@champion", reports / "stylized" / name / domain if len(domains) > 1
+             else reports / "stylized" / name, domain)
+            for name in names for domains in [registry[name].get("domains") or [None]] for domain in domains]
     # the Ray Data read tasks run on any node: the shards as the workers see them (params.yaml: storage.shards)
     shards = worker_shards(params, profile_shards(params, shards_root, "val"))
     # models:/ URIs resolve against the pipeline's store (the actors are told it too)
@@ -58,16 +65,19 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
               f"{'GPU' if gpus else 'CPU'}", flush=True)
         # One pipeline for every champion: the content is read and decoded once, and each actor starts once.
         manifests = stylize_with_models(
-            shards["content"], shards["style"], [(f"models:/{name}@champion", reports / "stylized" / name) for name in names],
+            shards["content"], shards["style"], jobs,
             policy=settings["policy"], seed=settings["seed"], alpha=settings["alpha"],
             preserve_color=settings["preserve_color"], size=settings["size"], style_size=settings["style_size"],
             batch_size=settings["batch_size"], actors=actors, gpus_per_actor=float(gpus),
             output_format=settings["output_format"], image_format=settings["image_format"],
             limit=settings["contents"], progress=False)
-    done = {name: {key: manifest[key] for key in ("model_version", "written", "this_run") if key in manifest}
-            for name, manifest in zip(names, manifests)}
+    done = {str(output.relative_to(reports / "stylized")): {key: manifest[key] for key in (
+                "model_version", "domain", "written", "this_run") if key in manifest}
+            for (_, output, _), manifest in zip(jobs, manifests)}
     atomic_write_text(reports / "stylized" / "summary.json", json.dumps(done, indent=2) + "\n")
-    print(f"stylize: {len(done)} champions × {settings['contents']} content images in {reports / 'stylized'}", flush=True)
+    folders = f" ({len(done)} output folders: a GAN one per domain)" if len(done) != len(names) else ""
+    print(f"stylize: {len(names)} champions{folders} × {settings['contents']} content images in "
+          f"{reports / 'stylized'}", flush=True)
     return done
 
 

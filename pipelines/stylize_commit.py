@@ -34,6 +34,7 @@ class Job:
     model_info: dict[str, Any]
     output: Path
     run_token: str
+    domain: str | None = None  # a GAN translation model's target domain, given where other models take styles
 
 
 class _JobWriter:
@@ -46,7 +47,8 @@ class _JobWriter:
         # Encoded on first use: a few inputs over many styles (the demo: 16 photos, 50 artworks) use only a few.
         self.prepared: dict[int, Any] = {}
         self.output_format, self.image_format, self.quality = output_format, image_format, quality
-        self.provenance = {"model": job.model, **job.model_info, **provenance}
+        self.provenance = {"model": job.model, **job.model_info, **provenance,
+                           **({"domain": job.domain} if job.domain else {})}
         if hasattr(stylizer, "precision"):  # a model's arithmetic: bf16 on a GPU that has it, else fp32
             self.provenance["precision"] = stylizer.precision
         # the actor's encoding threads (one pool for all its models), which copy outputs back and encode them
@@ -54,9 +56,15 @@ class _JobWriter:
         self.encoders = encoders
 
     def _style(self, index: int):
+        if self.job.domain is not None:  # a GAN's one "style": its domain, whichever style the input was planned
+            index = -1
         if index not in self.prepared:
-            self.prepared[index] = self.stylizer.prepare_styles(self.style_image(index))
+            self.prepared[index] = self.stylizer.prepare_styles(self.job.domain if index == -1 else
+                                                                self.style_image(index))
         return self.prepared[index]
+
+    def _style_key(self, index: int) -> str:
+        return self.job.domain if self.job.domain is not None else self.style_keys[index]
 
     def _check_current(self) -> None:
         """Actors that outlive a crashed driver must not commit beside the run that replaced it."""
@@ -105,7 +113,7 @@ class _JobWriter:
         outputs = [(key, source, style, encoded.result(), detail) for key, source, style, encoded, detail in pending]
         self._check_current()
         records = self._write(outputs)
-        written = [{"key": key, **({"source": source} if source != key else {}), "style": self.style_keys[style],
+        written = [{"key": key, **({"source": source} if source != key else {}), "style": self._style_key(style),
                     "file": file, **detail} for (key, source, style, _, detail), file in zip(outputs, records)]
         keys = sorted([w["key"] for w in written] + [r["key"] for r in rejected])
         if keys:
@@ -135,7 +143,7 @@ class _JobWriter:
         with wds.TarWriter(buffer, mtime=0) as writer:
             for key, source, style, data, detail in outputs:
                 writer.write({"__key__": check_output_name(key), suffix: data, "json": json.dumps(
-                    {"source_key": source, "style_key": self.style_keys[style], **self.provenance, **detail}).encode()})
+                    {"source_key": source, "style_key": self._style_key(style), **self.provenance, **detail}).encode()})
         atomic_write_bytes(output / name, buffer.getvalue())
         return [name] * len(outputs)
 

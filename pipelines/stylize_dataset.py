@@ -22,7 +22,12 @@ own output folder with its own commits and manifest.
 
 Styles are image files, a folder or a shard set; the ``policy`` gives each input its style: ``one``
 (the first style for all), ``round_robin`` (by the input's position in key order) or ``random``
-(seeded by a hash of the key, so the choice survives a restart).
+(seeded by a hash of the key, so the choice survives a restart). A GAN translation model
+(:mod:`stylecore.gan`) takes a target domain instead (``--domain dots``; a job's third element): every input
+once, translated to it; the domain is checked against the model's before Ray starts::
+
+    stylecore stylize-dataset --model models:/stylecore-cyclegan-dots@champion --domain dots \
+        --content data/shards/demo_photos-val --output out/photos-as-dots
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from pipelines.stylize_commit import ENCODE_THREADS, MODELS_LISTED, Job, _finish, _JobWriter, committed
-from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Inputs, StylizeError, arrow_filesystem,
-                                      decode_batch, decode_resize, list_inputs, load_styles, plan_outputs)
+from pipelines.stylize_inputs import (FORMATS, PARTS, POLICIES, RUN_TOKEN, Inputs, StylizeError, Target,
+                                      arrow_filesystem, decode_batch, decode_resize, list_inputs, load_styles,
+                                      plan_outputs)
 
 #: a "model" that is an optimisation method (stylecore.optimize): ``optimize:strotss``; its settings travel beside it
 METHOD_PREFIX = "optimize:"
@@ -168,15 +174,63 @@ def resolve_model(model: str, method_settings: Mapping[str, Any] | None = None) 
     return str(path.resolve()), {}
 
 
-def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path], model: str,
-                    output: str | Path, **settings: Any) -> dict[str, Any]:
-    """Stylize every input once with ``model``; returns (and writes as ``<output>/manifest.json``) what was done.
-    The settings are :func:`stylize_with_models`'s."""
-    return stylize_with_models(inputs, styles, [(model, output)], **settings)[0]
+def translation_domains(model: str) -> tuple[str, ...] | None:
+    """The domains a GAN translation model (:mod:`stylecore.gan`) translates to, None for any other model: read
+    from a checkpoint's config (the networks built on the meta device, no weights read) or a registered version's
+    ``domains`` tag (the register stage sets it); a version without one is loaded to ask it."""
+    import torch
+
+    from stylecore import gan
+
+    if model.startswith((METHOD_PREFIX, "pretrained:")):
+        return None
+    if model.startswith("models:/"):
+        from mlflow.tracking import MlflowClient
+
+        name, _, version = model[len("models:/"):].partition("/")
+        if version.isdigit():
+            tag = (MlflowClient().get_model_version(name, version).tags or {}).get("domains")
+            if tag:
+                return (*tag.split(","), "photo")
+        import stylecore
+
+        loaded = stylecore.load(model, device="cpu")
+        return tuple(loaded.domains) if isinstance(loaded, gan.TranslationModel) else None
+    from stylecore.checkpoint import CheckpointError, read_checkpoint_config
+
+    try:
+        config = read_checkpoint_config(Path(model))["model"]
+    except (CheckpointError, KeyError, TypeError):
+        return None  # not ours to judge here: loading it says what is wrong
+    if config.get("model") not in gan.names():
+        return None
+    with torch.device("meta"):
+        return tuple(gan.build(config["model"], **config.get("params", {})).domains)
 
 
-def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path],
-                        jobs: Sequence[tuple[str, str | Path]], *, policy: str = "round_robin", seed: int = 0,
+def check_target(model: str, domain: str | None) -> None:
+    """A GAN gets a domain it translates to and the other models styles, or a StylizeError naming the fix."""
+    domains = translation_domains(model)
+    if domain is None and domains is not None:
+        raise StylizeError(f"model {model} is a GAN translation model: give it a domain to translate to (--domain, one "
+                           f"of {', '.join(domains)}) instead of style images")
+    if domain is not None and domains is None:
+        raise StylizeError(f"--domain {domain}: model {model} is not a GAN translation model; it takes style images "
+                           "(--style)")
+    if domain is not None and domain not in domains:
+        raise StylizeError(f"--domain {domain!r}: model {model} translates to {', '.join(domains)}; pick one of them")
+
+
+def stylize_dataset(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path] | None,
+                    model: str, output: str | Path, domain: str | None = None, **settings: Any) -> dict[str, Any]:
+    """Stylize every input once with ``model`` (a GAN: translate it to ``domain``, with ``styles`` None); returns
+    (and writes as ``<output>/manifest.json``) what was done. The settings are :func:`stylize_with_models`'s."""
+    return stylize_with_models(inputs, styles, [(model, output, domain)], **settings)[0]
+
+
+def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str | Path | Sequence[str | Path] | None,
+                        jobs: Sequence[tuple[str, str | Path] | tuple[str, str | Path, str | None]], *,
+                        policy: str = "round_robin", seed: int = 0,
                         alpha: float = 1.0, preserve_color: str | None = None, size: int | None = None,
                         style_size: int | None = 512, batch_size: int = 8, actors: int = 2, gpus_per_actor: float = 0.0,
                         cpus_per_actor: float | None = None, output_format: str = "webdataset", image_format: str = "jpg",
@@ -190,7 +244,9 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
     ``<output>/manifest.json``), in job order.
 
     A model is a ``models:/`` URI, a checkpoint, ``pretrained:<name>``, or an optimisation method
-    ``optimize:<name>`` (``method_settings[<name>]``: its settings), which optimises each pair on its own.
+    ``optimize:<name>`` (``method_settings[<name>]``: its settings), which optimises each pair on its own. A job
+    ``(model, output, domain)`` translates every input once to ``domain`` with a GAN translation model; ``styles``
+    may be None when every job is one.
     ``input_keys`` / ``style_keys``: only these inputs / styles (each must be there). ``label`` starts the
     progress lines.
 
@@ -220,36 +276,48 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
             raise StylizeError(f"{name} must be a number ≥ 0; got {value!r}")
     if not jobs:
         raise StylizeError("no model given; pass a models:/ URI or a checkpoint and an output folder")
-    folders = [Path(output).resolve() for _, output in jobs]
+    domains = [job[2] if len(job) > 2 else None for job in jobs]
+    folders = [Path(job[1]).resolve() for job in jobs]
     if len(set(folders)) < len(folders):
-        raise StylizeError(f"two models write to one output folder ({[str(o) for _, o in jobs]}); give each its own")
-    resolved = [resolve_model(model, (method_settings or {}).get(model[len(METHOD_PREFIX):]))
-                for model, _ in jobs]
+        raise StylizeError(f"two models write to one output folder ({[str(job[1]) for job in jobs]}); give each its own")
+    resolved = [resolve_model(job[0], (method_settings or {}).get(job[0][len(METHOD_PREFIX):])) for job in jobs]
+    for (model, _), domain in zip(resolved, domains):
+        check_target(model, domain)
     listed = list_inputs(inputs, limit, only=input_keys)
-    style_list = load_styles(styles, only=style_keys)
-    targets = plan_outputs(listed.keys, [key for key, _ in style_list], policy, seed)
+    if styles is None and None in domains:
+        raise StylizeError("no styles given; the models that are not GAN translation models need style images "
+                           "(--style)")
+    style_list = load_styles(styles, only=style_keys) if None in domains else []
+    targets = plan_outputs(listed.keys, [key for key, _ in style_list], policy, seed) if style_list else []
+    translated = [Target(key, key, 0) for key in listed.keys]  # a GAN: every input once, to its domain
     plan: list[Job] = []
     work: dict[str, dict[str, tuple[int, list[int]]]] = {}  # input → its outputs to do → (style, jobs)
-    inputs_line = (f"{len(listed.keys)} inputs ({listed.kind}), {len(style_list)} style(s), policy {policy}"
-                   + (f" ({len(targets)} outputs)" if len(targets) != len(listed.keys) else "")
+    inputs_line = (f"{len(listed.keys)} inputs ({listed.kind})"
+                   + (f", {len(style_list)} style(s), policy {policy}" if style_list else "")
+                   + (f" ({len(targets)} outputs)" if style_list and len(targets) != len(listed.keys) else "")
+                   + (f", translated to {', '.join(sorted({d for d in domains if d}))}" if any(domains) else "")
                    + (f", {len(listed.refused)} refused for unsafe keys (e.g. {listed.refused[0]['key']!r})"
                       if listed.refused else ""))
-    for index, ((model, model_info), (_, output)) in enumerate(zip(resolved, jobs)):
-        job = Job(model, model_info, Path(output), uuid.uuid4().hex)
+    for index, ((model, model_info), job_spec, domain) in enumerate(zip(resolved, jobs, domains)):
+        job = Job(model, model_info, Path(job_spec[1]), uuid.uuid4().hex, domain)
         atomic_write_text(job.output / PARTS / RUN_TOKEN, job.run_token)  # from now on only this run's actors commit
         # Temporaries of writes a crash interrupted: no actor of an earlier run can commit any more (the token).
         stale = remove_stale_temporaries(job.output) + remove_stale_temporaries(job.output / PARTS)
         done, rejected_before = committed(job.output, output_format)
         previously_rejected = {r["key"] for r in rejected_before}
-        pending = [target for target in targets if target.key not in done and target.key not in previously_rejected]
+        pending = [target for target in (targets if domain is None else translated)
+                   if target.key not in done and target.key not in previously_rejected]
         for target in pending:
-            work.setdefault(target.source, {}).setdefault(target.key, (target.style, []))[1].append(index)
+            # an output a GAN and a style model share has the style model's style; the GAN ignores it (-1: none)
+            style, listed_jobs = work.setdefault(target.source, {}).get(target.key, (-1, []))
+            work[target.source][target.key] = (target.style if domain is None else style, [*listed_jobs, index])
         plan.append(job)
         # Many models (the stylize stage's champions): one line for all, a line of its own only for a model
         # resuming an earlier run; one or two: a line each.
         if len(jobs) <= MODELS_LISTED or done or previously_rejected or stale:
             print(f"{label}: {inputs_line}; {len(done)} already written and {len(previously_rejected)} rejected by an "
-                  f"earlier run are skipped; {len(pending)} to do with {model} into {job.output}"
+                  f"earlier run are skipped; {len(pending)} to do with {model}{f' → {domain}' if domain else ''} "
+                  f"into {job.output}"
                   + (f"; removed {len(stale)} temporaries of an interrupted run" if stale else ""), flush=True)
     if len(jobs) > MODELS_LISTED:
         to_do = sum(len(model_jobs) for outputs in work.values() for _, model_jobs in outputs.values())
@@ -271,8 +339,11 @@ def stylize_with_models(inputs: str | Path | Sequence[str | Path], styles: str |
     settings = {"styles": [key for key, _ in style_list], "policy": policy, "seed": seed, "alpha": alpha,
                 "preserve_color": preserve_color, "size": size, "format": output_format, "image_format": image_format}
     total = sum(c["written"] for c in counts)
-    target_keys = [target.key for target in targets]
+    target_keys, translated_keys = [target.key for target in targets], [target.key for target in translated]
     manifests = [_finish(job, listed, target_keys, counts[index], seconds, total, len(plan), settings, label)
+                 if job.domain is None else
+                 _finish(job, listed, translated_keys, counts[index], seconds, total, len(plan),
+                         {**settings, "styles": [], "policy": None, "domain": job.domain}, label)
                  for index, job in enumerate(plan)]
     if len(plan) > MODELS_LISTED:
         print(f"{label}: {len(plan)} models: {total} written and {sum(c['rejected'] for c in counts)} rejected in "
@@ -389,13 +460,16 @@ def _run_pipeline(listed: Inputs, work: dict[str, dict[str, tuple[int, list[int]
     return counts
 
 
-def add_dataset_arguments(command, policy_seed: bool = True, input_size: bool = True) -> None:
+def add_dataset_arguments(command, policy_seed: bool = True, input_size: bool = True, domain: bool = False) -> None:
     """The inputs, styles, output and Ray Data options ``stylize-dataset`` and ``optimize-dataset`` share (the
-    latter's ``--seed`` and ``--size`` are its method's)."""
+    latter's ``--seed`` and ``--size`` are its method's; ``domain``: ``--domain`` in the place of ``--style``)."""
     add_renamed(command, "--content", "--input", required=True, nargs="+",
                 help="content: shard folders / .tar files (local or s3://), or one image folder")
-    add_renamed(command, "--style", "--styles", required=True, nargs="+",
-                help="style image files, a folder or a shard set")
+    add_renamed(command, "--style", "--styles", required=not domain, nargs="+",
+                help="style image files, a folder or a shard set" + (" (or --domain)" if domain else ""))
+    if domain:
+        command.add_argument("--domain", help="for a GAN translation model (stylecore.gan), instead of --style: the "
+                                              "domain to translate every input to (one of the model's)")
     command.add_argument("--output", required=True, help="output folder (re-running it resumes)")
     command.add_argument("--policy", choices=POLICIES, default="round_robin",
                          help="each input's style: the first (one), in turn (round_robin), seeded by key (random), or "
@@ -424,7 +498,7 @@ def add_command(subparsers) -> None:
     command.add_argument("--model", required=True, help="models:/name@alias or models:/name/version (tracking store "
                                                         "from MLFLOW_TRACKING_URI), a checkpoint directory, or "
                                                         "pretrained:magenta_lite")
-    add_dataset_arguments(command)
+    add_dataset_arguments(command, domain=True)
     command.add_argument("--alpha", type=float, default=1.0, help="style strength in [0, 1]")
     command.add_argument("--preserve-color", dest="preserve_color", choices=["coral", "luminance"],
                          help="keep the content's colours (as stylecore stylize)")
@@ -436,7 +510,11 @@ def add_command(subparsers) -> None:
 
 def _cmd_stylize_dataset(args: argparse.Namespace) -> int:
     try:
-        stylize_dataset(args.content, args.style, args.model, args.output, policy=args.policy, seed=args.seed,
+        if (args.style is None) == (args.domain is None):
+            raise StylizeError("give either --style (style images, for the arbitrary-style models) or --domain (a "
+                               "domain name, for a GAN translation model)")
+        stylize_dataset(args.content, args.style, args.model, args.output, domain=args.domain, policy=args.policy,
+                        seed=args.seed,
                         alpha=args.alpha, preserve_color=args.preserve_color, size=args.size,
                         style_size=args.style_size or None, batch_size=args.batch_size, actors=args.actors,
                         gpus_per_actor=args.gpus_per_actor, output_format=args.output_format,

@@ -451,8 +451,15 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
     assert "comparison.jpg" in {a.path for a in client.list_artifacts(runs["evaluate"].info.run_id)}
     # register: every combination's model is in the registry as the champion (the first version of each)
     registry = json.loads((repo / "reports" / "registry.json").read_text())
-    assert set(registry) == {f"stylecore-{m}-{loss}" for m, loss in grid} | {f"stylecore-{n}" for n in pretrained}
+    assert set(registry) == {f"stylecore-{m}-{loss}" for m, loss in grid} | {f"stylecore-{n}" for n in pretrained} | {
+        f"stylecore-{name}" for name in gan_runs}  # a GAN run by model and domain
     assert {(entry["version"], entry["alias"]) for entry in registry.values()} == {(1, "champion")}
+    # the GAN run was scored on the held-out artworks of its domain (3 contents × the one dots style)
+    [translated] = json.loads((repo / "reports" / "evaluation.json").read_text())["translation"]["candidates"]
+    assert translated["name"] == "cyclegan-dots" and translated["domains"]["dots"]["pairs"] == 3
+    assert registry["stylecore-cyclegan-dots"]["domains"] == ["dots"]
+    assert client.get_run(gan_run.info.run_id).data.metrics["eval/style_balanced"] == pytest.approx(
+        translated["metrics"]["style_balanced"])
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         champion = stylecore.load("models:/stylecore-adain-balanced_gram@champion")
@@ -465,6 +472,7 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
     for name, entry in registry.items():
         manifest = json.loads((repo / "reports" / "stylized" / name / "manifest.json").read_text())
         assert manifest["model"] == f"models:/{name}/{entry['version']}" and manifest["written"] == 3
+        assert manifest.get("domain") == (entry["domains"][0] if "domains" in entry else None)  # a GAN: its domain
         assert len(list((repo / "reports" / "stylized" / name).glob("*.jpg"))) == 3
 
     assert "Running stage" not in _run(repo, sys.executable, "-m", "dvc", "repro")  # a second repro is a no-op

@@ -144,3 +144,60 @@ def test_champion_only_when_better_challenger_otherwise_and_the_champion_uri_sty
     assert torch.equal(load_image(tmp_path / "by-uri" / "photo.png"), load_image(tmp_path / "by-path" / "photo.png"))
     assert cli(["stylize", "--model", "models:/stylecore-no-such-model@champion", "--content",
                 str(tmp_path / "in"), "--style", str(tmp_path / "style.png"), "--output", str(tmp_path / "x")]) == 2
+
+
+def test_a_gan_run_is_registered_by_model_and_domain_and_its_champion_translates_like_its_checkpoint(
+        server, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from stylecore.data import PairStream
+    from stylecore.gan.training import paper_config
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["mlflow"]["tracking_uri"] = server
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def trained_gan(name: str, steps: int) -> dict:
+        trainer = Trainer(paper_config("cyclegan", model_params={"width": 8, "blocks": 1, "d_width": 8,
+                                                                  "target": "dots"}, steps=steps), device="cpu")
+        trainer.fit(PairStream(SyntheticImages("photos", 4, 48), SyntheticImages("artworks", 5, 48), batch_size=2,
+                               crop_size=32))
+        checkpoint = tmp_path / name / "checkpoint"
+        shutil.copytree(trainer.save_checkpoint(tmp_path / name / "steps"), checkpoint)
+        run_id = start_run(server, "stylecore-demo", tmp_path / "mlartifacts", "cyclegan-dots", {"train": {"steps": steps}},
+                           {"model": "cyclegan", "domains": "dots", "profile": "demo", "dvc_stage": "gan@cyclegan",
+                            "workers": "2 × CPU"})
+        mlflow.set_tracking_uri(server)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.set_tag("model_uri", log_final_model(checkpoint, crop_size=32))
+        return {"name": "cyclegan-dots", "model": "cyclegan", "loss": "", "source": "gan", "checkpoint": str(checkpoint),
+                "mlflow": {"tracking_uri": server, "run_id": run_id}}
+
+    arbitrary = _trained(tmp_path, server, "adain", steps=1, seed=0)  # registered beside it, by model and loss
+
+    def register_with(candidate: dict, style_balanced: float) -> dict:
+        evaluation = _evaluation(arbitrary, 1.0)
+        metrics = {**evaluation["candidates"][0]["metrics"], "style_balanced": style_balanced}
+        evaluation["translation"] = {"label": "style", "candidates": [
+            {**candidate, "domains": {"dots": {"pairs": 2, "styles": ["s1"], "metrics": metrics}}, "metrics": metrics}]}
+        (reports / "evaluation.json").write_text(json.dumps(evaluation))
+        registry = register.run(params_path=tmp_path / "params.yaml", reports=reports)
+        assert set(registry) == {"stylecore-adain-gram", "stylecore-cyclegan-dots"}
+        return registry["stylecore-cyclegan-dots"]
+
+    first, better = trained_gan("gan-first", 1), trained_gan("gan-better", 2)
+    assert register_with(first, 0.8)["alias"] == "champion"
+    assert (register_with(better, 0.9)["alias"], register_with(better, 0.9)["version"]) == ("challenger", 2)
+    outcome = register_with(better, 0.7)  # scored better on the same protocol: it takes over
+    assert (outcome["alias"], outcome["version"]) == ("champion", 2)
+    version = MlflowClient(server).get_model_version_by_alias("stylecore-cyclegan-dots", "champion")
+    assert version.tags["domains"] == "dots" and version.tags["eval.style_balanced"] == "0.7"
+    assert "cyclegan photo → dots, from the gan stage (gan@cyclegan" in version.description
+    photo = synthetic_photo(3, 48)[None]
+    with torch.inference_mode():
+        assert torch.equal(stylecore.load("models:/stylecore-cyclegan-dots@champion").translate(photo, "dots"),
+                           stylecore.load(better["checkpoint"]).translate(photo, "dots"))

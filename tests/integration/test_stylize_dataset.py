@@ -265,3 +265,53 @@ def test_blocks_are_cut_to_the_actor_batch_inside_the_half_cpu_task_that_makes_t
 
 def _blocks(ray, dataset) -> list:
     return [ray.get(ref) for bundle in dataset.iter_internal_ref_bundles() for ref in bundle.block_refs]
+
+
+def test_a_gan_translates_every_input_to_its_domain_beside_a_style_model_in_one_pipeline(inputs, local_ray, tmp_path):
+    from PIL import Image
+
+    import stylecore
+    from stylecore.cli import main as cli
+
+    root, adain = inputs
+    trainer = Trainer({"model": "cyclegan", "steps": 1, "model_params": {"width": 8, "blocks": 1, "d_width": 8,
+                                                                         "target": "dots"}})
+    checkpoint = str(trainer.save_checkpoint(tmp_path / "cyclegan"))  # its initial networks: a translation all the same
+    settings = dict(style_size=40, batch_size=4, actors=1, output_format="files", image_format="png", progress=False,
+                    limit=14)
+    styled, translated = stylize_with_models(root / "photos", root / "styles", [
+        (str(adain), tmp_path / "adain"), (checkpoint, tmp_path / "dots", "dots")], **settings)
+    keys = sorted([f"group{i % 3}/photo{i:03d}" for i in range(IMAGES)] + ["broken", "tiny"])[:14]
+    assert translated["domain"] == "dots" and translated["styles"] == [] and translated["missing"] == []
+    done = sorted(item["key"] for item in translated["outputs"])
+    assert done == sorted(set(keys) - {r["key"] for r in translated["rejected"]}) and len(done) >= 12
+    assert {item["style"] for item in translated["outputs"]} == {"dots"}
+    loaded = stylecore.load(checkpoint, device="cpu")
+    for key in done:  # each input once, translated to the domain as the model translates it in this process
+        path = next((root / "photos").glob(f"{key}.*"))
+        content = decode_resize(path.read_bytes(), None).float() / 255
+        theirs = (loaded.translate(content[None], "dots")[0] * 255).round().to(torch.int16).permute(1, 2, 0)
+        with Image.open(tmp_path / "dots" / f"{key}.png") as image:
+            assert (torch.from_numpy(np.asarray(image, dtype=np.int16)) - theirs).abs().max() <= 1, key
+    # the style model beside it still gets its round-robin styles
+    reference = _single_process(adain, root / "photos", root / "styles", keys, ["group0/photo000"])
+    with Image.open(tmp_path / "adain" / "group0/photo000.png") as image:
+        ours = torch.from_numpy(np.asarray(image, dtype=np.int16))
+    assert (ours - (reference["group0/photo000"].clamp(0, 1) * 255).round().to(torch.int16).permute(1, 2, 0)).abs().max() <= 1
+    assert styled["written"] == len(done)
+
+    # the CLI: --domain in the place of --style, every mistake named before Ray starts
+    out = tmp_path / "cli"
+    assert cli(["stylize-dataset", "--model", checkpoint, "--domain", "dots", "--content", str(root / "photos"),
+                "--output", str(out), "--format", "files", "--limit", "3", "--actors", "1", "--quiet"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["written"] == 2  # broken, group0/photo000, group0/photo003
+    for kwargs, message in ((dict(model=checkpoint, domain="waves"), "'waves': model .* translates to dots, photo"),
+                            (dict(model=checkpoint, domain=None), "is a GAN translation model: give it a domain .*dots"),
+                            (dict(model=str(adain), domain="dots"), "--domain dots: model .* is not a GAN")):
+        with pytest.raises(StylizeError, match=message):
+            stylize_dataset(root / "photos", root / "styles", kwargs["model"], tmp_path / "bad", domain=kwargs["domain"])
+    with pytest.raises(StylizeError, match="no styles given"):
+        stylize_with_models(root / "photos", None, [(str(adain), tmp_path / "bad")])
+    assert not (tmp_path / "bad").exists()
+    assert cli(["stylize-dataset", "--model", checkpoint, "--content", str(root / "photos"), "--output",
+                str(tmp_path / "bad")]) == 2  # neither --style nor --domain
