@@ -405,7 +405,7 @@ def score_translation(translators: list[Candidate], label: str, pairs, scores, m
                   f"{row['content']:.4g}  ArtFID {row['artfid']:.4g}  on {len(subset)} pairs of its domain", flush=True)
         if rows:
             keys = [key for key in next(iter(rows.values()))["metrics"]]
-            records[candidate.name] = {"domains": rows, "label": label, "metrics": {
+            records[candidate.name] = {"domains": rows, "label": label, "translates_to": list(model.domains), "metrics": {
                 key: sum(r["metrics"][key] for r in rows.values()) / len(rows) for key in keys}}
     return {"label": label, "candidates": records, "tables": tables} if records else None
 

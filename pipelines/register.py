@@ -121,8 +121,10 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
         "git_commit": tags.get(GIT_COMMIT, tags.get("git_commit", "unknown")),
         "git_dirty": tags.get(GIT_DIRTY, tags.get("git_dirty", "unknown")),
         "eval.protocol": protocol, "eval.metric": metric,
-        # a GAN's domains, read by stylize-dataset to check --domain before any actor starts
-        **({"domains": ",".join(candidate["domains"])} if candidate["source"] == GAN else {}),
+        # every domain a GAN translates to (the photos' too), read by stylize-dataset to check --domain before any
+        # actor starts
+        **({"domains": ",".join(candidate.get("translates_to") or candidate["domains"])}
+           if candidate["source"] == GAN else {}),
         **{f"eval.{k}": f"{v:.6g}" for k, v in candidate["metrics"].items()},
         **{k: v for k, v in tags.items() if k.startswith(("data.", "weights.")) or k.endswith("_weights")},
         "params": json.dumps(run.data.params, sort_keys=True)[:5000],

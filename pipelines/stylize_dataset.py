@@ -191,7 +191,7 @@ def translation_domains(model: str) -> tuple[str, ...] | None:
         if version.isdigit():
             tag = (MlflowClient().get_model_version(name, version).tags or {}).get("domains")
             if tag:
-                return (*tag.split(","), "photo")
+                return tuple(tag.split(","))
         import stylecore
 
         loaded = stylecore.load(model, device="cpu")

@@ -411,6 +411,7 @@ def test_a_gan_run_is_scored_on_its_domains_artworks_beside_every_candidate(work
         scored = candidate["domains"]["dots"]
         assert scored["styles"] == dots and scored["pairs"] == len(dots) * len(details["pairs"]["contents"])
         assert candidate["metrics"] == scored["metrics"]  # one domain: the run's figures are its domain's
+        assert candidate["translates_to"] == ["dots", "photo"]  # what the registry tags it with
         [entry] = translation["tables"]
         assert set(entry["table"]) == {"cyclegan-dots", *table}
         # beside it, each candidate on the same pairs: its mean over the dots styles' rows of its per-style table

@@ -183,7 +183,8 @@ def test_a_gan_run_is_registered_by_model_and_domain_and_its_champion_translates
         evaluation = _evaluation(arbitrary, 1.0)
         metrics = {**evaluation["candidates"][0]["metrics"], "style_balanced": style_balanced}
         evaluation["translation"] = {"label": "style", "candidates": [
-            {**candidate, "domains": {"dots": {"pairs": 2, "styles": ["s1"], "metrics": metrics}}, "metrics": metrics}]}
+            {**candidate, "domains": {"dots": {"pairs": 2, "styles": ["s1"], "metrics": metrics}},
+             "translates_to": ["dots", "photo"], "metrics": metrics}]}
         (reports / "evaluation.json").write_text(json.dumps(evaluation))
         registry = register.run(params_path=tmp_path / "params.yaml", reports=reports)
         assert set(registry) == {"stylecore-adain-gram", "stylecore-cyclegan-dots"}
@@ -195,7 +196,7 @@ def test_a_gan_run_is_registered_by_model_and_domain_and_its_champion_translates
     outcome = register_with(better, 0.7)  # scored better on the same protocol: it takes over
     assert (outcome["alias"], outcome["version"]) == ("champion", 2)
     version = MlflowClient(server).get_model_version_by_alias("stylecore-cyclegan-dots", "champion")
-    assert version.tags["domains"] == "dots" and version.tags["eval.style_balanced"] == "0.7"
+    assert version.tags["domains"] == "dots,photo" and version.tags["eval.style_balanced"] == "0.7"
     assert "cyclegan photo → dots, from the gan stage (gan@cyclegan" in version.description
     photo = synthetic_photo(3, 48)[None]
     with torch.inference_mode():
