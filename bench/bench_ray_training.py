@@ -10,8 +10,13 @@ only with what it adds (the report, the copy into its storage, its daemons) and 
 any real run writes. Medians, because a shared 2-core VM drifts by ±20% from minute to minute. The
 issue's target: 1 Ray worker keeps ≥ 90% of the direct loop.
 
+A GAN translation model (``--model cyclegan`` or ``ugatit``: photo ↔ one synthetic family, adversarial steps
+with their paper's optimisers; ``--gan-width`` narrows the networks for a small machine) goes through the same
+two loops: the direct ``AdversarialTrainer`` against the GAN stage's Ray Train run.
+
     python bench/bench_ray_training.py                         # adain, 64², batch 4, CPU
     python bench/bench_ray_training.py --size 256 --device cuda --precision bf16 --workers 1
+    python bench/bench_ray_training.py --model cyclegan --size 64 --batch 1 --gan-width 16
 """
 
 from __future__ import annotations
@@ -88,6 +93,24 @@ def with_ray(config: dict, content: Path, style: Path, batch: int, size: int, wi
             statistics.median(m["samples_per_second"] for m in reports), time.perf_counter() - started)
 
 
+def training_config(model: str, steps: int, precision: str, gan_width: int | None) -> dict:
+    """The run's TrainConfig as a dict: an arbitrary-style model on random:0 encoders, or a GAN photo ↔ dots with its
+    paper's optimiser settings (a multi-domain GAN needs labelled shards, which this bench does not write)."""
+    from stylecore import gan
+    from stylecore.config import to_dict
+    from stylecore.gan.training import paper_config
+
+    if model not in gan.names():
+        return {"model": model, "model_params": {"encoder_weights": "random:0"}, "steps": steps, "lr": 1e-4,
+                "precision": precision, "seed": 0}
+    cls = gan.GAN_MODELS.get(model)
+    if cls.multi_domain:
+        sys.exit(f"error: {model} trains on labelled artworks of several domains; this bench times cyclegan or ugatit")
+    widths = {"width": gan_width, "d_width": gan_width} if gan_width else {}
+    return to_dict(paper_config(model, model_params={**cls.domain_params("style", ["dots"]), **widths}, steps=steps,
+                                precision=precision, seed=0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="adain")
@@ -100,6 +123,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--no-dashboard", action="store_true", help="start Ray without its dashboard processes")
+    parser.add_argument("--gan-width", type=int, help="a GAN's generator and discriminator width (default: the "
+                                                         "paper's, 64)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -113,8 +138,7 @@ def main() -> None:
         sys.exit(f"error: --workers {max(args.workers)} needs that many GPUs; this machine has {gpus}")
     cpus = os.cpu_count() or 1
     torch.set_num_threads(cpus)
-    config = {"model": args.model, "model_params": {"encoder_weights": "random:0"}, "steps": (args.windows + 1) * args.window,
-              "lr": 1e-4, "precision": args.precision, "seed": 0}
+    config = training_config(args.model, (args.windows + 1) * args.window, args.precision, args.gan_width)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         content, style = build_shards(Path(tmp), max(args.size, 96))
