@@ -159,7 +159,8 @@ def register_candidate(client, name: str, candidate: Mapping[str, Any], settings
     elif champion.tags.get("eval.protocol") != protocol or champion.tags.get("eval.metric") != metric:
         alias, reason = CHALLENGER, (f"the champion (version {champion.version}) was scored under another evaluation "
                                      "protocol or metric, so the two cannot be compared; promote by hand if wanted")
-    elif better(value, float(champion.tags[f"eval.{metric}"]), mode):
+    # compared as the tags keep them (6 digits): a re-trained model that scores the same is no better
+    elif better(float(f"{value:.6g}"), float(champion.tags[f"eval.{metric}"]), mode):
         alias, reason = CHAMPION, f"beats version {champion.version} ({metric} {champion.tags[f'eval.{metric}']})"
     else:
         alias, reason = CHALLENGER, f"does not beat version {champion.version} ({metric} {champion.tags[f'eval.{metric}']})"
