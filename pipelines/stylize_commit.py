@@ -44,7 +44,7 @@ class _JobWriter:
                  quality: int, provenance: Mapping[str, Any], encoders: ThreadPoolExecutor) -> None:
         self.job, self.stylizer = job, stylizer
         self.style_keys, self.style_image = style_keys, style_image  # style_image(index): decoded once per actor
-        # Encoded on first use: a few inputs over many styles (the demo: 16 photos, 50 artworks) use only a few.
+        # Encoded on first use: a few inputs over many styles (the demo: 8 photos, 50 artworks) use only a few.
         self.prepared: dict[int, Any] = {}
         self.output_format, self.image_format, self.quality = output_format, image_format, quality
         self.provenance = {"model": job.model, **job.model_info, **provenance,

@@ -31,8 +31,8 @@ def test_a_sweep_or_gan_stage_outside_the_profile_decides_to_skip_without_torch(
         "params = dict(load_params('params.yaml'), profile='demo')\n"
         "run_in = read(params, 'sweep').run_in\n"
         "outside = [n for n in read(params, 'sweep').combinations if n not in run_in.get('demo', [])]\n"
-        "gans = [m for m in params['gan']['grid'] if m not in params['gan']['run_in'].get('demo', [])]\n"
-        "result = [sweep.skip_reason(outside[0], params), gan_skip_reason(params, gans[0])]\n")
+        "params['gan'] = dict(params['gan'], run_in={'demo': [], 'full': params['gan']['grid']})  # none in the demo\n"
+        "result = [sweep.skip_reason(outside[0], params), gan_skip_reason(params, params['gan']['grid'][0])]\n")
     seen = _imported_after(code)
     sweep_reason, gan_reason = seen["result"]
     assert "not in profile 'demo'" in sweep_reason and "not in profile 'demo'" in gan_reason
