@@ -146,14 +146,21 @@ def _deployments():
                 self.pinned, self.record = self.served.uri, {}
             else:
                 self.pinned, self.record = resolve_model(self.served.uri)
+            from stylecore.gan import TranslationModel
+
             model = stylecore.load(self.pinned)
+            # a GAN translates the photo to one of its domains, given by name where the others take a style image;
+            # colour transfer from a style image (coral) has no meaning for it
+            self.domains = list(model.target_domains) if isinstance(model, TranslationModel) else []
+            modes = [mode for mode in COLOR_CHOICES if not (self.domains and mode == "coral")]
             self.stylizers = {mode: Stylizer(model, preserve_color=None if mode == "none" else mode,
                                              style_size=self.settings["style_size"], batch_size=16, max_pixels=None)
-                              for mode in COLOR_CHOICES}
+                              for mode in modes}
             self.description = {"name": self.served.name, "uri": self.served.uri, "pinned": self.pinned,
                                 "model": model.name, "device": str(model.device),
                                 "version": self.record.get("model_version", ""),
-                                "weights": getattr(model, "weights_source", {}).get("package", "")}
+                                "weights": getattr(model, "weights_source", {}).get("package", ""),
+                                "domains": self.domains}
 
         async def info(self) -> dict[str, Any]:
             return {**self.description, "batch_sizes": list(self.batch_sizes)}
@@ -179,13 +186,15 @@ def _deployments():
             self.batch_sizes.append(len(jobs))
             started = time.perf_counter()
             results: list[dict[str, Any] | None] = [None] * len(jobs)
-            groups: dict[tuple[float, str], list[int]] = {}
+            groups: dict[tuple[float, str, str | None], list[int]] = {}
             for index, job in enumerate(jobs):
-                groups.setdefault((job["alpha"], job["preserve_color"]), []).append(index)
-            for (alpha, mode), indices in groups.items():
+                groups.setdefault((job["alpha"], job["preserve_color"], job.get("domain")), []).append(index)
+            for (alpha, mode, domain), indices in groups.items():
                 to_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float().div(255.0)  # noqa: E731
-                outputs = self.stylizers[mode].stylize_pairs([to_tensor(jobs[i]["content"]) for i in indices],
-                                                             [to_tensor(jobs[i]["style"]) for i in indices], alpha)
+                contents = [to_tensor(jobs[i]["content"]) for i in indices]
+                outputs = (self.stylizers[mode](contents, domain) if domain is not None else
+                           self.stylizers[mode].stylize_pairs(contents, [to_tensor(jobs[i]["style"]) for i in indices],
+                                                              alpha))
                 for i, out in zip(indices, outputs):
                     pixels = (out.permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
                     results[i] = {"image": pixels, "batch": len(jobs)}
@@ -265,7 +274,7 @@ def _deployments():
             latency = time.perf_counter() - started
             return Response(body, media_type=FORMATS[fmt], headers={
                 "X-Model": model, "X-Latency-Ms": f"{latency * 1000:.1f}", "X-Batch-Size": str(result["batch"]),
-                "Cache-Control": "no-store"})
+                **({"X-Domain": job["domain"]} if job.get("domain") else {}), "Cache-Control": "no-store"})
 
         async def _parse(self, form, limit: int):
             from stylecore.imaging import ImageDecodeError, decode_rgb
@@ -315,6 +324,18 @@ def _deployments():
             content = await read("content")
             if content is None:
                 raise _Refused(422, "content (an image file) is required")
+            domains = (await self.handles[model].info.remote()).get("domains") or []
+            if domains:  # a GAN: the photo translated to a domain (default its first); no style image, full strength
+                domain = fields.get("domain") or domains[0]
+                if domain not in domains:
+                    raise _Refused(422, f"{model} translates photos to {', '.join(domains)}; got domain {domain!r}",
+                                   known=domains)
+                if mode == "coral":
+                    raise _Refused(422, f"{model} translates to the domain {domain}: coral colour transfer needs a "
+                                        "style image; use preserve_color none or luminance")
+                content = self._fit(content, size)
+                return {"content": np.asarray(content, dtype=np.uint8), "alpha": 1.0, "preserve_color": mode,
+                        "domain": domain}, fmt, model
             style = await read("style")
             if style is None:
                 style_id = fields.get("style_id", "")
@@ -322,16 +343,21 @@ def _deployments():
                     raise _Refused(422, f"give a style image (style) or a gallery style_id; unknown style_id "
                                         f"{style_id!r} (known: {', '.join(sorted(self.styles))})", known=sorted(self.styles))
                 style = decode_rgb(self.styles[style_id]["jpeg"]).image
-            longest = size or min(max(content.size), most)
-            if max(content.size) != longest:
-                scale = longest / max(content.size)
-                content = content.resize((max(16, round(content.width * scale)), max(16, round(content.height * scale))))
+            content = self._fit(content, size)
             if min(content.size) < 16 or min(style.size) < 16:
                 raise _Refused(422, f"images need at least 16 pixels on each side; got content {content.size}, style "
                                     f"{style.size}")
             job = {"content": np.asarray(content, dtype=np.uint8), "style": np.asarray(style, dtype=np.uint8),
                    "alpha": alpha, "preserve_color": mode}
             return job, fmt, model
+
+        def _fit(self, content, size: int | None):
+            """The content at the requested long side (default: its own, capped at max_output_side)."""
+            longest = size or min(max(content.size), int(self.settings["max_output_side"]))
+            if max(content.size) != longest:
+                scale = longest / max(content.size)
+                content = content.resize((max(16, round(content.width * scale)), max(16, round(content.height * scale))))
+            return content
 
     ModelServer = serve.deployment(_ModelServer, name="model")
     Gateway = serve.deployment(serve.ingress(app)(_Gateway), name="gateway")

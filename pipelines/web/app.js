@@ -61,8 +61,11 @@ async function init() {
       input.value = m.name;
       input.checked = i < 3 || m.model === "magenta_lite";
       input.addEventListener("change", ready);
-      label.append(input, ` ${m.name}`);
-      label.title = `${m.model}${m.version ? " version " + m.version : ""} on ${m.device}`;
+      // a GAN translates the photo to its domain (its first) and reads no style image: say so beside its name
+      const domains = m.domains || [];
+      label.append(input, ` ${m.name}${domains.length ? " → " + domains[0] : ""}`);
+      label.title = `${m.model}${m.version ? " version " + m.version : ""} on ${m.device}` +
+        (domains.length ? `; translates the photo to ${domains.join(", ")} without reading the style` : "");
       box.append(label);
     });
     const gallery = $("gallery");

