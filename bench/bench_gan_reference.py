@@ -1,15 +1,19 @@
-"""stylecore's U-GAT-IT and StarGAN training steps against their public reference implementations, side by side.
+"""stylecore's CycleGAN, U-GAT-IT and StarGAN training steps against their public reference implementations, side
+by side.
 
 The reference networks are imported at run time from a checkout of each official repository (nothing of theirs is
-in stylecore): ``--ugatit`` a checkout (or bare git directory) of znxlwm/UGATIT-pytorch (``networks.py``),
-``--stargan`` one of yunjey/stargan (``model.py``). Their iteration is re-created here from their ``train()`` loops
-(U-GAT-IT: D on real and fake of both domains, global and local, then G with adversarial, cycle, identity and CAM
-terms, then the ρ clip; StarGAN: D with the gradient penalty and the classification term, then G), with the
-same optimisers and sizes (StarGAN's reference batch is 2 × ``--batch``: stylecore's step reads a batch of photos
+in stylecore): ``--cyclegan`` a checkout (or bare git directory) of junyanz/pytorch-CycleGAN-and-pix2pix
+(``models/networks.py``), ``--ugatit`` one of znxlwm/UGATIT-pytorch (``networks.py``), ``--stargan`` one of
+yunjey/stargan (``model.py``). Their iteration is re-created here from their training code (CycleGAN:
+``optimize_parameters``, G with LSGAN, cycle ×10 and identity ×5 terms while the discriminators are frozen, then
+each D on the real and a history-pool fake, halved; U-GAT-IT: D on real and fake of both domains, global and local,
+then G with adversarial, cycle, identity and CAM terms, then the ρ clip; StarGAN: D with the gradient penalty and
+the classification term, then G), with the same optimisers and sizes (StarGAN's reference batch is 2 × ``--batch``: stylecore's step reads a batch of photos
 and one of artworks). Both sides time one full step (D and G every step: ``n_critic = 1`` on both), fp32,
 in interleaved rounds in one process; the figure is the median per step.
 
-    python bench/bench_gan_reference.py --ugatit /path/to/UGATIT-pytorch --stargan /path/to/stargan
+    python bench/bench_gan_reference.py --cyclegan /path/to/pytorch-CycleGAN-and-pix2pix \
+        --ugatit /path/to/UGATIT-pytorch --stargan /path/to/stargan
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from stylecore.gan.base import HistoryPool  # noqa: E402
 from stylecore.gan.training import paper_config  # noqa: E402
 from stylecore.training import Trainer  # noqa: E402
 
@@ -41,12 +46,49 @@ def import_reference(location: Path, filename: str, scratch: Path):
     if not source.is_file():
         text = subprocess.run(["git", f"--git-dir={location}", "show", f"HEAD:{filename}"], check=True,
                               capture_output=True, text=True).stdout
-        source = scratch / f"{location.name}-{filename}"
+        source = scratch / f"{location.name}-{filename.replace('/', '-')}"
         source.write_text(text)
     spec = importlib.util.spec_from_file_location(f"reference_{source.stem}_{abs(hash(str(location)))}", source)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def cyclegan_reference_step(networks, size: int, batch: int):
+    """One iteration of the CycleGAN reference's optimize_parameters(): resnet_9blocks generators and basic 70×70
+    PatchGANs with instance norm, the official defaults, LSGAN. The history pools are stylecore's (the same rule:
+    half the time an earlier fake), which cost nothing next to the networks."""
+    g_a, g_b = (networks.define_G(3, 3, 64, "resnet_9blocks", norm="instance", use_dropout=False) for _ in range(2))
+    d_a, d_b = (networks.define_D(3, 64, "basic", norm="instance", use_sigmoid=False) for _ in range(2))
+    gan, l1 = networks.GANLoss(use_lsgan=True), nn.L1Loss()
+    g_optim = torch.optim.Adam([*g_a.parameters(), *g_b.parameters()], lr=2e-4, betas=(0.5, 0.999))
+    d_optim = torch.optim.Adam([*d_a.parameters(), *d_b.parameters()], lr=2e-4, betas=(0.5, 0.999))
+    pool_a, pool_b = HistoryPool(50), HistoryPool(50)
+    g = torch.Generator().manual_seed(0)
+    real_a = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+    real_b = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+
+    def frozen(flag: bool) -> None:
+        for parameter in (*d_a.parameters(), *d_b.parameters()):
+            parameter.requires_grad_(not flag)
+
+    def step():
+        fake_b, fake_a = g_a(real_a), g_b(real_b)
+        rec_a, rec_b = g_b(fake_b), g_a(fake_a)
+        frozen(True)
+        g_optim.zero_grad()
+        identity = l1(g_a(real_b), real_b) * 10 * 0.5 + l1(g_b(real_a), real_a) * 10 * 0.5
+        g_loss = gan(d_a(fake_b), True) + gan(d_b(fake_a), True) + l1(rec_a, real_a) * 10 + l1(rec_b, real_b) * 10
+        (g_loss + identity).backward()
+        g_optim.step()
+        frozen(False)
+        d_optim.zero_grad()
+        for critic, real, pool, fake in ((d_a, real_b, pool_b, fake_b), (d_b, real_a, pool_a, fake_a)):
+            pooled = pool.query(fake.detach())
+            ((gan(critic(real), True) + gan(critic(pooled), False)) * 0.5).backward()
+        d_optim.step()
+
+    return step
 
 
 def ugatit_reference_step(networks, size: int, batch: int):
@@ -165,6 +207,9 @@ def interleaved(steps: dict, rounds: int, warmup: int = 1) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cyclegan", type=Path,
+                        help="a checkout (or bare git dir) of junyanz/pytorch-CycleGAN-and-pix2pix")
+    parser.add_argument("--cyclegan-size", type=int, default=256, help="the reference's crop size (default 256)")
     parser.add_argument("--ugatit", type=Path, help="a checkout (or bare git dir) of znxlwm/UGATIT-pytorch")
     parser.add_argument("--stargan", type=Path, help="a checkout (or bare git dir) of yunjey/stargan")
     parser.add_argument("--ugatit-size", type=int, default=256, help="the reference's img_size (default 256)")
@@ -178,6 +223,12 @@ def main() -> None:
           f"cpu capability {torch.backends.cpu.get_cpu_capability()}; fp32, batch {args.batch}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.cyclegan:
+            networks = import_reference(args.cyclegan, "models/networks.py", Path(tmp))
+            size = args.cyclegan_size
+            medians = interleaved({"reference": cyclegan_reference_step(networks, size, args.batch),
+                                   "stylecore": ours_step("cyclegan", size, args.batch, {}, None)}, args.rounds)
+            rows.append({"model": "cyclegan", "size": size, **{f"{k}_ms": 1000 * v for k, v in medians.items()}})
         if args.ugatit:
             networks = import_reference(args.ugatit, "networks.py", Path(tmp))
             size = args.ugatit_size
