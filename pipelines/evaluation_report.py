@@ -71,7 +71,8 @@ def per_style_means(values: torch.Tensor, contents: int) -> torch.Tensor:
 
 def summarise(scores: CandidateScores, pairs, percentiles: list[float], reference_features: torch.Tensor | None,
               fid: str = "plain") -> tuple[dict[str, float], list[dict]]:
-    """Means over all pairs, the classic-loss spread and the set scores (FID, ArtFID); one row of means per style."""
+    """Means over all pairs, the classic-loss spread (with two styles or more) and the set scores (FID, ArtFID); one
+    row of means per style."""
     contents = len(pairs.content_keys)
     rows = []
     for index, key in enumerate(pairs.style_keys):
@@ -80,7 +81,8 @@ def summarise(scores: CandidateScores, pairs, percentiles: list[float], referenc
                      **{name: _mean(name, v[window]) for name, v in scores.values.items()}})
     totals = {name: _mean(name, v) for name, v in scores.values.items()}
     high, low = percentiles
-    totals["style_spread"] = spread_ratio([row["style_classic"] for row in rows], high=high, low=low)
+    if len(rows) > 1:  # a spread needs two styles; a GAN's domain may hold one held-out artwork (then: left out)
+        totals["style_spread"] = spread_ratio([row["style_classic"] for row in rows], high=high, low=low)
     if scores.features is not None and reference_features is not None:
         totals.update(set_scores(scores.values["lpips"], scores.features, reference_features, fid))
     return totals, rows

@@ -208,6 +208,10 @@ def run(*, params_path: Path = Path("params.yaml"), reports: Path = Path("report
         for candidate in gan_candidates(evaluation):
             name = settings["gan_name"].format(model=candidate["model"],
                                                domain=candidate["name"].removeprefix(f"{candidate['model']}-"))
+            if settings["metric"] not in candidate["metrics"]:  # style_spread over a domain of one held-out artwork
+                print(f"register: {name} not registered: {candidate['name']} has no {settings['metric']} (its domains "
+                      "hold one held-out artwork each; a spread needs two)", flush=True)
+                continue
             registry[name] = register_candidate(client, name, candidate, settings, protocol)
     atomic_write_text(reports / "registry.json", json.dumps(registry, indent=2) + "\n")
     quiet = {reason: [name.removeprefix("stylecore-") for name, record in registry.items() if record["reason"] == reason]

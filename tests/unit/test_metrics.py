@@ -228,3 +228,19 @@ def test_a_gan_is_scored_on_its_translation_of_each_content_whatever_the_style_i
     assert not translator.training
     with pytest.raises(ValueError, match="unknown domain 'waves'.*dots, photo"):
         DomainTranslation(translator, "waves")
+
+
+def test_a_summary_has_a_spread_only_over_two_styles_or_more():
+    from pipelines.evaluation_report import CandidateScores, summarise
+    from stylecore.heldout import HeldOutPairs
+
+    contents = torch.zeros(2, 3, 8, 8)
+    styles = torch.zeros(2, 3, 8, 8)
+    pairs = HeldOutPairs(contents, ["c0", "c1"], styles, ["s0", "s1"], ["dots", "dots"])
+    classic = torch.tensor([1.0, 3.0, 4.0, 6.0])  # style-major: s0's two pairs, then s1's
+    totals, rows = summarise(CandidateScores({"style_classic": classic}, None), pairs, [90, 10], None)
+    assert [row["style_classic"] for row in rows] == [2.0, 5.0] and totals["style_classic"] == 3.5
+    assert totals["style_spread"] == pytest.approx(spread_ratio([2.0, 5.0]))
+    one, _ = pairs.subset(2, [1])  # a GAN's domain with one held-out artwork: no spread, the rest as ever
+    totals, rows = summarise(CandidateScores({"style_classic": classic[2:]}, None), one, [90, 10], None)
+    assert "style_spread" not in totals and totals["style_classic"] == 5.0 and len(rows) == 1
