@@ -99,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     if arguments and arguments[0] in ("-h", "--help"):
         print(__doc__)
         return 0
+    from pipelines.stage_server import stage_server
+
     if os.environ.get("RAY_ADDRESS"):
         print(f"repro: the stages connect to RAY_ADDRESS={os.environ['RAY_ADDRESS']}", flush=True)
-        return run_dvc(arguments)
+        with stage_server():
+            return run_dvc(arguments)
 
     from pipelines.ray_session import ray_session
 
@@ -109,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     with ray_session():  # sets RAY_ADDRESS for the life of the session; the stages inherit it
         print(f"repro: one local Ray for every stage at RAY_ADDRESS={os.environ['RAY_ADDRESS']} "
               f"(up in {time.monotonic() - started:.1f} s)", flush=True)
-        status = run_dvc(arguments)
+        with stage_server():  # the Ray stages start as forks of one process that has imported their libraries
+            status = run_dvc(arguments)
     print(f"repro: the shared Ray is shut down ({time.monotonic() - started:.0f} s in all)", flush=True)
     return status
 

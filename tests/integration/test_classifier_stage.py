@@ -22,6 +22,7 @@ def workspace(tmp_path_factory):
         demo = params["classifier"]["profiles"]["demo"]
         demo.update(steps=40, batch_size=8, input_size=48, load_size=56, warmup_steps=4)
         params["classifier"]["report_every"] = 20
+        params["classifier"]["ray"]["workers"] = 2  # DDP through the stage (the default, auto, is one on a CPU node)
 
     root = tmp_path_factory.mktemp("classifier")
     # 150 training works: 10 by each of the 15 synthetic painters (classifier.min_works); 30 held out

@@ -29,6 +29,29 @@ def test_auto_trains_on_the_gpus_there_are_capping_the_workers_on_one_machine():
     assert (cluster.use_gpu, cluster.num_workers) == (True, 2)
 
 
+def test_auto_workers_are_one_rank_per_gpu_in_reach_else_one_per_node():
+    auto = {**DEFAULTS, "workers": "auto"}
+    eight = decide_scaling(auto, {"CPU": 64, "GPU": 8}, local=True)
+    assert (eight.use_gpu, eight.num_workers, eight.notice) == (True, 8, "")
+    # a one-node CPU machine: one rank, every CPU its torch threads (no all-reduce between two processes)
+    assert decide_scaling(auto, {"CPU": 2}, local=True) == decide_scaling(
+        {**DEFAULTS, "workers": 1}, {"CPU": 2}, local=True) and decide_scaling(auto, {"CPU": 2}, local=True).threads_per_worker == 2
+    # a CPU cluster of three nodes: a rank on each, each with its node's share of threads
+    three = decide_scaling(auto, {"CPU": 24}, local=False, nodes=3)
+    assert (three.use_gpu, three.num_workers, three.threads_per_worker) == (False, 3, 8)
+    # GPU nodes not up yet: one rank per GPU the autoscaler can bring
+    waiting = decide_scaling(auto, {"CPU": 8}, local=False, reachable={"CPU": 72, "GPU": 4})
+    assert (waiting.use_gpu, waiting.num_workers) == (True, 4)
+    # a fraction of a GPU per worker never makes several DDP ranks share the GPUs
+    half = decide_scaling({**auto, "gpus_per_worker": 0.5}, {"CPU": 8, "GPU": 2}, local=True)
+    assert (half.use_gpu, half.num_workers) == (True, 1)
+    from pipelines.settings import read_ray
+    from pipelines.sources import CatalogueError
+
+    with pytest.raises(CatalogueError, match=r"train.ray.workers='many' is invalid; it must be one of auto or a positive"):
+        read_ray({"train": {"ray": {**DEFAULTS, "workers": "many"}}})
+
+
 def test_auto_asks_for_gpus_the_autoscalers_node_types_can_add_and_caps_the_workers_at_them():
     # cluster.yaml's GPU node types start at min_workers 0: no GPU is up when the stage starts
     waiting = decide_scaling(DEFAULTS, {"CPU": 8}, local=False, reachable={"CPU": 72, "GPU": 8})

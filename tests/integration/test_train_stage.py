@@ -116,7 +116,9 @@ def test_settings_merge_profile_model_and_loss_and_fail_early_with_the_key(demo_
         resolve_combination(bad, "adain", "gram", demo_shards / "shards")
     with pytest.raises(train.TrainStageError, match="content shards of profile 'demo'.*dvc repro shard"):
         resolve_combination(small_demo_params(), "adain", "gram", demo_shards / "no-shards")
-    assert scaling(combination.ray) == Scale(2, False, 1.0, 1)  # 2 CPUs / 2 workers, no GPU here
+    # workers: auto on this 2-CPU, GPU-less node: one rank running both CPUs' threads
+    assert scaling(combination.ray) == Scale(1, False, 1.0, 2)
+    assert scaling(dataclasses.replace(combination.ray, workers=2)) == Scale(2, False, 1.0, 1)
     # more than this 2-CPU Ray holds: Ray would wait forever, so refuse now
     with pytest.raises(train.TrainStageError, match="train.ray.workers=3 needs 3 CPUs but Ray has 2"):
         scaling(dataclasses.replace(combination.ray, workers=3))
@@ -187,6 +189,7 @@ def test_rerunning_the_stage_after_a_crash_resumes_the_ray_run_and_the_mlflow_ru
     params_path = tmp_path / "params.yaml"
     params = small_demo_params(steps=6)
     params["train"]["ray"]["max_failures"] = 0  # the first worker death fails the stage
+    params["train"]["ray"]["workers"] = 2  # DDP through the stage: both ranks resume from one checkpoint
     params["mlflow"]["artifacts"] = str(tmp_path / "artifacts")
     params_path.write_text(yaml.safe_dump(params))
     marker = tmp_path / "died"
