@@ -36,10 +36,11 @@ from typing import Callable, Iterator
 #: the socket of the running server, in the stages' environment (set by pipelines.repro); "off" opts out
 SOCKET_VARIABLE = "STYLECORE_STAGE_SERVER"
 #: what the server imports once: every stage's heavy imports (the stage modules themselves import the rest)
-PRELOAD = ("torch", "ray", "ray.train", "ray.train.torch", "ray.tune", "ray.data", "mlflow", "mlflow.pytorch",
-           "pipelines.train", "pipelines.gan", "pipelines.sweep", "pipelines.classifier", "pipelines.pretrained",
+PRELOAD = ("torch", "torchvision", "ray", "ray.train", "ray.train.torch", "ray.tune", "ray.data", "mlflow",
+           "mlflow.pytorch", "webdataset", "pipelines.download", "pipelines.shard", "pipelines.train", "pipelines.gan", "pipelines.sweep", "pipelines.classifier", "pipelines.pretrained",
            "pipelines.optimize", "pipelines.evaluate", "pipelines.register", "pipelines.stylize",
-           "pipelines.ray_training", "pipelines.mlflow_hooks", "stylecore.training", "stylecore.models")
+           "pipelines.ray_training", "pipelines.mlflow_hooks", "stylecore.training", "stylecore.models",
+           "stylecore.metrics", "stylecore.metrics.field", "stylecore.heldout", "stylecore.gan", "stylecore.optimize")
 #: seconds a stage's command waits for a server that is still importing before it runs the stage itself
 CONNECT_WAIT_S = 60.0
 
