@@ -278,11 +278,10 @@ def stage_server() -> Iterator[str | None]:
             os.environ.pop(SOCKET_VARIABLE, None)
         else:
             os.environ[SOCKET_VARIABLE] = saved
+        # DVC is done: no stage is running, and the server holds nothing worth waiting for (it may still be importing)
         process.stdin.close()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        process.terminate()
+        process.wait()
         shutil.rmtree(folder, ignore_errors=True)
 
 
