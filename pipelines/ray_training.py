@@ -31,13 +31,18 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from pipelines.console import train_logging_config
 from stylecore.progress import TrainingProgress
-from pipelines.ray_session import Scale
+from pipelines.ray_session import Scale, on_local_ray
 from stylecore.config import DataConfig, TrainConfig
 from stylecore.data import ShardLocations
 from stylecore.training import Trainer, TrainingHooks
 
 # How often rank 0 prints its progress line: often enough to see a long run move, rarely enough for a short log.
 PROGRESS_EVERY_S = 30.0
+# Worker-group starts a run on a local Ray tries before it fails (each waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S,
+# 60 s by default). Ray Train retries a start that timed out forever (FailureConfig.controller_failure_limit -1):
+# right on a cluster, whose autoscaler may still be adding nodes, but on one machine nothing will free the CPUs a
+# leaked placement group holds (seen once after an ASHA-stopped trial), and the demo waited without end.
+LOCAL_START_ATTEMPTS = 3
 
 
 class _ReportEvery(TrainingHooks):
@@ -216,7 +221,9 @@ def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *
                   scale: Scale, max_failures: int, keep: int, callbacks: list | None = None) -> TorchTrainer:
     """A Ray Train TorchTrainer of ``worker`` laid out by ``scale``: DDP over NCCL on GPUs, gloo on CPUs, one CPU
     per worker; a re-run with the same ``name`` and ``storage_path`` resumes from the newest of ``keep`` checkpoints,
-    and failed workers are restarted ``max_failures`` times. Every stage that trains runs through it."""
+    and failed workers are restarted ``max_failures`` times. On a local Ray a worker group that cannot start (its
+    resources held) fails the run after :data:`LOCAL_START_ATTEMPTS` tries instead of waiting forever. Every stage
+    that trains runs through it."""
     return TorchTrainer(
         worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if scale.use_gpu else "gloo"),
@@ -224,7 +231,9 @@ def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *
                                      resources_per_worker={"CPU": 1, "GPU": scale.gpus_per_worker} if scale.use_gpu
                                      else {"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
-                             failure_config=FailureConfig(max_failures=max_failures),
+                             failure_config=FailureConfig(
+                                 max_failures=max_failures,
+                                 controller_failure_limit=LOCAL_START_ATTEMPTS if on_local_ray() else -1),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep),
                              logging_config=train_logging_config()))
 

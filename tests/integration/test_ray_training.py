@@ -73,3 +73,41 @@ def test_two_workers_train_resume_after_a_worker_dies_and_leave_a_loadable_check
     images = [a.path for a in client.list_artifacts(run_id, "images")]
     assert images and all(p.startswith("images/samples") for p in images)
     assert str(tmp_path / "artifacts") in logged.info.artifact_uri
+
+
+UNSTARTABLE = """
+import os, sys, tempfile
+import ray
+from pipelines.ray_session import Scale
+from pipelines.ray_training import LOCAL_START_ATTEMPTS, torch_trainer
+
+def worker(config):
+    pass
+
+ray.init(num_cpus=2, include_dashboard=False)
+# 3 one-CPU workers on a 2-CPU Ray: the state a leaked placement group leaves (its CPUs held forever)
+try:
+    result = torch_trainer(worker, {}, name="unstartable", storage_path=tempfile.mkdtemp(), scale=Scale(3, False),
+                           max_failures=2, keep=1).fit()
+    error = result.error
+except Exception as raised:  # what the stages catch and report (pipelines.train.train_run)
+    error = raised
+print("ERROR:", type(error).__name__, " ".join(str(error).split())[:300], flush=True)
+"""
+
+
+def test_a_worker_group_that_can_never_start_fails_the_run_on_a_local_ray_instead_of_waiting_forever(tmp_path):
+    """Ray Train retries a worker-group start that timed out without end (right for an autoscaling cluster); on a
+    local Ray nothing can free the resources, so the run fails after LOCAL_START_ATTEMPTS tries. The start timeout is
+    shortened through Ray Train's own variable, which its controller reads."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+           "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", UNSTARTABLE], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    # without the limit Ray Train retries the start forever and the subprocess's timeout fails this test
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("ERROR:")] or [done.stderr[-2000:]]
+    assert "ControllerError" in line and "worker group startup timed out" in line, line
