@@ -104,21 +104,23 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.stage_server import stage_server
 
     started = time.monotonic()
-    # The stages fork from one process that has imported their libraries; it imports while DVC and Ray start.
-    with stage_server():
-        if not arguments and up_to_date():
-            print(f"repro: every stage is up to date (dvc status); nothing ran and no Ray was started "
-                  f"({time.monotonic() - started:.1f} s)", flush=True)
-            return 0
-        if os.environ.get("RAY_ADDRESS"):
-            print(f"repro: the stages connect to RAY_ADDRESS={os.environ['RAY_ADDRESS']}", flush=True)
+    if not arguments and up_to_date():
+        print(f"repro: every stage is up to date (dvc status); nothing ran and no Ray was started "
+              f"({time.monotonic() - started:.1f} s)", flush=True)
+        return 0
+    # The stages fork from one process that has imported their libraries. It starts once Ray is up: Ray reads its
+    # authentication token when it is imported, and a local instance's token exists only once the instance does.
+    if os.environ.get("RAY_ADDRESS"):
+        print(f"repro: the stages connect to RAY_ADDRESS={os.environ['RAY_ADDRESS']}", flush=True)
+        with stage_server():
             return run_dvc(arguments)
 
-        from pipelines.ray_session import ray_session
+    from pipelines.ray_session import ray_session
 
-        with ray_session():  # sets RAY_ADDRESS for the life of the session; the stages inherit it
-            print(f"repro: one local Ray for every stage at RAY_ADDRESS={os.environ['RAY_ADDRESS']} "
-                  f"(up in {time.monotonic() - started:.1f} s)", flush=True)
+    with ray_session():  # sets RAY_ADDRESS for the life of the session; the stages inherit it
+        print(f"repro: one local Ray for every stage at RAY_ADDRESS={os.environ['RAY_ADDRESS']} "
+              f"(up in {time.monotonic() - started:.1f} s)", flush=True)
+        with stage_server():
             status = run_dvc(arguments)
     print(f"repro: the shared Ray is shut down ({time.monotonic() - started:.0f} s in all)", flush=True)
     return status
