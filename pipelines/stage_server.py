@@ -123,12 +123,7 @@ def forward(address: str, module: str, arguments: list[str]) -> int | None:
 
         for number in (signal.SIGINT, signal.SIGTERM):
             signal.signal(number, pass_on)
-        while True:
-            try:
-                finished, _ = _receive(connection)
-                break
-            except InterruptedError:
-                continue
+        finished, _ = _receive(connection)  # a signal's handler runs and the wait goes on (PEP 475)
         if finished is None:
             print(f"error: the stage server at {address} stopped while running this stage; re-run it "
                   f"(STYLECORE_STAGE_SERVER=off runs every stage in its own process)", file=sys.stderr)
