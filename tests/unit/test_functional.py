@@ -119,4 +119,21 @@ def test_hand_written_backwards_match_finite_differences():
     assert torch.autograd.gradcheck(lambda t: SF.mean_std(t, unbiased=True), (x,))
     flat = torch.rand(2, 3, 7, dtype=torch.float64, requires_grad=True)
     for correction in (0, 1):
-        assert torch.autograd.gradcheck(lambda t: SF.var_mean(t, correction), (flat,))
+        for keep_centred in (False, True):
+            assert torch.autograd.gradcheck(lambda t: SF.var_mean(t, correction, keep_centred), (flat,))
+
+
+def test_the_two_pass_variance_is_as_accurate_as_float64_on_offset_data():
+    # E[x²] − E[x]² would lose every digit here (mean 1000, std 0.01): the two passes must not
+    generator = torch.Generator().manual_seed(3)
+    x = 1000.0 + 0.01 * torch.randn(2, 4, 16, 16, generator=generator, dtype=torch.float64)
+    for correction in (0, 1):
+        var, mean = SF.var_mean(x.float().reshape(2, 4, -1), correction)
+        expected_var, expected_mean = torch.var_mean(x.reshape(2, 4, -1), dim=-1, correction=correction)
+        assert torch.allclose(mean.double(), expected_mean, rtol=1e-7)
+        assert torch.allclose(var.double(), expected_var, rtol=5e-3)  # float32 rounding of x itself: ~6e-5 / 0.01
+        features = x.float().contiguous(memory_format=torch.channels_last).to(torch.bfloat16)
+        got_mean, got_std = SF.mean_std(features, eps=0.0, unbiased=bool(correction))
+        wanted_var, wanted_mean = torch.var_mean(features.double(), dim=(2, 3), correction=correction, keepdim=True)
+        assert torch.allclose(got_mean.double(), wanted_mean, rtol=1e-6)
+        assert torch.allclose(got_std.double().square(), wanted_var, rtol=1e-4, atol=1e-12)
