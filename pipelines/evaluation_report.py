@@ -15,7 +15,8 @@ import torch
 
 from stylecore.metrics import spread_ratio
 from stylecore.metrics.field import FEATURES, pack_set_inputs, set_scores, set_statistics
-from stylecore.metrics.statistics import Comparison, compare, compare_many
+from stylecore.metrics.paper import spread_ratios
+from stylecore.metrics.statistics import Comparison, batched, compare, compare_many
 
 #: per-candidate columns of the two tables: the seed paper's and the field's
 PAPER_COLUMNS = ("content", "style_classic", "style_balanced", "mean_std", "ssim", "style_spread")
@@ -112,7 +113,7 @@ def compare_losses(scored: Mapping[str, CandidateScores], models: list[str], pai
                 if bool(known.any()):
                     found[metric] = compare(gram.values[metric][known], balanced.values[metric][known],
                                             resamples=boot["resamples"], **options)
-        spread = lambda means, idx: spread_ratio(means[idx], high=high, low=low)  # noqa: E731
+        spread = batched(lambda means, idx: spread_ratios(means[idx], high=high, low=low))
         found["style_spread"] = compare(per_style_means(gram.values["style_classic"], contents),
                                         per_style_means(balanced.values["style_classic"], contents), spread,
                                         resamples=boot["resamples"], **options)

@@ -72,15 +72,21 @@ def spread_ratio(values: Sequence[float] | Tensor, high: float = 90.0, low: floa
     ``values`` are per-style means of a loss (one value per style image). Percentiles interpolate
     linearly, as ``numpy.percentile``.
     """
-    v = torch.as_tensor(values, dtype=torch.float64).flatten()
-    if v.numel() < 2:
-        raise ValueError(f"spread_ratio needs at least 2 per-style values; got {v.numel()}")
+    return float(spread_ratios(torch.as_tensor(values, dtype=torch.float64).flatten().unsqueeze(0), high, low)[0])
+
+
+def spread_ratios(rows: Tensor, high: float = 90.0, low: float = 10.0) -> Tensor:
+    """:func:`spread_ratio` of every row of ``rows`` (rows, styles) at once: the bootstrap's resamples."""
+    v = rows.to(torch.float64)
+    if v.dim() != 2 or v.shape[1] < 2:
+        raise ValueError(f"spread_ratio needs at least 2 per-style values; got {v.shape[-1] if v.dim() else 0}")
     if not 0 <= low < high <= 100:
         raise ValueError(f"spread_ratio: need 0 ≤ low < high ≤ 100; got low={low}, high={high}")
-    lo, hi = torch.quantile(v, low / 100), torch.quantile(v, high / 100)
-    if not lo > 0:
-        raise ValueError(f"spread_ratio: the {low:g}th percentile is {float(lo):g}; a ratio needs positive losses")
-    return float(hi / lo)
+    lo, hi = torch.quantile(v, low / 100, dim=1), torch.quantile(v, high / 100, dim=1)
+    if not bool((lo > 0).all()):
+        raise ValueError(f"spread_ratio: the {low:g}th percentile is {float(lo.min()):g}; a ratio needs positive "
+                         "losses")
+    return hi / lo
 
 
 class StylizationMetrics(torch.nn.Module):

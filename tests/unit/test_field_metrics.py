@@ -266,6 +266,31 @@ def test_a_paired_bootstrap_claims_a_change_only_when_its_interval_excludes_zero
     assert compare(before, before * 0.98, min_effect=0.01).verdict == "lower"
 
 
+def test_a_batched_statistic_gives_the_intervals_of_one_call_per_resample():
+    import numpy as np
+
+    from stylecore.metrics.paper import spread_ratios
+    from stylecore.metrics.statistics import batched
+
+    generator = torch.Generator().manual_seed(12)
+    before = torch.rand(40, generator=generator) + 0.5
+    after = before * (torch.rand(40, generator=generator) + 0.6)
+    one_at_a_time = {  # plain statistics, one Python call per resample, from numpy's formulas
+        "mean": lambda values, idx: float(np.mean(values.double().numpy()[idx.numpy()])),
+        "spread": lambda values, idx: float(np.percentile(values.double().numpy()[idx.numpy()], 90)
+                                            / np.percentile(values.double().numpy()[idx.numpy()], 10)),
+    }
+    all_at_once = {"mean": None, "spread": batched(lambda values, idx: spread_ratios(values[idx]))}
+    for name, plain in one_at_a_time.items():
+        slow = compare(before, after, plain, resamples=300, seed=4)
+        fast = compare(before, after, all_at_once[name], resamples=300, seed=4) if all_at_once[name] else \
+            compare(before, after, resamples=300, seed=4)  # the default statistic: the mean, batched
+        for field_name in ("before", "after", "low", "high", "relative_low", "relative_high"):
+            assert getattr(fast, field_name) == pytest.approx(getattr(slow, field_name), rel=1e-12), (name, field_name)
+    with pytest.raises(ValueError, match="positive"):
+        compare(before - 10, after, all_at_once["spread"], resamples=10)
+
+
 def test_fid_and_artfid_intervals_come_from_one_resampling_and_equal_separate_ones():
     from stylecore.metrics.field import pack_set_inputs, set_statistics
     from stylecore.metrics.statistics import compare_many
