@@ -23,6 +23,7 @@ warm-up step each; the figure is the median step:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -59,9 +60,11 @@ def reference_networks(checkout: Path):
 
 
 def copy_weights_into_reference(net_module, trainer: Trainer) -> nn.Module:
-    """The reference's ``Net`` with stylecore's weights: its VGG's 3×3 convolutions in order, its 1×1 input
-    convolution as the ImageNet normalisation, its decoder's convolutions in order."""
-    vgg, decoder = net_module.vgg, net_module.decoder
+    """A fresh reference ``Net`` with stylecore's weights: its VGG's 3×3 convolutions in order, its 1×1 input
+    convolution as the ImageNet normalisation, its decoder's convolutions in order. The module's ``vgg`` and
+    ``decoder`` are copied first: each setting gets its own networks (one setting's channels_last conversion or
+    optimizer must not reach another's)."""
+    vgg, decoder = copy.deepcopy(net_module.vgg), copy.deepcopy(net_module.decoder)
     ours = trainer.model
     ref_convs = [m for m in vgg if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
