@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,60 +88,58 @@ def plan(params: Mapping[str, Any], shards_root: Path) -> ClassifierPlan:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """One Ray Train worker: the same ClassifierTrainer a notebook would use, resumed from Ray's checkpoint."""
+    """One Ray Train worker (or the stage itself, in local mode): the same ClassifierTrainer a notebook would use,
+    resumed from the run's newest checkpoint."""
     import ray.train
     import torch
-    from ray.train import Checkpoint
 
+    from pipelines import run_checkpoints
     from pipelines.ray_training import window_means, worker_print
     from stylecore.classifier import ClassifierTrainer, LabelledStream
 
     from pipelines.console import quiet_train_worker
 
-    torch.set_num_threads(config["threads"])
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    quiet_train_worker()  # Ray Train's report and checkpoint lines; rank 0 alone says what it set up
-    train = config["config"]
-    trainer = ClassifierTrainer(train, config["artists"], config["styles"], device=ray.train.torch.get_device())
-    if rank == 0:  # the set-up once (stylecore's own INFO lines stay in the workers)
-        worker_print(f"classifier: {trainer.summary()}")
-    stream = LabelledStream(config["shards"], config["artists"], config["styles"], train.batch_size, train.input_size,
-                            train.load_size, seed=train.seed, rank=rank)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            trainer.load_checkpoint(directory, stream)
-        worker_print(f"classifier rank {rank}: resumed from step {trainer.step}")
-    tracking = None
-    if rank == 0 and config.get("mlflow"):
-        from mlflow.tracking import MlflowClient
+    with quiet_train_worker():  # Ray Train's report and checkpoint lines; rank 0 alone says what it set up
+        torch.set_num_threads(config["threads"])
+        context = ray.train.get_context()
+        rank = context.get_world_rank()
+        train = config["config"]
+        trainer = ClassifierTrainer(train, config["artists"], config["styles"], device=run_checkpoints.device(config))
+        if rank == 0:  # the set-up once (stylecore's own INFO lines stay in the workers)
+            worker_print(f"classifier: {trainer.summary()}")
+        stream = LabelledStream(config["shards"], config["artists"], config["styles"], train.batch_size, train.input_size,
+                                train.load_size, seed=train.seed, rank=rank)
+        with run_checkpoints.resumed_directory(config) as directory:
+            if directory is not None:
+                trainer.load_checkpoint(directory, stream)
+                worker_print(f"classifier rank {rank}: resumed from step {trainer.step}")
+        tracking = None
+        if rank == 0 and config.get("mlflow"):
+            from mlflow.tracking import MlflowClient
 
-        tracking = MlflowClient(config["mlflow"]["tracking_uri"])
-    window: list[dict[str, float]] = []
+            tracking = MlflowClient(config["mlflow"]["tracking_uri"])
+        window: list[dict[str, float]] = []
 
-    def on_step(trainer: ClassifierTrainer, figures: dict[str, float]) -> None:
-        window.append(figures)
-        if trainer.step % config["report_every"] and trainer.step != train.steps:
-            return
-        means = {**window_means(window), "lr": figures["lr"]}  # the rate the window ended at, as the train stage
-        window.clear()
-        metrics = {"step": trainer.step, **means}
-        if rank == 0:
-            if tracking is not None:
-                from mlflow.entities import Metric
+        def on_step(trainer: ClassifierTrainer, figures: dict[str, float]) -> None:
+            window.append(figures)
+            if trainer.step % config["report_every"] and trainer.step != train.steps:
+                return
+            means = {**window_means(window), "lr": figures["lr"]}  # the rate the window ended at, as the train stage
+            window.clear()
+            metrics = {"step": trainer.step, **means}
+            if rank == 0:
+                if tracking is not None:
+                    from mlflow.entities import Metric
 
-                now = int(time.time() * 1000)
-                tracking.log_batch(config["mlflow"]["run_id"], metrics=[
-                    Metric(key, float(value), now, trainer.step) for key, value in means.items()])
-            with tempfile.TemporaryDirectory() as tmp:
-                path = trainer.save_checkpoint(tmp, stream)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(path)),
-                                 checkpoint_dir_name=f"step-{trainer.step:06d}")
-        else:
-            ray.train.report(metrics)
+                    now = int(time.time() * 1000)
+                    tracking.log_batch(config["mlflow"]["run_id"], metrics=[
+                        Metric(key, float(value), now, trainer.step) for key, value in means.items()])
+                run_checkpoints.report(config, metrics, trainer.step,
+                                       save=lambda folder: trainer.save_checkpoint(folder, stream))
+            else:
+                run_checkpoints.report(config, metrics, trainer.step)
 
-    trainer.fit(stream, on_step=on_step)
+        trainer.fit(stream, on_step=on_step)
 
 
 def held_out(val: list[str], known: list[str], size: int) -> tuple[Any, list[str], list[str]]:
@@ -202,9 +199,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
         tags = {"stage": "classifier", "profile": job.profile, "dvc_stage": stage, "backbone": config.backbone,
                 "backbone_weights": config.weights, **source_tags(root, "classifier"),
                 **data_tags(training + held_out_works),
-                "workers": f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'}",
+                "workers": scale.tag(),
                 DESCRIPTION: (f"artist classifier ({config.backbone}, {config.weights}) for the deception rate: "
-                              f"{len(job.artists)} artists, {config.steps} steps on {scale.num_workers} "
+                              f"{len(job.artists)} artists, {config.steps} steps on {scale.ranks} "
                               f"{'GPU' if scale.use_gpu else 'CPU'} worker(s)")}
         run_id = start_run(tracking.uri, tracking.experiment, tracking.artifacts, "classifier",
                            {"classifier": config.to_dict(), "min_works": job.settings["min_works"],

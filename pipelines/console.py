@@ -12,7 +12,9 @@ import logging
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from stylecore.progress import format_duration
 
@@ -54,17 +56,27 @@ def quiet_libraries() -> int:
     return level
 
 
-def quiet_train_worker() -> None:
-    """:func:`quiet_libraries` in a Ray Train worker, with Ray Train's "Reporting training result …" line, which
-    its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train`` logger.
-    stylecore's own INFO lines (the encoders' weights, the trainer's set-up, four a rank) are kept to the worker:
-    rank 0 prints their gist in one line (``Trainer.summary``); ``STYLECORE_LOG_LEVEL=INFO`` shows them all."""
+@contextmanager
+def quiet_train_worker() -> Iterator[None]:
+    """:func:`quiet_libraries` while a Ray Train worker function runs, with Ray Train's "Reporting training result …"
+    line, which its module logs under its file's path (``logging.getLogger(__file__)``), outside the ``ray.train``
+    logger. stylecore's own INFO lines (the encoders' weights, the trainer's set-up, four a rank) are kept to the
+    worker: rank 0 prints their gist in one line (``Trainer.summary``); ``STYLECORE_LOG_LEVEL=INFO`` shows them all.
+    Those two loggers get their levels back at the end: a run in the stage's own process (Ray Train's local mode)
+    leaves that process's logging as it found it."""
     level = quiet_libraries()
     from ray.train.v2._internal.execution import context
 
-    logging.getLogger(context.__file__).setLevel(level)
+    loggers = [logging.getLogger(context.__file__), logging.getLogger("stylecore")]
+    saved = [logger.level for logger in loggers]
+    loggers[0].setLevel(level)
     if level > logging.INFO:  # rank 0 prints the set-up in one line (Trainer.summary) instead
-        logging.getLogger("stylecore").setLevel(logging.WARNING)
+        loggers[1].setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, previous in zip(loggers, saved):
+            logger.setLevel(previous)
 
 
 def tune_verbosity() -> int:

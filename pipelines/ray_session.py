@@ -25,6 +25,20 @@ class Scale:
     threads_per_worker: int = 1
     notice: str = ""
 
+    @property
+    def in_process(self) -> bool:
+        """No worker processes: Ray Train's local mode runs the training in the stage's own process."""
+        return self.num_workers == 0
+
+    @property
+    def ranks(self) -> int:
+        """The data-parallel ranks: the global batch is ``ranks × batch_size``."""
+        return max(1, self.num_workers)
+
+    def tag(self) -> str:
+        """The layout in a few words, for MLflow's ``workers`` tag: ``2 × GPU``, ``1 × CPU in-process``."""
+        return f"{self.ranks} × {'GPU' if self.use_gpu else 'CPU'}{' in-process' if self.in_process else ''}"
+
 
 # Ray Train's per-run actor that watches the nodes for preemption (spot instances); see ray_session.
 PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
@@ -149,9 +163,14 @@ def scaling(settings: RaySettings, where: str = "train.ray", announce: bool = Tr
 
 
 def describe_scale(scale: Scale) -> str:
-    device = f"GPU ({scale.gpus_per_worker:g} each, NCCL)" if scale.use_gpu else \
-        f"CPU ({scale.threads_per_worker} torch thread(s) each, gloo)"
-    return f"{scale.num_workers} Ray Train worker(s) on {device}" + (f"; {scale.notice}" if scale.notice else "")
+    if scale.in_process:
+        where = "GPU" if scale.use_gpu else f"CPU ({scale.threads_per_worker} torch thread(s))"
+        layout = f"Ray Train in this process (local mode) on {where}"
+    else:
+        device = f"GPU ({scale.gpus_per_worker:g} each, NCCL)" if scale.use_gpu else \
+            f"CPU ({scale.threads_per_worker} torch thread(s) each, gloo)"
+        layout = f"{scale.num_workers} Ray Train worker(s) on {device}"
+    return layout + (f"; {scale.notice}" if scale.notice else "")
 
 
 def autoscaler_reach() -> dict[str, float]:
@@ -184,8 +203,12 @@ def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local:
     than CPUs, and several workers sharing GPUs (NCCL refuses two ranks on one GPU) are errors naming the key.
 
     ``workers: auto`` is one DDP rank per GPU in reach on GPUs, and one per node (``nodes``: those with CPUs) on
-    CPUs, where a node's cores serve its one rank as torch threads: two ranks on one machine only add a gradient
-    all-reduce and a second process to start (a demo train stage on 2 vCPUs: 27.7 s with 2 workers, 23.7 s with 1).
+    a cluster's CPUs, where a node's cores serve its one rank as torch threads: two ranks on one machine only add a
+    gradient all-reduce and a second process to start (a demo train stage on 2 vCPUs: 27.7 s with 2 workers, 23.7 s
+    with 1). On this machine's own Ray without GPUs it is 0, Ray Train's local mode: the one rank runs in the
+    stage's process, which has imported torch already (a demo train stage: about 8 s instead of 20 s); workers: 1
+    asks for a worker process that Ray restarts after a crash (``max_failures``). ``workers: 0`` is local mode
+    anywhere.
     """
     per_gpu = float(settings.gpus_per_worker)
     gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 0)
@@ -196,7 +219,8 @@ def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local:
     workers = settings.workers
     if workers == "auto":
         # fractions of a GPU are for single-rank sweep trials: DDP ranks never share one (below)
-        workers = (max(1, int(in_reach // per_gpu)) if per_gpu >= 1 else 1) if use_gpu else max(1, nodes)
+        workers = (max(1, int(in_reach // per_gpu)) if per_gpu >= 1 else 1) if use_gpu else 0 if local \
+            else max(1, nodes)
     if settings.use_gpu == "auto":
         if use_gpu and (local or reachable) and in_reach < workers * per_gpu:
             capped = max(1, int(in_reach // per_gpu))
@@ -212,15 +236,15 @@ def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local:
                               "one GPU, which NCCL refuses ('Duplicate GPU detected'); set gpus_per_worker: 1, or "
                               "workers: 1 (fractions suit single-worker sweep trials)")
     if local:  # a cluster the user named may add nodes on demand; this machine cannot
-        if use_gpu and gpus < workers * per_gpu:
-            raise TrainStageError(f"{where} asks for {workers} workers × {per_gpu} GPU but Ray has {gpus:g} GPUs; "
+        if use_gpu and gpus < max(1, workers) * per_gpu:
+            raise TrainStageError(f"{where} asks for {max(1, workers)} workers × {per_gpu} GPU but Ray has {gpus:g} GPUs; "
                                   f"lower {where}.workers, or set {where}.use_gpu: false (or auto)")
         if cpus < workers:
             raise TrainStageError(f"{where}.workers={workers} needs {workers} CPUs but Ray has {cpus:g}; lower "
                                   f"{where}.workers (Ray would wait for resources forever)")
     threads = settings.threads_per_worker
     if threads == "auto":
-        threads = max(1, int(cpus // workers)) if cpus else 1
+        threads = max(1, int(cpus // max(1, workers))) if cpus else 1
     return Scale(workers, bool(use_gpu), per_gpu, int(threads), notice)
 
 

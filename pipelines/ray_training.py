@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,9 +25,10 @@ from typing import Any, Callable, Mapping
 import ray
 import ray.train
 import torch
-from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from pipelines import run_checkpoints, storage
 from pipelines.console import train_logging_config
 from stylecore.progress import TrainingProgress
 from pipelines.ray_session import Scale, on_local_ray
@@ -54,10 +54,10 @@ class _ReportEvery(TrainingHooks):
     reports and checkpoints included): what a run really achieves.
     """
 
-    def __init__(self, every: int, total: int, data: Any, fail_at_step: int | None, marker: str | None,
+    def __init__(self, config: Mapping[str, Any], total: int, data: Any,
                  validate: Callable[[Trainer], dict[str, float]] | None = None) -> None:
-        self.every, self.total, self.data = every, total, data
-        self.fail_at_step, self.marker = fail_at_step, marker
+        self.config, self.every, self.total, self.data = config, config["report_every"], total, data
+        self.fail_at_step, self.marker = config.get("fail_at_step"), config.get("fail_marker")
         self.validate = validate  # rank 0 only: the other ranks report training figures alone
         self.window: list[Any] = []
         self.window_started = time.perf_counter()
@@ -81,16 +81,13 @@ class _ReportEvery(TrainingHooks):
                    "samples_per_second": sum(r.samples_per_second for r in window) / len(window),
                    "throughput": throughput,
                    "skipped_steps": trainer.nonfinite_total}
-        rank = ray.train.get_context().get_world_rank()
-        if rank == 0:
+        if ray.train.get_context().get_world_rank() == 0:
             if self.validate is not None:
                 metrics.update(self.validate(trainer))
-            with tempfile.TemporaryDirectory() as tmp:
-                path = trainer.save_checkpoint(tmp, data=self.data)
-                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(path)),
-                                 checkpoint_dir_name=f"step-{result.step:06d}")
+            run_checkpoints.report(self.config, metrics, result.step,
+                                   save=lambda folder: trainer.save_checkpoint(folder, data=self.data))
         else:
-            ray.train.report(metrics)
+            run_checkpoints.report(self.config, metrics, result.step)
 
 
 def window_means(rows: list[Mapping[str, float]]) -> dict[str, float]:
@@ -154,11 +151,15 @@ def train_worker(config: dict[str, Any]) -> None:
     DataConfig objects), resumed from Ray's checkpoint."""
     from pipelines.console import quiet_train_worker
 
+    with quiet_train_worker():  # Ray Train's report and checkpoint lines, from every rank
+        _train(config)
+
+
+def _train(config: dict[str, Any]) -> None:
     context = ray.train.get_context()
-    quiet_train_worker()  # Ray Train's report and checkpoint lines, from every rank
     train: TrainConfig = config["train"]
     torch.set_num_threads(config["threads_per_worker"])
-    device = ray.train.torch.get_device()
+    device = run_checkpoints.device(config)
     data = config["data"].stream(config["content"], config["style"], seed=train.seed + context.get_world_rank())
     rank_zero = context.get_world_rank() == 0
     tracking = None
@@ -170,8 +171,7 @@ def train_worker(config: dict[str, Any]) -> None:
     validate = None
     if config.get("validation") and rank_zero:
         validate = Validation(config["validation"], device, tracking.log_values if tracking else None)
-    hooks: list[TrainingHooks] = [_ReportEvery(config["report_every"], train.steps, data,
-                                               config.get("fail_at_step"), config.get("fail_marker"), validate)]
+    hooks: list[TrainingHooks] = [_ReportEvery(config, train.steps, data, validate)]
     if tracking is not None:
         hooks.append(tracking)
     if rank_zero:
@@ -179,10 +179,10 @@ def train_worker(config: dict[str, Any]) -> None:
     trainer = Trainer(train, device=device, hooks=hooks)
     if rank_zero:  # the set-up in one line (its parts, the encoders' weights lines, at STYLECORE_LOG_LEVEL=INFO)
         worker_print(f"{config.get('progress_label', 'train')}: {trainer.summary()}")
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
+    with run_checkpoints.resumed_directory(config) as directory:
+        if directory is not None:
             trainer.load_checkpoint(directory, data=data)
+    if trainer.step:
         worker_print(f"rank {context.get_world_rank()}: resumed from step {trainer.step}")
         if config.get("fail_marker") and Path(config["fail_marker"]).exists():
             with open(config["fail_marker"], "a") as log:  # the fault test reads where the run resumed
@@ -222,14 +222,21 @@ def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *
     """A Ray Train TorchTrainer of ``worker`` laid out by ``scale``: DDP over NCCL on GPUs, gloo on CPUs, one CPU
     per worker; a re-run with the same ``name`` and ``storage_path`` resumes from the newest of ``keep`` checkpoints,
     and failed workers are restarted ``max_failures`` times. On a local Ray a worker group that cannot start (its
-    resources held) fails the run after :data:`LOCAL_START_ATTEMPTS` tries instead of waiting forever. Every stage
-    that trains runs through it."""
+    resources held) fails the run after :data:`LOCAL_START_ATTEMPTS` tries instead of waiting forever. A scale of
+    no workers (``scale.in_process``) is Ray Train's local mode: ``worker`` runs in this process, and its
+    checkpoints are kept in the same place by :mod:`pipelines.run_checkpoints` (no restarts: a failed run resumes
+    when the stage is re-run). Every stage that trains runs through it."""
+    if scale.in_process:
+        if callbacks:  # Ray Train's local mode runs no callbacks: a sweep's trials report to Tune through them
+            raise ValueError(f"{name}: a run with callbacks needs worker processes (Scale.num_workers ≥ 1)")
+        loop_config = {**loop_config, run_checkpoints.IN_PROCESS: {
+            "folder": storage.join(storage_path, name), "keep": keep, "use_gpu": scale.use_gpu}}
     return TorchTrainer(
         worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if scale.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
-                                     resources_per_worker={"CPU": 1, "GPU": scale.gpus_per_worker} if scale.use_gpu
-                                     else {"CPU": 1}),
+                                     resources_per_worker=None if scale.in_process else
+                                     {"CPU": 1, "GPU": scale.gpus_per_worker} if scale.use_gpu else {"CPU": 1}),
         run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
                              failure_config=FailureConfig(
                                  max_failures=max_failures,

@@ -50,7 +50,7 @@ class ShardSettings:
 class RaySettings:
     """``train.ray``: how the Ray Train workers of a grid cell run."""
 
-    workers: str | int = setting(either(AUTO, integer(1)))
+    workers: str | int = setting(either(AUTO, integer(0)))  # 0: in the stage's process (Ray Train's local mode)
     use_gpu: str | bool = setting(either(AUTO, BOOLEAN))
     gpus_per_worker: float = setting(number(positive=True))
     threads_per_worker: str | int = setting(either(AUTO, integer(1)))

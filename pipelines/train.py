@@ -78,10 +78,10 @@ def train_run(combination: Combination, params: Mapping[str, Any], root: Path, s
     tags = {**tags, "profile": combination.profile, "dvc_stage": stage, **source_tags(root, "train"),
             **combination.model_weights(), **data_tags(inputs)}
     scale = scaling(combination.ray, announce=False)  # said with the MLflow run, below
-    tags["workers"] = f"{scale.num_workers} × {'GPU' if scale.use_gpu else 'CPU'}"
+    tags["workers"] = scale.tag()
     data = combination.data
     tags[DESCRIPTION] = (f"{title} ({stage}, profile {combination.profile}): {combination.train.steps} steps "
-                         f"of {scale.num_workers} × {data.batch_size} {data.crop_size}² crops on "
+                         f"of {scale.ranks} × {data.batch_size} {data.crop_size}² crops on "
                          f"{'GPU' if scale.use_gpu else 'CPU'}, lr {combination.train.lr:g}, weights "
                          f"{combination.weights or 'the model defaults'}")
     logged = {"train": combination.train.to_dict(), "data": to_dict(combination.data), "ray": to_dict(combination.ray),

@@ -4,7 +4,7 @@ what DDP refuses, where inference runs, and what a checkpoint keeps of the CUDA 
 import pytest
 import torch
 
-from pipelines.ray_session import decide_scaling as _decide
+from pipelines.ray_session import decide_scaling as _decide, describe_scale
 from pipelines.settings import RaySettings, TrainStageError
 from stylecore.devices import best_device, unusable_gpu_reason
 
@@ -29,13 +29,20 @@ def test_auto_trains_on_the_gpus_there_are_capping_the_workers_on_one_machine():
     assert (cluster.use_gpu, cluster.num_workers) == (True, 2)
 
 
-def test_auto_workers_are_one_rank_per_gpu_in_reach_else_one_per_node():
+def test_auto_workers_are_one_rank_per_gpu_in_reach_else_one_per_node_and_in_process_on_this_machines_cpus():
     auto = {**DEFAULTS, "workers": "auto"}
     eight = decide_scaling(auto, {"CPU": 64, "GPU": 8}, local=True)
     assert (eight.use_gpu, eight.num_workers, eight.notice) == (True, 8, "")
-    # a one-node CPU machine: one rank, every CPU its torch threads (no all-reduce between two processes)
-    assert decide_scaling(auto, {"CPU": 2}, local=True) == decide_scaling(
-        {**DEFAULTS, "workers": 1}, {"CPU": 2}, local=True) and decide_scaling(auto, {"CPU": 2}, local=True).threads_per_worker == 2
+    # this machine's own Ray without GPUs: one rank in the stage's process (Ray Train's local mode), every CPU
+    # its torch threads; workers: 1 is the same rank in a worker process that Ray restarts
+    here, one = decide_scaling(auto, {"CPU": 2}, local=True), decide_scaling({**DEFAULTS, "workers": 1}, {"CPU": 2}, local=True)
+    assert (here.in_process, here.ranks, here.threads_per_worker, here.tag()) == (True, 1, 2, "1 × CPU in-process")
+    assert (one.in_process, one.ranks, one.threads_per_worker, one.tag()) == (False, 1, 2, "1 × CPU")
+    assert "Ray Train in this process (local mode) on CPU (2 torch thread(s))" in describe_scale(here)
+    # in-process on a GPU: the one GPU is still asked of this machine
+    assert decide_scaling({**DEFAULTS, "workers": 0}, {"CPU": 8, "GPU": 1}, local=True).tag() == "1 × GPU in-process"
+    with pytest.raises(TrainStageError, match="asks for 1 workers × 1.0 GPU but Ray has 0 GPUs"):
+        decide_scaling({**DEFAULTS, "workers": 0, "use_gpu": True}, {"CPU": 8}, local=True)
     # a CPU cluster of three nodes: a rank on each, each with its node's share of threads
     three = decide_scaling(auto, {"CPU": 24}, local=False, nodes=3)
     assert (three.use_gpu, three.num_workers, three.threads_per_worker) == (False, 3, 8)
@@ -48,7 +55,7 @@ def test_auto_workers_are_one_rank_per_gpu_in_reach_else_one_per_node():
     from pipelines.settings import read_ray
     from pipelines.sources import CatalogueError
 
-    with pytest.raises(CatalogueError, match=r"train.ray.workers='many' is invalid; it must be one of auto or a positive"):
+    with pytest.raises(CatalogueError, match=r"train.ray.workers='many' is invalid; it must be one of auto or an integer ≥ 0"):
         read_ray({"train": {"ray": {**DEFAULTS, "workers": "many"}}})
 
 

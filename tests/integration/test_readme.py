@@ -388,7 +388,7 @@ def test_the_pipeline_trains_the_demo_grid_logs_every_run_and_a_second_repro_is_
         assert tags["mlflow.source.name"] == "pipelines/train.py" and tags["mlflow.source.type"] == "JOB"
         assert tags["mlflow.note.content"].startswith(f"{model} × {loss} (train@{model}-{loss}, profile demo): 4 steps")
         assert tags["dvc_stage"] == f"train@{model}-{loss}"
-        assert tags["encoder_weights"] == "random:0" and tags["workers"] == "1 × CPU"
+        assert tags["encoder_weights"] == "random:0" and tags["workers"] == "1 × CPU in-process"
         assert tags["loss_encoder"] == "magenta_lite"  # the demo's objectives read trained features
         assert tags["data.demo_photos-train"] == lock["shard@demo_photos-train"]["outs"][0]["md5"]
         # the shard folders it read are its MLflow datasets (the UI's Datasets column), DVC's hashes as digests

@@ -116,8 +116,8 @@ def test_settings_merge_profile_model_and_loss_and_fail_early_with_the_key(demo_
         resolve_combination(bad, "adain", "gram", demo_shards / "shards")
     with pytest.raises(train.TrainStageError, match="content shards of profile 'demo'.*dvc repro shard"):
         resolve_combination(small_demo_params(), "adain", "gram", demo_shards / "no-shards")
-    # workers: auto on this 2-CPU, GPU-less node: one rank running both CPUs' threads
-    assert scaling(combination.ray) == Scale(1, False, 1.0, 2)
+    # workers: auto on this 2-CPU, GPU-less machine's own Ray: one rank in the stage's process, both CPUs' threads
+    assert scaling(combination.ray) == Scale(0, False, 1.0, 2)
     assert scaling(dataclasses.replace(combination.ray, workers=2)) == Scale(2, False, 1.0, 1)
     # more than this 2-CPU Ray holds: Ray would wait forever, so refuse now
     with pytest.raises(train.TrainStageError, match="train.ray.workers=3 needs 3 CPUs but Ray has 2"):
@@ -214,6 +214,50 @@ def test_rerunning_the_stage_after_a_crash_resumes_the_ray_run_and_the_mlflow_ru
     assert stylecore.load(tmp_path / "models/adain-gram/checkpoint").name == "adain"
     assert json.loads((tmp_path / "models/adain-gram/metrics.json").read_text()) == metrics
     assert not any((tmp_path / "ray").iterdir())  # finished: a later re-run trains afresh
+
+
+def test_a_run_in_the_stages_own_process_keeps_its_checkpoints_and_resumes_after_the_process_dies(
+        demo_shards, local_ray, tmp_path, monkeypatch):
+    """workers: auto on this machine's own CPU-only Ray is Ray Train's local mode: the training runs in the stage's
+    process, and its checkpoints are kept where Ray Train keeps a worker group's (the newest ``keep_checkpoints``,
+    each marked complete). The stage's process dies mid-run (a real exit, as an out-of-memory kill would end it);
+    the same command again resumes from the newest complete checkpoint, not from a copy the crash cut short."""
+    from mlflow.tracking import MlflowClient
+
+    from pipelines.run_checkpoints import COMPLETE
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    params = small_demo_params(steps=6, report_every=1)
+    assert params["train"]["ray"]["workers"] == "auto" and params["train"]["ray"]["keep_checkpoints"] == 2
+    params["mlflow"]["artifacts"] = str(tmp_path / "artifacts")
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    marker = tmp_path / "died"
+    kwargs = dict(params_path=params_path, shards_root=demo_shards / "shards", models_root=tmp_path / "models",
+                  ray_storage=tmp_path / "ray", extra={"fail_at_step": 5, "fail_marker": str(marker)})
+    env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY")}
+    stage = ("import json, sys; from pathlib import Path; from pipelines import train; a = json.loads(sys.argv[1]); "
+             "train.run('adain', 'gram', **{k: Path(v) if k.endswith(('_path', '_root')) else v for k, v in a.items()})")
+    died = subprocess.run([sys.executable, "-c", stage, json.dumps(kwargs, default=str)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert died.returncode == 1 and marker.read_text() == "failed once\n", died.stdout + died.stderr
+    assert "Ray Train in this process (local mode) on CPU (2 torch thread(s))" in died.stdout
+    (run_folder,) = (tmp_path / "ray").iterdir()
+    # reports at steps 1-4 before the death at 5: the newest two kept, each marked complete
+    assert sorted(p.name for p in run_folder.iterdir()) == [f"step-00000{n}{end}" for n in (3, 4) for end in ("", COMPLETE)]
+    half_copied = run_folder / "step-000005"  # what a death in the middle of a copy leaves: no mark
+    half_copied.mkdir()
+    (half_copied / "config.json").write_text("{")
+
+    metrics = train.run("adain", "gram", **kwargs)  # the same command again, in this process
+    assert marker.read_text().splitlines()[1:] == ["rank 0 resumed at step 4"]
+    assert metrics["step"] == 6 and set(metrics["loss"]) == {"total", "content", "style"}
+    client = MlflowClient(tracking)
+    (run,) = client.search_runs([client.get_experiment_by_name("stylecore-demo").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["workers"] == "1 × CPU in-process"
+    assert stylecore.load(tmp_path / "models/adain-gram/checkpoint").name == "adain"
+    assert not run_folder.exists()  # finished: a later re-run trains afresh
 
 
 def _sample_grid_sizes(folder: Path) -> set[tuple[int, int]]:

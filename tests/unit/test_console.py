@@ -44,34 +44,41 @@ def test_a_level_logging_does_not_know_is_named_with_the_fix(monkeypatch):
         library_level()
 
 
-def test_a_train_worker_also_drops_ray_trains_report_line_logged_under_its_file_path(monkeypatch, caplog):
+def test_a_train_worker_also_drops_ray_trains_report_line_logged_under_its_file_path_and_restores_the_levels(
+        monkeypatch, caplog):
     pytest.importorskip("ray.train")
     from ray.train.v2._internal.execution import context
 
     from pipelines.console import quiet_train_worker
 
     monkeypatch.delenv(LOG_LEVEL, raising=False)
-    report_logger = logging.getLogger(context.__file__)
-    saved = report_logger.level, logging.getLogger("stylecore").level
+    report_logger, stylecore_logger = logging.getLogger(context.__file__), logging.getLogger("stylecore")
+    saved = report_logger.level, stylecore_logger.level
+    report_logger.setLevel(logging.NOTSET)
+    stylecore_logger.setLevel(logging.INFO)
     try:
-        quiet_train_worker()
-        caplog.set_level(logging.DEBUG, logger="")
-        context.logger.info("Reporting training result 1: TrainingReport(…) from rank 1")
-        context.logger.warning("a report that failed")
-        # stylecore's set-up lines stay in the worker (rank 0 prints Trainer.summary instead); warnings pass
-        logging.getLogger("stylecore.training").info("trainer: model adain …")
-        logging.getLogger("stylecore.training").warning("a non-finite step was skipped")
-        assert [record.getMessage() for record in caplog.records] == ["a report that failed",
-                                                                      "a non-finite step was skipped"]
+        with quiet_train_worker():
+            caplog.set_level(logging.DEBUG, logger="")
+            context.logger.info("Reporting training result 1: TrainingReport(…) from rank 1")
+            context.logger.warning("a report that failed")
+            # stylecore's set-up lines stay in the worker (rank 0 prints Trainer.summary instead); warnings pass
+            logging.getLogger("stylecore.training").info("trainer: model adain …")
+            logging.getLogger("stylecore.training").warning("a non-finite step was skipped")
+            assert [record.getMessage() for record in caplog.records] == ["a report that failed",
+                                                                          "a non-finite step was skipped"]
+        # a run in the stage's own process (local mode) leaves its logging as it was
+        assert (report_logger.level, stylecore_logger.level) == (logging.NOTSET, logging.INFO)
         caplog.clear()
         monkeypatch.setenv(LOG_LEVEL, "INFO")  # the switch brings every line back
-        quiet_train_worker()
-        logging.getLogger("stylecore").setLevel(logging.NOTSET)
-        context.logger.info("Reporting training result 2")
-        assert [record.getMessage() for record in caplog.records] == ["Reporting training result 2"]
+        stylecore_logger.setLevel(logging.NOTSET)
+        with quiet_train_worker():
+            context.logger.info("Reporting training result 2")
+            logging.getLogger("stylecore.training").info("trainer: model adain …")
+        assert [record.getMessage() for record in caplog.records] == ["Reporting training result 2",
+                                                                      "trainer: model adain …"]
     finally:
         report_logger.setLevel(saved[0])
-        logging.getLogger("stylecore").setLevel(saved[1])
+        stylecore_logger.setLevel(saved[1])
 
 
 def test_ray_trains_own_logging_config_follows_the_switch(monkeypatch):
