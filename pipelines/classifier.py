@@ -90,7 +90,6 @@ def plan(params: Mapping[str, Any], shards_root: Path) -> ClassifierPlan:
 def train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker (or the stage itself, in local mode): the same ClassifierTrainer a notebook would use,
     resumed from the run's newest checkpoint."""
-    import ray.train
     import torch
 
     from pipelines import run_checkpoints
@@ -101,8 +100,7 @@ def train_worker(config: dict[str, Any]) -> None:
 
     with quiet_train_worker():  # Ray Train's report and checkpoint lines; rank 0 alone says what it set up
         torch.set_num_threads(config["threads"])
-        context = ray.train.get_context()
-        rank = context.get_world_rank()
+        rank = run_checkpoints.world_rank(config)
         train = config["config"]
         trainer = ClassifierTrainer(train, config["artists"], config["styles"], device=run_checkpoints.device(config))
         if rank == 0:  # the set-up once (stylecore's own INFO lines stay in the workers)

@@ -81,7 +81,7 @@ class _ReportEvery(TrainingHooks):
                    "samples_per_second": sum(r.samples_per_second for r in window) / len(window),
                    "throughput": throughput,
                    "skipped_steps": trainer.nonfinite_total}
-        if ray.train.get_context().get_world_rank() == 0:
+        if run_checkpoints.world_rank(self.config) == 0:
             if self.validate is not None:
                 metrics.update(self.validate(trainer))
             run_checkpoints.report(self.config, metrics, result.step,
@@ -156,12 +156,12 @@ def train_worker(config: dict[str, Any]) -> None:
 
 
 def _train(config: dict[str, Any]) -> None:
-    context = ray.train.get_context()
+    rank = run_checkpoints.world_rank(config)
     train: TrainConfig = config["train"]
     torch.set_num_threads(config["threads_per_worker"])
     device = run_checkpoints.device(config)
-    data = config["data"].stream(config["content"], config["style"], seed=train.seed + context.get_world_rank())
-    rank_zero = context.get_world_rank() == 0
+    data = config["data"].stream(config["content"], config["style"], seed=train.seed + rank)
+    rank_zero = rank == 0
     tracking = None
     if config.get("mlflow") and rank_zero:
         from pipelines.mlflow_hooks import MLflowHooks
@@ -183,42 +183,59 @@ def _train(config: dict[str, Any]) -> None:
         if directory is not None:
             trainer.load_checkpoint(directory, data=data)
     if trainer.step:
-        worker_print(f"rank {context.get_world_rank()}: resumed from step {trainer.step}")
+        worker_print(f"rank {rank}: resumed from step {trainer.step}")
         if config.get("fail_marker") and Path(config["fail_marker"]).exists():
             with open(config["fail_marker"], "a") as log:  # the fault test reads where the run resumed
-                log.write(f"rank {context.get_world_rank()} resumed at step {trainer.step}\n")
+                log.write(f"rank {rank} resumed at step {trainer.step}\n")
     trainer.fit(data)
 
 
 def run(train: TrainConfig | Mapping[str, Any], data: DataConfig, content: ShardLocations, style: ShardLocations, *,
         name: str, storage_path: str, scale: Scale, report_every: int, keep: int, max_failures: int,
-        validation: Mapping[str, Any] | None = None, callbacks: list | None = None,
+        validation: Mapping[str, Any] | None = None, report_to_tune: bool = False,
         extra: dict[str, Any] | None = None, progress_label: str | None = None) -> ray.train.Result:
     """Train with Ray Train; a re-run with the same ``name`` and ``storage_path`` resumes.
 
     ``train`` and ``data`` are the typed configs ``stylecore train`` uses (a mapping is read as a TrainConfig);
     the workers receive them as they are. ``scale`` (:func:`pipelines.ray_session.decide_scaling`) lays out the
-    workers: ``data.batch_size`` is per worker (the global batch is ``num_workers × batch_size``), and each CPU
+    workers: ``data.batch_size`` is per worker (the global batch is ``scale.ranks × batch_size``), and each CPU
     worker holds one CPU and runs ``threads_per_worker`` torch threads. Every ``report_every`` steps the ranks
     report and rank 0 checkpoints; Ray keeps ``keep`` checkpoints and restarts failed workers ``max_failures``
     times. ``validation``: ``{"pairs": HeldOutPairs, "weights": metric encoder weights, "objective": {metric:
     weight}, "batch_size": n}`` makes rank 0 report validation scores (see :class:`Validation`).
-    ``callbacks``: Ray Train callbacks (a sweep passes Tune's ``TuneReportCallback``). Rank 0 prints a progress
-    line at most every ``PROGRESS_EVERY_S`` seconds, labelled ``progress_label`` (default: ``name``).
+    ``report_to_tune``: a sweep trial's run, whose reports Tune hears (through ``TuneReportCallback`` from a worker
+    group). Rank 0 prints a progress line at most every ``PROGRESS_EVERY_S`` seconds, labelled ``progress_label``
+    (default: ``name``).
     """
     if not isinstance(train, TrainConfig):
         train = TrainConfig.from_dict(train)
     locations = {"content": [str(p) for p in _as_list(content)], "style": [str(p) for p in _as_list(style)]}
-    trainer = torch_trainer(
-        train_worker, {"train": train, "data": data, **locations, "threads_per_worker": scale.threads_per_worker,
-                       "report_every": report_every, "validation": dict(validation) if validation else None,
-                       "progress_label": progress_label or name, **(extra or {})},
-        name=name, storage_path=storage_path, scale=scale, max_failures=max_failures, keep=keep, callbacks=callbacks)
+    loop_config = {"train": train, "data": data, **locations, "threads_per_worker": scale.threads_per_worker,
+                   "report_every": report_every, "validation": dict(validation) if validation else None,
+                   "progress_label": progress_label or name, **(extra or {})}
+    if scale.in_process and report_to_tune:
+        # A sweep trial in local mode. Local mode would call train_worker in this process too, but Ray refuses
+        # ray.train's API inside a Tune trial ("deprecated when running in a function passed to Ray Tune"): the
+        # trial calls it itself, and run_checkpoints reports to Tune and keeps the checkpoints.
+        train_worker(in_process_config(loop_config, name=name, storage_path=storage_path, scale=scale, keep=keep,
+                                       report_to_tune=True))
+        return ray.train.Result(metrics=None, checkpoint=None, path=storage.join(storage_path, name), error=None)
+    trainer = torch_trainer(train_worker, loop_config, name=name, storage_path=storage_path, scale=scale,
+                            max_failures=max_failures, keep=keep, report_to_tune=report_to_tune)
     return trainer.fit()
 
 
+def in_process_config(loop_config: dict[str, Any], *, name: str, storage_path: str | Path, scale: Scale, keep: int,
+                      report_to_tune: bool = False) -> dict[str, Any]:
+    """``loop_config`` for a run in this process (:data:`pipelines.run_checkpoints.IN_PROCESS`): where its
+    checkpoints are kept (where Ray Train would keep a worker group's), how many, its device, and whether its
+    reports go to Tune."""
+    return {**loop_config, run_checkpoints.IN_PROCESS: {
+        "folder": storage.join(storage_path, name), "keep": keep, "use_gpu": scale.use_gpu, "tune": report_to_tune}}
+
+
 def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *, name: str, storage_path: str | Path,
-                  scale: Scale, max_failures: int, keep: int, callbacks: list | None = None) -> TorchTrainer:
+                  scale: Scale, max_failures: int, keep: int, report_to_tune: bool = False) -> TorchTrainer:
     """A Ray Train TorchTrainer of ``worker`` laid out by ``scale``: DDP over NCCL on GPUs, gloo on CPUs, one CPU
     per worker; a re-run with the same ``name`` and ``storage_path`` resumes from the newest of ``keep`` checkpoints,
     and failed workers are restarted ``max_failures`` times. On a local Ray a worker group that cannot start (its
@@ -226,18 +243,22 @@ def torch_trainer(worker: Callable[[dict], None], loop_config: dict[str, Any], *
     no workers (``scale.in_process``) is Ray Train's local mode: ``worker`` runs in this process, and its
     checkpoints are kept in the same place by :mod:`pipelines.run_checkpoints` (no restarts: a failed run resumes
     when the stage is re-run). Every stage that trains runs through it."""
+    callbacks = []
     if scale.in_process:
-        if callbacks:  # Ray Train's local mode runs no callbacks: a sweep's trials report to Tune through them
-            raise ValueError(f"{name}: a run with callbacks needs worker processes (Scale.num_workers ≥ 1)")
-        loop_config = {**loop_config, run_checkpoints.IN_PROCESS: {
-            "folder": storage.join(storage_path, name), "keep": keep, "use_gpu": scale.use_gpu}}
+        if report_to_tune:  # local mode runs no callbacks, and Ray refuses ray.train's API inside a Tune trial
+            raise ValueError(f"{name}: a sweep trial in this process runs through ray_training.run, not a TorchTrainer")
+        loop_config = in_process_config(loop_config, name=name, storage_path=storage_path, scale=scale, keep=keep)
+    elif report_to_tune:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
     return TorchTrainer(
         worker, train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if scale.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
                                      resources_per_worker=None if scale.in_process else
                                      {"CPU": 1, "GPU": scale.gpus_per_worker} if scale.use_gpu else {"CPU": 1}),
-        run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=list(callbacks or []),
+        run_config=RunConfig(name=name, storage_path=str(storage_path), callbacks=callbacks,
                              failure_config=FailureConfig(
                                  max_failures=max_failures,
                                  controller_failure_limit=LOCAL_START_ATTEMPTS if on_local_ray() else -1),

@@ -7,8 +7,10 @@ runs in the stage's own process, so no worker process starts and imports torch â
 stage's 20 s) Ray keeps only the last reported checkpoint object in memory: nothing in storage, nothing to resume
 from. For that mode the checkpoints are kept here, where and as Ray Train keeps a worker group's
 (``<storage_path>/<name>/step-NNNNNN/``, the newest ``keep``), each marked complete once every file is written, so
-that a stage re-run after a crash resumes as it does with workers. Every training worker function reports and
-resumes through :func:`report` and :func:`resumed_directory`, whichever mode runs it.
+that a stage re-run after a crash resumes as it does with workers. A sweep trial in this mode trains in its Tune trial actor
+and reports to Tune, with the kept checkpoint's path, as ``TuneReportCallback`` does for a worker group.
+Every training worker function reports and resumes through :func:`report` and :func:`resumed_directory`, whichever
+mode runs it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from typing import Any, Callable, Iterator, Mapping
 import torch
 
 #: the loop-config key :func:`pipelines.ray_training.torch_trainer` sets for a run in the stage's process:
-#: ``{"folder": <storage_path>/<name>, "keep": n, "use_gpu": bool}``
+#: ``{"folder": <storage_path>/<name>, "keep": n, "use_gpu": bool, "tune": bool}`` (``tune``: a sweep trial, whose
+#: reports also go to Ray Tune)
 IN_PROCESS = "in_process_run"
 #: the empty file beside ``step-NNNNNN/`` that says every file of it was written (a crash mid-copy leaves none)
 COMPLETE = ".complete"
@@ -44,6 +47,15 @@ def device(config: Mapping[str, Any]) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if run["use_gpu"] else torch.device("cpu")
 
 
+def world_rank(config: Mapping[str, Any]) -> int:
+    """This rank's place in the run: 0 in the stage's (or trial's) own process, else Ray Train's world rank."""
+    if IN_PROCESS in config:
+        return 0
+    import ray.train
+
+    return ray.train.get_context().get_world_rank()
+
+
 def report(config: Mapping[str, Any], metrics: dict[str, Any], step: int,
            save: Callable[[Path], Path] | None = None) -> None:
     """``ray.train.report`` of ``metrics`` at ``step``; rank 0 passes ``save``, which writes a checkpoint into the
@@ -52,17 +64,28 @@ def report(config: Mapping[str, Any], metrics: dict[str, Any], step: int,
     import ray.train
     from ray.train import Checkpoint
 
-    if save is None:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as building:
-        path = save(Path(building))
-        run = config.get(IN_PROCESS)
-        if run is None:
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(path)),
+    run = config.get(IN_PROCESS)
+    if run is None:
+        if save is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as building:
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(save(Path(building)))),
                              checkpoint_dir_name=step_name(step))
-        else:
-            ray.train.report(metrics, checkpoint=keep(path, run["folder"], step, run["keep"]))
+        return
+    checkpoint = None
+    if save is not None:
+        with tempfile.TemporaryDirectory() as building:
+            checkpoint = keep(save(Path(building)), run["folder"], step, run["keep"])
+    if not run.get("tune"):
+        ray.train.report(metrics, checkpoint=checkpoint)
+        return
+    # A sweep trial (Ray refuses ray.train's API inside one): to Tune, with the kept checkpoint's path, as
+    # TuneReportCallback passes on a worker group's reports
+    from ray import tune
+    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
+
+    tune.report({**metrics, **({CHECKPOINT_PATH_KEY: checkpoint.path} if checkpoint is not None else {})})
 
 
 def keep(source: Path, folder: str, step: int, newest: int):

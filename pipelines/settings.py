@@ -85,7 +85,7 @@ def _is_metric_objective(value: Any) -> bool:
 @dataclass(frozen=True)
 class SweepSettings:
     samples: int = setting(integer(1))
-    workers: int = setting(integer(1))
+    workers: str | int = setting(either(AUTO, integer(0)))  # per trial; see pipelines.sweep.trial_scale
     max_concurrent: str | int = setting(either(AUTO, integer(1)))
     max_failures: int = setting(NO_RETRY_FOREVER)
     objective: dict[str, float] = setting(Rule(_is_metric_objective, "a mapping of evaluation metrics (content, "

@@ -5,12 +5,14 @@
 Each trial is a Ray Train run of the same training code as the ``train`` stage (Train V2 pattern: a
 Tune function trainable builds the ``TorchTrainer`` and forwards its reports with
 ``TuneReportCallback``), on the combination's settings with the trial's values and the sweep
-profile's overrides (``sweep.profiles.<profile>``: fewer steps, more frequent reports). At every
+profile's overrides (``sweep.profiles.<profile>``: fewer steps, more frequent reports). On this machine's
+own CPU-only Ray (``sweep.workers: auto``) the run is in Ray Train's local mode: it trains in the trial
+actor itself and reports to Tune directly (:mod:`pipelines.run_checkpoints`). At every
 report rank 0 scores the model on the ``validation`` half of the held-out pairs
 (:mod:`stylecore.heldout`; the ``evaluate`` stage scores on the other half) and ASHA compares trials
 by ``val/objective`` = Σ weight × metric (``sweep.objective``; lower is better), stopping the weak
-ones early. Concurrency is bounded by the cluster's CPUs (GPUs): a trial itself holds no CPU (it
-only drives its Train workers), so trials can never starve their own workers.
+ones early. Concurrency is bounded by the cluster's CPUs (GPUs): a trial that drives Train workers holds no
+CPU itself, so trials can never starve their own workers; one that trains in its actor holds a worker's share.
 
 The search space is ``sweep.combinations.<model>-<loss>`` (:mod:`pipelines.search_space`); every bound and
 choice is validated before anything starts.
@@ -41,7 +43,7 @@ from typing import Any, Mapping
 from pipelines.console import tune_verbosity
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import ShardInput, data_tags, shard_inputs, source_tags
-from pipelines.ray_session import (Scale, autoscaler_reach, describe_scale, gpus_in_reach, ray_session,
+from pipelines.ray_session import (Scale, autoscaler_reach, describe_scale, gpus_in_reach, on_local_ray, ray_session,
                                    release_train_reservations, scaling)
 from pipelines.search_space import check_space, search_space, with_values
 from pipelines.settings import (Combination, SweepSettings, TrainStageError, metric_weights, read,
@@ -58,6 +60,7 @@ PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests child runs by
 # search, such as a learning rate too high, not a fault of the sweep)
 RUN_STATUS = {"finished": "FINISHED", "stopped_early": "KILLED", "diverged": "FAILED", "failed": "FAILED"}
 OUTCOMES = tuple(RUN_STATUS)
+AUTO_WORKERS = "auto"
 
 
 class SweepStageError(RuntimeError):
@@ -95,7 +98,6 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
     """One trial: a Ray Train run of the combination with ``config`` applied, in its own MLflow child run."""
     from mlflow.tracking import MlflowClient
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from pipelines import ray_training
     from pipelines.tracking import start_run
@@ -115,7 +117,7 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
             trial.train, trial.data, trial.content, trial.style, name=f"{job.key}-{trial_id}",
             storage_path=job.trials_storage, scale=job.scale, report_every=trial.report_every,
             keep=trial.ray.keep_checkpoints, max_failures=trial.ray.max_failures, validation=job.validation,
-            callbacks=[TuneReportCallback()], extra={"mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}})
+            report_to_tune=True, extra={"mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}})
         if result.error is not None:
             raise result.error
     except BaseException:
@@ -128,15 +130,34 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
 # The stage, step by step
 
 
+def trial_scale(settings: SweepSettings, combination: Combination) -> Scale:
+    """The layout of each trial's Ray Train run. ``sweep.workers: auto`` is 0 on this machine's own Ray without GPUs
+    (Ray Train's local mode: the trial trains in its Tune trial actor, no Train controller or worker process to
+    start), else one worker; a number is that many workers (0: local mode anywhere)."""
+    workers = 1 if settings.workers == AUTO_WORKERS else settings.workers
+    scale = scaling(dataclasses.replace(combination.ray, workers=workers), where="sweep", announce=False)
+    if settings.workers == AUTO_WORKERS and on_local_ray() and not scale.use_gpu:
+        scale = dataclasses.replace(scale, num_workers=0)
+    return scale
+
+
+def trial_resources(scale: Scale) -> dict[str, float]:
+    """What a Tune trial actor holds. One that only drives its Train workers holds no CPU, or trials would starve
+    their own workers; one that trains itself (local mode) holds what a worker would."""
+    if not scale.in_process:
+        return {"cpu": 0, "memory": 1}
+    return {"cpu": 1, **({"gpu": scale.gpus_per_worker} if scale.use_gpu else {})}
+
+
 def _concurrency(settings: SweepSettings, scale: Scale, resources: Mapping[str, float]) -> int:
     """Trials at once: as many as the cluster's CPUs (GPUs, counting those its autoscaler can add) hold, never
     more than requested."""
     if settings.max_concurrent != "auto":
         return int(settings.max_concurrent)
     if scale.use_gpu:
-        fits = gpus_in_reach(resources, autoscaler_reach()) // (scale.num_workers * scale.gpus_per_worker)
+        fits = gpus_in_reach(resources, autoscaler_reach()) // (scale.ranks * scale.gpus_per_worker)
     else:
-        fits = resources.get("CPU", 0) // scale.num_workers
+        fits = resources.get("CPU", 0) // scale.ranks
     return max(1, int(fits))
 
 
@@ -266,8 +287,7 @@ def tune_trials(plan: SweepPlan, job: SweepJob, experiment: str, storage: str, c
 
     from pipelines.asha import asha_scheduler
 
-    # A trial only drives its Train workers: it holds no CPU, or trials would starve their own workers.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0, "memory": 1})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), trial_resources(job.scale))
     if tune.Tuner.can_restore(experiment):
         print(f"{stage}: restoring the interrupted sweep in {experiment}", flush=True)
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True).fit()
@@ -404,12 +424,12 @@ def run(name: str, *, params_path: Path = Path("params.yaml"), shards_root: Path
     with ray_session():
         import ray
 
-        scale = scaling(combination.ray, where="sweep", announce=False)  # said below, with the trials' threads
+        scale = trial_scale(settings, combination)  # said below, with the trials' threads
         concurrent = _concurrency(settings, scale, ray.cluster_resources())
         if combination.ray.threads_per_worker == "auto":
             # the CPUs are shared by the trials that run at once, on GPU too (each GPU trial took every CPU before)
             cpus = ray.cluster_resources().get("CPU", 1)
-            scale = dataclasses.replace(scale, threads_per_worker=max(1, int(cpus // (concurrent * scale.num_workers))))
+            scale = dataclasses.replace(scale, threads_per_worker=max(1, int(cpus // (concurrent * scale.ranks))))
         parent = start_run(tracking.uri, tracking.experiment, tracking.artifacts, f"sweep {name}",
                            {"sweep": {**{k: v for k, v in to_dict(settings).items()
                                          if k in ("samples", "workers", "objective", "validation", "asha")},

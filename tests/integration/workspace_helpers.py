@@ -54,6 +54,9 @@ def small_demo_params(**changes) -> dict:
                            combinations={"adain-balanced_gram": {"lr": {"grid": [1e-4, 1.0]}}},
                            run_in={"demo": ["adain-balanced_gram"], "full": ["adain-balanced_gram"]})
     params["sweep"]["profiles"]["demo"] = {"steps": 4, "report_every": 2}
+    # a Train worker group per trial (Tune hears it through TuneReportCallback); the sweep stage's own test
+    # interrupts and restores the default, trials that train in their Tune actors (local mode)
+    params["sweep"]["workers"] = 1
     params["stylize"].update(contents=3, size=32, style_size=32)
     # the deception rate's judge: one work per synthetic painter here, so any artist with a work counts
     params["classifier"].update(min_works=1, report_every=2)
