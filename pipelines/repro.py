@@ -103,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from pipelines.stage_server import stage_server
 
+    # The workers' and trials' lines in a stage's console are the project's own, one per rank or trial. Ray's log
+    # deduplication (read when Ray is imported, so set before any stage starts) merged the sweep's trial lines, which
+    # differ only in their ids, into one with "[repeated 2x across cluster]" and a two-line hint about itself.
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Token authentication for the local Ray, chosen explicitly: what Ray 2.60 turns on by default for a new local
+    # instance, minus the WARNING it then prints on every run ("enabled … set RAY_AUTH_MODE=disabled to opt out").
+    # Ray reads the mode when it is imported: set here, before this process or a stage imports it.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     started = time.monotonic()
     if not arguments and up_to_date():
         print(f"repro: every stage is up to date (dvc status); nothing ran and no Ray was started "

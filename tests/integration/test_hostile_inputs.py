@@ -258,7 +258,8 @@ def test_more_workers_than_the_machine_has_fails_at_once_inside_a_real_stage(tmp
     assert f"train.ray.workers={(os.cpu_count() or 1) + 1} needs" in output
 
 
-def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
+@pytest.mark.parametrize("auth_mode", [None, "token"])  # Ray's default for a local instance; what pipelines.repro sets
+def test_the_local_ray_refuses_a_client_without_its_token(tmp_path, auth_mode):
     script = (
         "import os, subprocess, sys\n"
         "from pipelines.ray_session import ray_session\n"
@@ -271,8 +272,12 @@ def test_the_local_ray_refuses_a_client_without_its_token(tmp_path):
         "    print('ADDRESS', os.environ['RAY_ADDRESS'], 'PROBE', out.stdout.strip())\n")
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY",
                                                                        "RAY_AUTH_MODE")}
+    if auth_mode is not None:
+        env["RAY_AUTH_MODE"] = auth_mode
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert "ADDRESS 127.0.0.1:" in done.stdout, done.stdout + done.stderr
+    # chosen explicitly, Ray keeps its "enabled by default … set RAY_AUTH_MODE=disabled to opt out" warning to itself
+    assert ("Token authentication is enabled" in done.stderr) == (auth_mode is None), done.stderr[-2000:]
     assert "PROBE REFUSED" in done.stdout and "CONNECTED" not in done.stdout, done.stdout + done.stderr[-2000:]
 
 
