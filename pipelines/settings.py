@@ -234,7 +234,10 @@ class MlflowSettings:
     tracking_uri: str | None = setting(optional(TEXT))  # null: $MLFLOW_TRACKING_URI, else sqlite:////<repo>/mlflow.db
     artifacts: str = setting(TEXT)
     experiment: str = setting(TEXT)  # {profile} is replaced by the active profile
-    system_metrics_interval: float = setting(number(positive=True))
+    # seconds between system-metrics samples: a number, or one per profile ({demo: 1, full: 10})
+    system_metrics_interval: float | dict[str, float] = setting(either(number(positive=True), Rule(
+        lambda v: isinstance(v, Mapping) and bool(v) and all(number(positive=True).check(x) for x in v.values()),
+        "a mapping of profiles to positive numbers")))
 
 
 @dataclass(frozen=True)

@@ -59,12 +59,18 @@ class Tracking:
 
 def tracking_settings(params: Mapping[str, Any], root: Path) -> Tracking:
     from pipelines.settings import read
+    from pipelines.sources import CatalogueError
     from pipelines.storage import location
 
     settings = read(params, "mlflow")
-    return Tracking(settings.tracking_uri or default_tracking_uri(root),
-                    settings.experiment.format(profile=params.get("profile")),
-                    location(settings.artifacts, root), float(settings.system_metrics_interval))
+    interval, profile = settings.system_metrics_interval, params.get("profile")
+    if isinstance(interval, Mapping):
+        if profile not in interval:
+            raise CatalogueError(f"params.yaml: mlflow.system_metrics_interval has no entry for profile {profile!r} "
+                                 f"(it has {', '.join(map(str, interval))}); add one, or give one number for all")
+        interval = interval[profile]
+    return Tracking(settings.tracking_uri or default_tracking_uri(root), settings.experiment.format(profile=profile),
+                    location(settings.artifacts, root), float(interval))
 
 
 #: the fluent API's process-wide settings that :func:`fluent_store` sets and puts back
