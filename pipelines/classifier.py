@@ -171,7 +171,7 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
     from pipelines import storage
     from pipelines.ray_training import torch_trainer
     from pipelines.provenance import data_tags, shard_inputs, source_tags
-    from pipelines.ray_session import describe_scale, ray_session, scaling
+    from pipelines.ray_session import describe_scale, failure_heading, ray_session, scaling
     from pipelines.tracking import (DESCRIPTION, fluent_store, log_shard_inputs, portable_uri, start_run,
                                     tracking_settings)
     from stylecore.classifier import accuracy_report, load_classifier
@@ -224,9 +224,9 @@ def run(*, params_path: Path = Path("params.yaml"), shards_root: Path = Path("da
             error = raised
         if error is not None:
             client.set_terminated(run_id, "FAILED")
-            raise ClassifierStageError(f"Ray Train failed after up to {job.settings['ray'].max_failures} restarts "
-                                       f"(classifier.ray.max_failures): {error}\nFix the cause and re-run the stage: "
-                                       f"it resumes from {storage.join(ray_storage, run_key)}")
+            heading = failure_heading(scale, job.settings["ray"].max_failures, "classifier.ray.max_failures")
+            raise ClassifierStageError(f"{heading}: {error}\nFix the cause and re-run the stage: it resumes from "
+                                       f"{storage.join(ray_storage, run_key)}")
         checkpoint = out / "checkpoint"
         with atomic_directory(checkpoint) as building, result.checkpoint.as_directory() as source:
             for name in ("config.json", "model.safetensors"):  # the optimizer state stays with Ray's copy

@@ -173,6 +173,13 @@ def describe_scale(scale: Scale) -> str:
     return layout + (f"; {scale.notice}" if scale.notice else "")
 
 
+def failure_heading(scale: Scale, max_failures: int, key: str) -> str:
+    """How a failed training run ended, to open the stage's error: restarted workers, or none to restart."""
+    if scale.in_process:
+        return "training in the stage's process (Ray Train's local mode: no worker to restart) failed"
+    return f"Ray Train failed after up to {max_failures} restarts ({key})"
+
+
 def autoscaler_reach() -> dict[str, float]:
     """The most of each resource the cluster's autoscaler could bring up (its node types' ``max_workers`` ×
     resources, as Ray Train itself reads them), or {} without an autoscaler (a local Ray, a fixed cluster). Ray's

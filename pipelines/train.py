@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from pipelines.model_uris import log_final_model
 from pipelines.provenance import data_tags, shard_inputs, source_tags
-from pipelines.ray_session import describe_scale, ray_session, scaling
+from pipelines.ray_session import describe_scale, failure_heading, ray_session, scaling
 from pipelines.settings import Combination, TrainStageError, resolve_combination
 from pipelines.sources import CatalogueError, load_params
 from pipelines.stage import run_stage
@@ -106,9 +106,9 @@ def train_run(combination: Combination, params: Mapping[str, Any], root: Path, s
         except Exception as raised:  # Ray raises the workers' error after max_failures restarts
             error = raised
         if error is not None:
-            raise TrainStageError(f"Ray Train failed after up to {combination.ray.max_failures} restarts "
-                                  f"(train.ray.max_failures): {error}\nFix the cause and re-run the stage: it "
-                                  f"resumes from the last checkpoint in {storage.join(ray_storage, run_key)}")
+            heading = failure_heading(scale, combination.ray.max_failures, "train.ray.max_failures")
+            raise TrainStageError(f"{heading}: {error}\nFix the cause and re-run the stage: it resumes from the last "
+                                  f"checkpoint in {storage.join(ray_storage, run_key)}")
         metrics = {"step": int(result.metrics["step"]),
                    "loss": {k.split("/", 1)[1]: float(v) for k, v in result.metrics.items() if k.startswith("loss/")},
                    "samples_per_second": float(result.metrics["samples_per_second"]),
