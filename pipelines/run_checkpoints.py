@@ -7,8 +7,8 @@ runs in the stage's own process, so no worker process starts and imports torch â
 stage's 20 s) Ray keeps only the last reported checkpoint object in memory: nothing in storage, nothing to resume
 from. For that mode the checkpoints are kept here, where and as Ray Train keeps a worker group's
 (``<storage_path>/<name>/step-NNNNNN/``, the newest ``keep``), each marked complete once every file is written, so
-that a stage re-run after a crash resumes as it does with workers. A sweep trial in this mode trains in its Tune trial actor
-and reports to Tune, with the kept checkpoint's path, as ``TuneReportCallback`` does for a worker group.
+that a stage re-run after a crash resumes as it does with workers. A sweep trial in this mode trains in its Tune
+trial actor and reports to Tune, with the kept checkpoint's path, as ``TuneReportCallback`` does for a worker group.
 Every training worker function reports and resumes through :func:`report` and :func:`resumed_directory`, whichever
 mode runs it.
 """
@@ -25,7 +25,7 @@ import torch
 
 #: the loop-config key :func:`pipelines.ray_training.torch_trainer` sets for a run in the stage's process:
 #: ``{"folder": <storage_path>/<name>, "keep": n, "use_gpu": bool, "tune": bool}`` (``tune``: a sweep trial, whose
-#: reports also go to Ray Tune)
+#: reports go to Ray Tune instead of Ray Train)
 IN_PROCESS = "in_process_run"
 #: the empty file beside ``step-NNNNNN/`` that says every file of it was written (a crash mid-copy leaves none)
 COMPLETE = ".complete"
