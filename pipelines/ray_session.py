@@ -243,8 +243,9 @@ def decide_scaling(settings: RaySettings, resources: Mapping[str, float], local:
                               "one GPU, which NCCL refuses ('Duplicate GPU detected'); set gpus_per_worker: 1, or "
                               "workers: 1 (fractions suit single-worker sweep trials)")
     if local:  # a cluster the user named may add nodes on demand; this machine cannot
-        if use_gpu and gpus < max(1, workers) * per_gpu:
-            raise TrainStageError(f"{where} asks for {max(1, workers)} workers × {per_gpu} GPU but Ray has {gpus:g} GPUs; "
+        ranks = max(1, workers)  # in-process (0) still trains on one GPU
+        if use_gpu and gpus < ranks * per_gpu:
+            raise TrainStageError(f"{where} asks for {ranks} workers × {per_gpu} GPU but Ray has {gpus:g} GPUs; "
                                   f"lower {where}.workers, or set {where}.use_gpu: false (or auto)")
         if cpus < workers:
             raise TrainStageError(f"{where}.workers={workers} needs {workers} CPUs but Ray has {cpus:g}; lower "

@@ -81,13 +81,11 @@ class _ReportEvery(TrainingHooks):
                    "samples_per_second": sum(r.samples_per_second for r in window) / len(window),
                    "throughput": throughput,
                    "skipped_steps": trainer.nonfinite_total}
-        if run_checkpoints.world_rank(self.config) == 0:
-            if self.validate is not None:
-                metrics.update(self.validate(trainer))
-            run_checkpoints.report(self.config, metrics, result.step,
-                                   save=lambda folder: trainer.save_checkpoint(folder, data=self.data))
-        else:
-            run_checkpoints.report(self.config, metrics, result.step)
+        rank_zero = run_checkpoints.world_rank(self.config) == 0
+        if rank_zero and self.validate is not None:
+            metrics.update(self.validate(trainer))
+        run_checkpoints.report(self.config, metrics, result.step, save=(
+            lambda folder: trainer.save_checkpoint(folder, data=self.data)) if rank_zero else None)
 
 
 def window_means(rows: list[Mapping[str, float]]) -> dict[str, float]:
@@ -148,7 +146,7 @@ class _ProgressLine(TrainingHooks):
 
 def train_worker(config: dict[str, Any]) -> None:
     """The Ray Train worker: the same Trainer and data stream as `stylecore train` (the same TrainConfig and
-    DataConfig objects), resumed from Ray's checkpoint."""
+    DataConfig objects), resumed from the run's newest checkpoint (:mod:`pipelines.run_checkpoints`)."""
     from pipelines.console import quiet_train_worker
 
     with quiet_train_worker():  # Ray Train's report and checkpoint lines, from every rank

@@ -65,18 +65,13 @@ def report(config: Mapping[str, Any], metrics: dict[str, Any], step: int,
     from ray.train import Checkpoint
 
     run = config.get(IN_PROCESS)
-    if run is None:
-        if save is None:
-            ray.train.report(metrics)
+    with tempfile.TemporaryDirectory() as building:
+        written = save(Path(building)) if save is not None else None
+        if run is None:  # Ray Train copies the checkpoint to its storage within the report
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(written)) if written else None,
+                             checkpoint_dir_name=step_name(step) if written else None)
             return
-        with tempfile.TemporaryDirectory() as building:
-            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(save(Path(building)))),
-                             checkpoint_dir_name=step_name(step))
-        return
-    checkpoint = None
-    if save is not None:
-        with tempfile.TemporaryDirectory() as building:
-            checkpoint = keep(save(Path(building)), run["folder"], step, run["keep"])
+        checkpoint = keep(written, run["folder"], step, run["keep"]) if written else None
     if not run.get("tune"):
         ray.train.report(metrics, checkpoint=checkpoint)
         return
