@@ -1,14 +1,15 @@
 """The training input pipeline: batches/s of ShardPairStream read inline (decode and augmentation on the
 training thread) against the same stream read by background loader threads.
 
-Shards of 256-px JPEGs are generated here (nothing is downloaded), the full profile's load and crop sizes
-are used (load 512, crop 256, batch 8: every stored image is decoded, upscaled 2× and cropped), and the
-training side only consumes the batches, as a GPU step that takes a few ms would. Medians of rounds taken
+Shards of JPEGs are generated here (nothing is downloaded) at the full profile's sizes by default (stored
+512 px, load 512, crop 256, batch 8: every stored image is decoded and a 256² window cut from it;
+``--store-size 256`` is the older setting where every crop was upscaled 2×), and the training side only
+consumes the batches, as a GPU step that takes a few ms would. Medians of rounds taken
 in turn (inline, loader, inline, …), because a shared VM drifts. The issue's target: ≥ 1.7× with 2
 workers on a 2-core machine.
 
     python bench/bench_loader.py                     # 2 workers, 60 batches a round, 3 rounds
-    python bench/bench_loader.py --workers 2 4 --load-size 256
+    python bench/bench_loader.py --workers 2 4 --store-size 256 --load-size 512
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from stylecore.shards import SourceItem, prepare_image, write_shards  # noqa: E4
 from stylecore.synthetic import STYLE_FAMILIES, synthetic_artwork, synthetic_photo  # noqa: E402
 
 
-def build_shards(root: Path, count: int = 64, size: int = 256) -> tuple[Path, Path]:
+def build_shards(root: Path, count: int = 64, size: int = 512) -> tuple[Path, Path]:
     for role in ("content", "style"):
         raw = root / f"raw-{role}"
         items = []
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop-size", type=int, default=256)
     parser.add_argument("--load-size", type=int, default=512)
+    parser.add_argument("--store-size", type=int, default=512, help="short side of the generated stored JPEGs")
     parser.add_argument("--batches", type=int, default=60, help="batches timed per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
@@ -66,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(1)  # the training thread's share; the loader workers take a core each
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        content, style = build_shards(Path(tmp))
+        content, style = build_shards(Path(tmp), size=args.store_size)
         settings = dict(batch_size=args.batch, crop_size=args.crop_size, load_size=args.load_size, flip=True,
                         shuffle_buffer=100)
         rates: dict[int, list[float]] = {0: [], **{w: [] for w in args.workers}}
@@ -82,7 +84,7 @@ def main() -> None:
                          "ms_per_batch": round(1000 / rate, 1), "vs_inline": round(rate / inline, 2),
                          "rounds": [round(v, 2) for v in values]})
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s) in the trainer"
-    print(f"# {machine}; batch {args.batch}, load {args.load_size}, crop {args.crop_size}")
+    print(f"# {machine}; batch {args.batch}, stored {args.store_size}, load {args.load_size}, crop {args.crop_size}")
     for row in rows:
         print(f"{row['loader']:<26} {row['batches_per_second']:7.2f} batches/s  {row['ms_per_batch']:6.1f} ms/batch  "
               f"{row['vs_inline']:.2f}× inline  rounds {row['rounds']}")

@@ -12,7 +12,8 @@ It runs each check in turn, never stopping at a failure, and writes ``device_che
 - ``decisions``: what ``use_gpu: auto`` decides on this machine's resources, fractional GPUs refused under
   DDP, inference on the best device, a checkpoint's RNG holding only its own device's state and reloading;
 - ``host-syncs``: device → host synchronisations in one training step (CUDA's sync debug mode);
-- ``loader``: batches/s of the shard stream inline and with 2 loader workers (load 512, crop 256);
+- ``loader``: batches/s of the shard stream inline, with 2 loader workers (stored 512, load 512, crop 256) and
+  with ``jpeg_decode: device`` (nvJPEG), whose pixels are checked against libjpeg-turbo's;
 - ``ray-train``: the Ray Train path on this machine's GPU (NCCL, ``use_gpu`` decided by auto), resumable;
 - ``ray-data``: Ray Data stylization with one GPU actor: images/s and the outputs' count;
 - ``evaluation``: every evaluation metric (the seed paper's, LPIPS, CFSD, histogram, Inception features) on
@@ -175,18 +176,29 @@ def host_syncs(device: torch.device) -> dict[str, Any]:
     return {"syncs_per_step": {name: len(syncs) for name, syncs in found.items()}}
 
 
-def loader(scratch: Path, smoke: bool) -> dict[str, Any]:
+def loader(scratch: Path, smoke: bool, device: torch.device) -> dict[str, Any]:
     from bench_loader import batches_per_second, build_shards
     from stylecore.data import ShardPairStream
+    from stylecore.shards import decode_jpegs, iterate_samples, shard_urls, undecoded_sample
 
-    content, style = build_shards(scratch / "loader", count=16 if smoke else 64, size=64 if smoke else 256)
+    content, style = build_shards(scratch / "loader", count=16 if smoke else 64, size=64 if smoke else 512)
     settings = dict(batch_size=2 if smoke else 8, crop_size=32 if smoke else 256, load_size=48 if smoke else 512,
                     flip=True, shuffle_buffer=50)
     batches = 4 if smoke else 40
     inline = batches_per_second(ShardPairStream(content, style, **settings), batches)
     workers = batches_per_second(ShardPairStream(content, style, workers=2, **settings), batches)
+    # jpeg_decode: device — each batch's JPEGs decoded together on the device (nvJPEG on a GPU), the same pixels as
+    # libjpeg-turbo's within the decoders' rounding
+    on_device = batches_per_second(ShardPairStream(content, style, workers=2, decode_device=device, **settings),
+                                   batches)
+    datas = [undecoded_sample(sample)[1] for _, sample in zip(range(8), iterate_samples(shard_urls(content)))]
+    here, there = decode_jpegs(datas, torch.device("cpu")), decode_jpegs(datas, device)
+    worst = max(float((a.float() - b.cpu().float()).abs().mean()) for a, b in zip(here, there))
+    if worst > 2.0 or any(b.device.type != device.type for b in there):
+        raise AssertionError(f"decoding on {device} differs from libjpeg-turbo by {worst:.2f} levels on average")
     return {"inline_batches_per_s": round(inline, 2), "two_workers_batches_per_s": round(workers, 2),
-            "speedup": round(workers / inline, 2)}
+            "speedup": round(workers / inline, 2), "device_decode_batches_per_s": round(on_device, 2),
+            "device_decode_mean_abs_levels": round(worst, 3)}
 
 
 def ray_train(scratch: Path, smoke: bool) -> dict[str, Any]:
@@ -326,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                    smoke), skip=skip)
         check("decisions", lambda: decisions(device, scratch))
         check("host-syncs", lambda: host_syncs(device), skip=no_cuda)
-        check("loader", lambda: loader(scratch, smoke))
+        check("loader", lambda: loader(scratch, smoke, device))
         check("evaluation", lambda: evaluation_metrics(device, smoke))
         for method in ("strotss", "gatys"):
             check(f"optimize/{method}", lambda m=method: optimization(m, device, smoke))

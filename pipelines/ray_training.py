@@ -158,7 +158,7 @@ def _train(config: dict[str, Any]) -> None:
     train: TrainConfig = config["train"]
     torch.set_num_threads(config["threads_per_worker"])
     device = run_checkpoints.device(config)
-    data = config["data"].stream(config["content"], config["style"], seed=train.seed + rank)
+    data = config["data"].stream(config["content"], config["style"], seed=train.seed + rank, device=device)
     rank_zero = rank == 0
     tracking = None
     if config.get("mlflow") and rank_zero:

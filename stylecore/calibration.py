@@ -107,7 +107,7 @@ def calibrate_settings(section: Mapping[str, Any], settings: TrainingSettings, p
     and ``stylecore train --params`` all do, so the three train alike."""
     train = settings.train
     classic = training_settings(section, train.model, CLASSIC, profile, extra_keys, where)
-    stream = settings.data.stream(content, style, seed=train.seed)
+    stream = settings.data.stream(content, style, seed=train.seed, device=torch.device(device))
     result = calibrate_balanced_weight(classic.train, stream, settings.calibrate_batches, device)
     return dataclasses.replace(train, style_params={**train.style_params, "weight": result.weight}), result
 

@@ -211,7 +211,7 @@ class LabelledStream:
                 if artist is not None:
                     picked.append((key, image, artist, self.style_index.get(str(meta["labels"].get("style")), -1)))
             self.position += 1
-            yield LabelledBatch(torch.stack([self.augment(image, generator) for _, image, _, _ in picked]),
+            yield LabelledBatch(self.augment.batch([image for _, image, _, _ in picked], generator),
                                 torch.tensor([a for _, _, a, _ in picked]), torch.tensor([s for _, _, _, s in picked]),
                                 [k for k, _, _, _ in picked])
 

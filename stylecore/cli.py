@@ -52,7 +52,7 @@ def _parse_assignments(items: Sequence[str], option: str) -> dict:
 
 #: flags of `stylecore train` that set DataConfig fields (flag dest → field)
 DATA_FLAGS = {"batch_size": "batch_size", "size": "crop_size", "load_size": "load_size", "loader_workers": "loader_workers",
-              "flip": "flip", "style_jitter": "style_jitter"}
+              "jpeg_decode": "jpeg_decode", "flip": "flip", "style_jitter": "style_jitter"}
 
 
 def training_configs(args: argparse.Namespace):
@@ -154,7 +154,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                                 extra_keys=("report_every",), where=f"{args.params}: train")
             print(describe(f"{config.model} × balanced_gram", result))
         # Shards stream (bounded memory, split by node); --in-memory samples them by index instead.
-        data = data_config.stream(args.content, args.style, seed=config.seed, in_memory=args.in_memory)
+        from stylecore.devices import best_device
+
+        data = data_config.stream(args.content, args.style, seed=config.seed, in_memory=args.in_memory,
+                                  device=args.device or best_device())
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -182,7 +185,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     domain = "".join(f", style side {name} = {' | '.join(v)}" for name, v in data_config.style_labels.items())
     print(f"data: batch {data_config.batch_size}, crop {data_config.crop_size}, load "
           f"{data_config.load_size or data_config.crop_size}, flip {'on' if data_config.flip else 'off'}, style jitter "
-          f"{'on' if data_config.style_jitter else 'off'}, {data_config.loader_workers} loader thread(s){domain}"
+          f"{'on' if data_config.style_jitter else 'off'}, {data_config.loader_workers} loader thread(s), JPEGs decoded on the "
+          f"{'training device' if data_config.jpeg_decode == 'device' else 'loader side'}{domain}"
           + (f"; settings from {args.params}" if args.params else ""))
     try:
         results = trainer.fit(data, checkpoint_dir=output, progress=not args.quiet)
@@ -387,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loader-workers", dest="loader_workers", type=int,
                        help=f"background threads that decode and augment shard batches (default "
                             f"{data_default.loader_workers}: on the training thread; 2-4 keep a GPU fed)")
+    train.add_argument("--jpeg-decode", dest="jpeg_decode", choices=("loader", "device"),
+                       help=f"where streamed shards' JPEGs are decoded: loader (libjpeg-turbo in the loader threads) "
+                            f"or device (each batch on the training device: nvJPEG on a GPU) (default "
+                            f"{data_default.jpeg_decode})")
     train.add_argument("--domain", metavar="LABEL=VALUE[,VALUE…]",
                        help="train on the style samples with these label values only (shard folders), e.g. "
                             "style=Impressionism: a GAN model's target domain(s), named after the values (one for "

@@ -425,6 +425,9 @@ class DataConfig:
     crop_size: int = setting(integer(1), 256)
     load_size: int | None = setting(optional(integer(1)), None)
     loader_workers: int = setting(integer(0), 0)  # background decode threads (ShardPairStream)
+    # where streamed shards' JPEGs are decoded: loader (libjpeg-turbo, image by image, in the loader threads) or
+    # device (each batch's JPEGs together on the training device: nvJPEG on a GPU, the threads only reading bytes)
+    jpeg_decode: str = setting(one_of("loader", "device"), "loader")
     flip: bool = setting(BOOLEAN, False)
     style_jitter: bool = setting(BOOLEAN, False)
     # the style side's samples by label, {label: value or [values]}: a GAN's target domain (shards only)
@@ -442,10 +445,11 @@ class DataConfig:
             raise ConfigError(f"data config: load_size={self.load_size} is smaller than crop_size={self.crop_size}; "
                               "images are resized to load_size before the crop")
 
-    def stream(self, content: Any, style: Any, seed: int, in_memory: bool = False):
+    def stream(self, content: Any, style: Any, seed: int, in_memory: bool = False, device: Any = None):
         """The endless, seeded batch stream of ``content`` × ``style``: shard folders or URIs (one, or a list) stream
         (:class:`stylecore.data.ShardPairStream`); image folders, ``synthetic:…`` specs, or shards with
-        ``in_memory`` are indexed (:class:`stylecore.data.PairStream`, bitwise-exact resume)."""
+        ``in_memory`` are indexed (:class:`stylecore.data.PairStream`, bitwise-exact resume). ``device``: the
+        training device, where ``jpeg_decode: device`` decodes (the batches then arrive on it)."""
         from stylecore.data import PairStream, ShardPairStream, image_source
         from stylecore.shards import is_shard_location
 
@@ -454,9 +458,14 @@ class DataConfig:
 
         augment = {"batch_size": self.batch_size, "crop_size": self.crop_size, "load_size": self.load_size,
                    "seed": seed, "flip": self.flip, "style_jitter": self.style_jitter}
-        if shards(content) and shards(style) and not in_memory:
+        streamed = shards(content) and shards(style) and not in_memory
+        if self.jpeg_decode == "device" and (device is None or not streamed):
+            raise ConfigError("data config: jpeg_decode=device decodes streamed shards on the training device; "
+                              + ("this run reads indexed images (in memory, folders or synthetic)" if not streamed
+                                 else "this caller names no device") + ": set jpeg_decode: loader")
+        if streamed:
             return ShardPairStream(content, style, workers=self.loader_workers, style_labels=self.style_labels,
-                                   **augment)
+                                   decode_device=device if self.jpeg_decode == "device" else None, **augment)
         if self.style_labels:
             raise ConfigError(f"data config: style_labels {self.style_labels} selects shard samples by label; "
                               f"{'in-memory sampling does not' if in_memory else f'{style} is not a shard folder'} "

@@ -152,10 +152,17 @@ def seeded_generator(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
 
 
+def unit_float(image: Tensor) -> Tensor:
+    """uint8 pixels → float in [0, 1]; a float image is returned as it is."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image
+
+
 class Augment:
     """Resize (short side ``load_size``, aspect kept), random crop to ``crop_size``, optional horizontal
     flip; ``style_jitter`` adds Magenta's style augmentation to style images (brightness ±0.8 as an
-    additive delta, saturation ×0.5–1.5, hue ±0.2, vertical flips, a random extra resize of +2…+200 px)."""
+    additive delta, saturation ×0.5–1.5, hue ±0.2, vertical flips, a random extra resize of +2…+200 px).
+    Images are (3, H, W) floats in [0, 1] or uint8 pixels, the crops always floats: decoded uint8 pixels are
+    converted only where they are cut out (a 256² crop of a 512 × 683 image is a fifth of its pixels)."""
 
     def __init__(self, crop_size: int, load_size: int | None = None, flip: bool = False,
                  style_jitter: bool = False) -> None:
@@ -166,44 +173,67 @@ class Augment:
             raise ValueError(f"load_size {self.load_size} is smaller than crop_size {self.crop_size}")
         self.flip, self.style_jitter = bool(flip), bool(style_jitter)
 
-    def _crop_at_load_scale(self, image: Tensor, load: int, generator: torch.Generator) -> Tensor:
-        """A random ``crop_size`` square of the image as resized to short side ``load``, cropped before it is
-        resized: the window is drawn on the resized image's grid and cut from the stored pixels, so only the
-        crop is resampled (a 2× upscale of a whole 256 × 341 image is 8× the pixels of the 256² crop it
-        feeds). The window's corners round to stored pixels, a shift of under one stored pixel."""
+    def _crop_at_load_scale(self, image: Tensor, load: int, where: tuple[float, float]) -> Tensor:
+        """The ``crop_size`` square at ``where`` (two uniform draws in [0, 1): its top and left, as fractions of the
+        free room) of the image as resized to short side ``load``, cropped before it is resized: the window is
+        placed on the resized image's grid and cut from the stored pixels, so only the crop is resampled (a 2×
+        upscale of a whole 256 × 341 image is 8× the pixels of the 256² crop it feeds). The window's corners round
+        to stored pixels, a shift of under one stored pixel."""
         h, w = image.shape[-2:]
         scale = load / min(h, w)
         resized = (max(load, round(h * scale)), max(load, round(w * scale)))  # what resize_short_side gives
         crop = self.crop_size
-        top = int(torch.randint(0, resized[0] - crop + 1, (1,), generator=generator))
-        left = int(torch.randint(0, resized[1] - crop + 1, (1,), generator=generator))
+        top, left = int(where[0] * (resized[0] - crop + 1)), int(where[1] * (resized[1] - crop + 1))
         if resized == (h, w):
             return image[:, top:top + crop, left:left + crop]
         rows, cols = h / resized[0], w / resized[1]  # stored pixels per resized pixel, each axis
         y0, x0 = round(top * rows), round(left * cols)
         y1, x1 = max(y0 + 1, min(h, round((top + crop) * rows))), max(x0 + 1, min(w, round((left + crop) * cols)))
-        window = image[None, :, y0:y1, x0:x1]
+        window = unit_float(image[None, :, y0:y1, x0:x1])
         return F.interpolate(window, size=(crop, crop), mode="bilinear", align_corners=False,
                              antialias=True)[0].clamp(0, 1)
 
     def __call__(self, image: Tensor, generator: torch.Generator, style: bool = False) -> Tensor:
-        load = self.load_size
-        jitter = style and self.style_jitter
-        if jitter:
-            load += int(torch.randint(2, 201, (1,), generator=generator))
-        image = self._crop_at_load_scale(image, load, generator)
-        if self.flip and bool(torch.rand(1, generator=generator) < 0.5):
-            image = image.flip(-1)
-        if jitter:
-            import torchvision.transforms.v2.functional as TF
+        return self.batch([image], generator, style)[0]
 
-            uniform = lambda low, high: low + (high - low) * float(torch.rand(1, generator=generator))
-            image = (image + uniform(-0.8, 0.8)).clamp(0, 1)
-            image = TF.adjust_saturation(image, uniform(0.5, 1.5))
-            image = TF.adjust_hue(image, uniform(-0.2, 0.2))
-            if bool(torch.rand(1, generator=generator) < 0.5):
-                image = image.flip(-2)
-        return image.contiguous()
+    def batch(self, images: Sequence[Tensor], generator: torch.Generator, style: bool = False) -> Tensor:
+        """The augmented crops of ``images``, stacked: (N, 3, crop, crop) floats in [0, 1].
+
+        Built for loader threads, where every tensor op hands Python's lock over: one draw from ``generator`` for
+        the whole batch (eight uniforms an image: extra load size, top, left, flip, then the style jitter's), each
+        crop written straight into its slot of the batch, and uint8 pixels that need no resampling converted there
+        and divided by 255 once for the whole batch (bench/bench_loader.py)."""
+        crop, jitter = self.crop_size, style and self.style_jitter
+        out = torch.empty(len(images), 3, crop, crop, device=images[0].device)
+        draws = torch.rand(len(images), 8, generator=generator).tolist()
+        scaled = []  # slots holding 0–255 values (uint8 pixels copied as they are)
+        for slot, (image, u) in enumerate(zip(images, draws)):
+            load = self.load_size + (2 + int(u[0] * 199) if jitter else 0)  # Magenta's +2…+200 px
+            image = self._crop_at_load_scale(image, load, (u[1], u[2]))
+            if self.flip and u[3] < 0.5:
+                image = image.flip(-1)
+            if jitter:
+                image = self._jitter(unit_float(image), u[4:])
+            elif image.dtype == torch.uint8:
+                scaled.append(slot)
+            out[slot].copy_(image)
+        if len(scaled) == len(images):
+            out.div_(255.0)
+        else:
+            for slot in scaled:
+                out[slot].div_(255.0)
+        return out
+
+    @staticmethod
+    def _jitter(image: Tensor, u: Sequence[float]) -> Tensor:
+        """Magenta's colour jitter from four uniforms: brightness ±0.8 (additive), saturation ×0.5–1.5, hue ±0.2,
+        and a vertical flip half the time."""
+        import torchvision.transforms.v2.functional as TF
+
+        image = (image + (-0.8 + 1.6 * u[0])).clamp(0, 1)
+        image = TF.adjust_saturation(image, 0.5 + u[1])
+        image = TF.adjust_hue(image, -0.2 + 0.4 * u[2])
+        return image.flip(-2) if u[3] < 0.5 else image
 
 
 class PairStream:
@@ -269,7 +299,7 @@ class ShardPairStream:
     def __init__(self, content: ShardLocations, style: ShardLocations, batch_size: int, crop_size: int,
                  load_size: int | None = None, seed: int = 0, flip: bool = False, style_jitter: bool = False,
                  shuffle_buffer: int = 1000, workers: int = 0, pin_memory: bool | None = None,
-                 style_labels: Mapping[str, Any] | None = None) -> None:
+                 style_labels: Mapping[str, Any] | None = None, decode_device: str | torch.device | None = None) -> None:
         from stylecore.shards import check_label_filter, label_filter, shard_urls
 
         shard_urls(content), shard_urls(style)  # fail now, with the fix, if either is not a shard folder
@@ -283,7 +313,11 @@ class ShardPairStream:
         self.augment = Augment(crop_size, load_size, flip, style_jitter)
         self.seed, self.shuffle_buffer = int(seed), int(shuffle_buffer)
         self.workers = workers
-        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        # None: each image decoded where it is read (the loader threads); a device: the batch's JPEGs decoded there
+        # together (nvJPEG on a GPU) and cropped there, the threads only reading and shuffling the bytes
+        self.decode_device = None if decode_device is None else torch.device(decode_device)
+        pinnable = self.decode_device is None or self.decode_device.type == "cpu"
+        self.pin_memory = pinnable and (torch.cuda.is_available() if pin_memory is None else bool(pin_memory))
         from webdataset.utils import pytorch_worker_info
 
         self.rank = pytorch_worker_info()[0]  # this DDP rank, fixed at construction: every lane draws with it
@@ -298,18 +332,24 @@ class ShardPairStream:
     def batches(self, start: int, lane: int = 0) -> Iterator[Batch]:
         """The endless batches of one reader: seeded by (seed, start position, lane), so the inline stream
         (lane 0) and each loader thread (its own lane) read their own reproducible sequence."""
-        from stylecore.shards import stream_shards
+        from stylecore.shards import decode_jpegs, stream_shards
 
         stream_seed = int(seeded_generator(self.seed, start, *([lane] if lane else [])).initial_seed() % (2**31))
-        contents = stream_shards(self.content, stream_seed, self.shuffle_buffer, rank=self.rank)
+        decoded = self.decode_device is None
+        contents = stream_shards(self.content, stream_seed, self.shuffle_buffer, rank=self.rank, decode=decoded)
         styles = stream_shards(self.style, stream_seed + 1, self.shuffle_buffer, rank=self.rank,
-                               labels=self.style_labels)
+                               labels=self.style_labels, decode=decoded)
         generator = seeded_generator(self.seed, "augment", start, *([lane] if lane else []))
+
+        def images(items: list[tuple[str, Any, dict]]) -> Sequence[Tensor]:
+            read = [image for _, image, _ in items]
+            return read if decoded else decode_jpegs(read, self.decode_device)
+
         while True:
             c_items = [next(contents) for _ in range(self.batch_size)]
             s_items = [next(styles) for _ in range(self.batch_size)]
-            yield Batch(torch.stack([self.augment(image, generator) for _, image, _ in c_items]),
-                        torch.stack([self.augment(image, generator, style=True) for _, image, _ in s_items]),
+            yield Batch(self.augment.batch(images(c_items), generator),
+                        self.augment.batch(images(s_items), generator, style=True),
                         [key for key, _, _ in c_items], [key for key, _, _ in s_items],
                         [dict(meta.get("labels") or {}) for _, _, meta in s_items])
 

@@ -8,11 +8,11 @@ label, and every rejected input with the reason.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 from stylecore.io import atomic_write_text
 
 if TYPE_CHECKING:  # torch is imported lazily: shard worker processes only need Pillow
+    import torch
     from torch import Tensor
 
 SAMPLE_EXTENSIONS = ("jpg", "json")
@@ -115,7 +116,8 @@ def write_shards(results: Iterable[Prepared | Rejected], out_dir: Path, prefix: 
             super().next_stream()
             counts.append(0)
 
-    with _Counting(pattern, maxcount=maxcount, maxsize=3e9, mtime=0.0, verbose=0) as sink:
+    # mtime an int: a float makes tarfile add a PAX header to every member (3 header blocks, not 1, to parse per file)
+    with _Counting(pattern, maxcount=maxcount, maxsize=3e9, mtime=0, verbose=0) as sink:
         for result in results:
             if isinstance(result, Rejected):
                 rejected.append({"path": result.path, "reason": result.reason})
@@ -259,28 +261,71 @@ def iterate_samples(urls: Sequence[str]) -> Iterator[dict]:
 
 
 def decode_sample(sample: Mapping[str, Any]) -> tuple[str, "Tensor", dict]:
-    """A raw WebDataset sample → (key, (3, H, W) float image in [0, 1], metadata).
+    """A raw WebDataset sample → (key, (3, H, W) float image in [0, 1], metadata)."""
+    key, pixels, meta = decode_pixels(sample)
+    return key, pixels.float().div_(255.0), meta
+
+
+def decode_pixels(sample: Mapping[str, Any]) -> tuple[str, "Tensor", dict]:
+    """A raw WebDataset sample → (key, (3, H, W) uint8 pixels, metadata).
 
     JPEGs decode with torchvision's libjpeg-turbo decoder straight into a tensor (no PIL round trip);
-    anything it cannot read falls back to Pillow.
+    anything it cannot read falls back to Pillow (:func:`decode_jpegs`).
     """
     import torch
 
-    data = sample["jpg"]
-    try:
+    key, data, meta = undecoded_sample(sample)
+    return key, decode_jpegs([data], torch.device("cpu"))[0], meta
+
+
+def undecoded_sample(sample: Mapping[str, Any]) -> tuple[str, "Tensor", dict]:
+    """A raw WebDataset sample → (key, its JPEG bytes as a uint8 tensor, metadata)."""
+    import torch
+
+    meta = json.loads(sample["json"]) if "json" in sample else {}
+    return sample["__key__"], torch.frombuffer(bytearray(sample["jpg"]), dtype=torch.uint8), meta
+
+
+def decode_jpegs(datas: Sequence["Tensor"], device: "torch.device") -> list["Tensor"]:
+    """JPEG bytes (uint8 tensors) → (3, H, W) uint8 RGB pixels on ``device``: on a CUDA device the whole list in
+    one call to nvJPEG (torchvision's GPU decoder); on the CPU one libjpeg-turbo call per image, Pillow taking
+    over where torchvision's operator is gone or cannot read one."""
+    import torch
+
+    if device.type == "cuda":
         from torchvision.io import ImageReadMode, decode_jpeg
 
-        with warnings.catch_warnings():
-            # torchvision 0.29 deprecates its decoders in favour of TorchCodec; they remain 1.3× faster than
-            # PIL here (BENCHMARKS.md), and Pillow below takes over when they are gone.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pixels = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-    except (RuntimeError, ImportError):
-        from stylecore.imaging import decode_rgb_array
+        return decode_jpeg(list(datas), mode=ImageReadMode.RGB, device=device)
+    decoder, pixels = _jpeg_decoder(), []
+    for data in datas:
+        try:
+            if decoder is None:
+                raise RuntimeError("torchvision's JPEG decoder is not available")
+            pixels.append(decoder(data))
+        except RuntimeError:
+            from stylecore.imaging import decode_rgb_array
 
-        pixels = torch.from_numpy(decode_rgb_array(bytes(data)).copy()).permute(2, 0, 1)
-    meta = json.loads(sample["json"]) if "json" in sample else {}
-    return sample["__key__"], pixels.float().div_(255.0), meta
+            pixels.append(torch.from_numpy(decode_rgb_array(data.numpy().tobytes()).copy()).permute(2, 0, 1))
+    return pixels if device.type == "cpu" else [p.to(device) for p in pixels]
+
+
+@functools.cache
+def _jpeg_decoder() -> Callable[["Tensor"], "Tensor"] | None:
+    """torchvision's libjpeg-turbo operator (JPEG bytes → (3, H, W) uint8 RGB), or None without torchvision.
+
+    The operator itself, not ``torchvision.io.decode_jpeg``: torchvision 0.29 deprecates its decoders in favour of
+    TorchCodec, and the wrapper logs its use and raises a DeprecationWarning on every call, Python work that a
+    loader thread does holding the interpreter's lock, per image (the operator stays 1.3× faster than PIL,
+    BENCHMARKS.md). Pillow takes over where the operator is gone."""
+    import torch
+
+    try:
+        from torchvision.io import ImageReadMode  # importing torchvision.io registers torch.ops.image
+
+        operator, rgb = torch.ops.image.decode_jpeg, ImageReadMode.RGB.value
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+    return lambda data: operator(data, rgb, False)  # False: no EXIF rotation, as decode_jpeg's default
 
 
 class ShardImages:
@@ -361,9 +406,12 @@ def _matching(labels: LabelFilter) -> Callable[[dict], bool]:
 
 
 def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffle_buffer: int = 1000,
-                  rank: int | None = None, labels: LabelFilter | None = None) -> Iterator[tuple[str, "Tensor", dict]]:
-    """An endless, resampled, reproducible stream of decoded samples; with ``labels``, only the samples whose
-    labels match (:data:`LabelFilter`), filtered before they are decoded.
+                  rank: int | None = None, labels: LabelFilter | None = None,
+                  decode: bool = True) -> Iterator[tuple[str, "Tensor", dict]]:
+    """An endless, resampled, reproducible stream of decoded samples, (3, H, W) uint8 pixels (converted to float
+    where they are cropped, :class:`stylecore.data.Augment`); with ``labels``, only the samples whose labels match
+    (:data:`LabelFilter`), filtered before they are decoded. ``decode=False`` yields each sample's JPEG bytes as
+    a uint8 tensor instead, for :func:`decode_jpegs` to decode a batch of them on a GPU.
 
     Shards are drawn at random with replacement, so a DDP rank never runs dry before the others; the
     draw is seeded by ``seed`` and the rank/loader worker (WebDataset's ``RANK``-aware worker seed), so
@@ -383,4 +431,4 @@ def stream_shards(location: str | Path | Sequence[str | Path], seed: int, shuffl
         wds.shuffle(shuffle_buffer, seed=seed),
     )
     for sample in pipeline:
-        yield decode_sample(sample)
+        yield decode_pixels(sample) if decode else undecoded_sample(sample)

@@ -43,6 +43,21 @@ def test_shards_hold_every_sample_once_with_schema_and_manifest(style_shards):
         shard_urls(out.parent)
 
 
+def test_shard_members_have_one_plain_header_each(style_shards):
+    """No PAX extended headers (a float mtime makes tarfile write one per member: three header blocks instead of
+    one, and twice the header parsing for every sample a loader reads); the fixed mtime keeps reruns identical."""
+    import tarfile
+
+    out, _ = style_shards
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members = tar.getmembers()
+        assert members and all(not m.pax_headers and m.mtime == 0 and m.isfile() for m in members)
+        # each member: one 512-byte header and its data padded to 512; then the end-of-archive blocks
+        assert members[-1].offset_data + members[-1].size <= shard.stat().st_size
+        assert all(m.offset_data == m.offset + 512 for m in members)
+
+
 def test_shard_pair_stream_yields_augmented_batches_and_ranks_read_their_own_shards(style_shards, monkeypatch):
     out, _ = style_shards
     stream = ShardPairStream(out, out, batch_size=3, crop_size=32, load_size=48, seed=0, flip=True)
@@ -161,10 +176,11 @@ def test_the_crop_is_cut_before_the_resize_and_shows_what_resize_then_crop_shows
     step = math.ceil(load / min(stored))  # one pixel of the coarser grid, in resized pixels
     for seed in range(4):
         cropped = Augment(crop, load)(artwork, seeded_generator("crop", seed))
-        # the reference order, with the same two draws: the whole image resized, then the window cut
+        # the reference order, with the same draws (Augment.batch: eight uniforms an image, top and left the 2nd
+        # and 3rd as fractions of the free room): the whole image resized, then the window cut
         generator, whole = seeded_generator("crop", seed), resize_short_side(artwork, load)
-        top = int(torch.randint(0, whole.shape[1] - crop + 1, (1,), generator=generator))
-        left = int(torch.randint(0, whole.shape[2] - crop + 1, (1,), generator=generator))
+        draws = torch.rand(1, 8, generator=generator)[0].tolist()
+        top, left = int(draws[1] * (whole.shape[1] - crop + 1)), int(draws[2] * (whole.shape[2] - crop + 1))
         reference = whole[:, top:top + crop, left:left + crop]
         assert cropped.shape == reference.shape == (3, crop, crop)
         if load == min(stored):  # nothing to resize: the very same pixels
@@ -174,3 +190,50 @@ def test_the_crop_is_cut_before_the_resize_and_shows_what_resize_then_crop_shows
         moved = left + step if left + step <= whole.shape[2] - crop else left - step
         one_pixel_off = (whole[:, top:top + crop, moved:moved + crop] - reference).abs().mean()
         assert (cropped - reference).abs().mean() < one_pixel_off, seed
+
+
+@pytest.mark.parametrize("load", [128, 160])
+def test_uint8_pixels_give_the_crops_their_float_image_gives(load):
+    """The loader hands Augment decoded uint8 pixels and converts only the crop: the batch equals the float image's,
+    whatever mix of the two a batch holds."""
+    float_images = [synthetic_artwork(i, "dots", 128)[:, :128, :(128 + 40 * i)] for i in range(3)]
+    pixels = [image.mul(255).round().byte() for image in float_images]
+    as_floats = [image.float() / 255 for image in pixels]
+    augment = Augment(96, load, flip=True)
+    from_pixels = augment.batch(pixels, seeded_generator("u8", load))
+    from_floats = augment.batch(as_floats, seeded_generator("u8", load))
+    mixed = augment.batch([pixels[0], as_floats[1], pixels[2]], seeded_generator("u8", load))
+    assert from_pixels.dtype == torch.float32 and from_pixels.shape == (3, 3, 96, 96)
+    assert 0 <= float(from_pixels.min()) and float(from_pixels.max()) <= 1
+    # converting before or after the cut is the same arithmetic on the same values, resampled or not
+    assert torch.equal(from_pixels, from_floats) and torch.equal(mixed, from_floats)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decoding_each_batch_on_the_training_device_gives_the_loader_sides_batches(style_shards, workers):
+    """jpeg_decode: device hands the batch's JPEG bytes to the device's decoder (nvJPEG on a GPU) and crops there;
+    on the CPU it is the same libjpeg-turbo, so the batches must be the loader side's exactly: same samples, same
+    crops, same order, inline or from loader threads."""
+    out, _ = style_shards
+    settings = dict(batch_size=3, crop_size=32, load_size=48, seed=5, flip=True, style_jitter=True, workers=workers)
+    loader_side = [b for _, b in zip(range(4), ShardPairStream(out, out, **settings))]
+    on_device = [b for _, b in zip(range(4), ShardPairStream(out, out, decode_device="cpu", **settings))]
+    for a, b in zip(loader_side, on_device):
+        assert a.content_keys == b.content_keys and a.style_keys == b.style_keys
+        assert torch.equal(a.content, b.content) and torch.equal(a.style, b.style)
+
+
+def test_jpeg_decode_is_checked_and_names_the_fix(style_shards):
+    from stylecore.config import ConfigError, DataConfig, from_mapping
+
+    out, _ = style_shards
+    with pytest.raises(ConfigError, match=r"jpeg_decode.*one of loader, device"):
+        from_mapping(DataConfig, {"jpeg_decode": "gpu"}, "data config")
+    device_side = DataConfig(batch_size=2, crop_size=32, jpeg_decode="device")
+    with pytest.raises(ConfigError, match="names no device: set jpeg_decode: loader"):
+        device_side.stream(out, out, seed=0)
+    with pytest.raises(ConfigError, match=r"reads indexed images .*: set jpeg_decode: loader"):
+        device_side.stream(out, out, seed=0, in_memory=True, device="cpu")
+    stream = device_side.stream(out, out, seed=0, device=torch.device("cpu"))
+    assert stream.decode_device == torch.device("cpu") and not stream.pin_memory
+    assert next(iter(stream)).content.shape == (2, 3, 32, 32)
