@@ -175,7 +175,7 @@ def _train(config: dict[str, Any]) -> None:
     if rank_zero:
         hooks.append(_ProgressLine(config.get("progress_label", "train"), train.steps))
     trainer = Trainer(train, device=device, hooks=hooks)
-    if rank_zero:  # the set-up in one line (its parts, the encoders' weights lines, at STYLECORE_LOG_LEVEL=INFO)
+    if rank_zero and config.get("summary_line", True):  # the set-up in one line (its parts at STYLECORE_LOG_LEVEL=INFO)
         worker_print(f"{config.get('progress_label', 'train')}: {trainer.summary()}")
     with run_checkpoints.resumed_directory(config) as directory:
         if directory is not None:

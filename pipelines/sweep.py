@@ -117,7 +117,9 @@ def run_trial(config: dict[str, Any], job: SweepJob) -> None:
             trial.train, trial.data, trial.content, trial.style, name=f"{job.key}-{trial_id}",
             storage_path=job.trials_storage, scale=job.scale, report_every=trial.report_every,
             keep=trial.ray.keep_checkpoints, max_failures=trial.ray.max_failures, validation=job.validation,
-            report_to_tune=True, extra={"mlflow": {"tracking_uri": tracking.uri, "run_id": run_id}})
+            report_to_tune=True, extra={"mlflow": {"tracking_uri": tracking.uri, "run_id": run_id},
+                                        # every trial builds the same model, which the sweep's heading names
+                                        "summary_line": False})
         if result.error is not None:
             raise result.error
     except BaseException:
