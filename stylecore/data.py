@@ -366,9 +366,8 @@ class ShardPairStream:
         w + 1 (:meth:`batches`) and the batches are handed over in turn (lane 1, lane 2, …, lane 1, …), so the
         sequence is a function of (seed, position, workers) and a resume continues it from the position. Threads,
         not processes: decoding and resizing are torch ops that release the GIL, and a thread hands its batch
-        over without copying it through another process (bench/bench_loader.py: 1.6–1.8× the inline rate with 2
-        threads on 2 cores, against 1.4–1.6× for DataLoader processes). Batches are pinned when CUDA is present,
-        ready for a non-blocking copy."""
+        over without copying it through another process (bench/bench_loader.py: 1.8× the inline rate with 2 threads
+        on 2 cores at the full profile's sizes; DataLoader processes gave 1.4–1.6×, BENCHMARKS.md). Batches are pinned when CUDA is present, ready for a non-blocking copy."""
         import queue
         import threading
 
