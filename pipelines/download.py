@@ -158,7 +158,7 @@ def run(source_name: str, params_path: Path, raw_root: Path, progress: bool = Tr
         record = {**base, "status": "skipped", "reason": reason, "files": _previous(folder).get("files", [])}
         _write_status(folder, record)
         return record
-    print(f"download@{source_name} ({source.kind}, {source.role}) — licence:\n  {source.licence}")
+    print(f"download@{source_name} ({source.kind}, {source.role}) — licence: {source.licence}")
     if not source.redistribution:
         print("  redistribution: NOT allowed — shards of this source are marked private and must not be published")
     if source.kind == "synthetic":
