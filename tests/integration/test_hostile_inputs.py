@@ -264,12 +264,19 @@ def test_the_local_ray_refuses_a_client_without_its_token(tmp_path, auth_mode):
         "import os, subprocess, sys\n"
         "from pipelines.ray_session import ray_session\n"
         "with ray_session():\n"
-        "    env = {**os.environ, 'RAY_AUTH_MODE': 'token', 'RAY_AUTH_TOKEN': 'not-the-token'}\n"
+        # RAY_gcs_server_port_wait_time_s: the refused client gives up after 3 connection attempts, not Ray's 20
+        "    env = {**os.environ, 'RAY_AUTH_MODE': 'token', 'RAY_AUTH_TOKEN': 'not-the-token',\n"
+        "           'RAY_gcs_server_port_wait_time_s': '3'}\n"
         "    probe = 'import ray, sys\\ntry:\\n    ray.init(address=sys.argv[1], log_to_driver=False)\\n'"
         " + '    print(\"CONNECTED\")\\nexcept Exception as error:\\n    print(\"REFUSED\", type(error).__name__)\\n'\n"
         "    out = subprocess.run([sys.executable, '-c', probe, os.environ['RAY_ADDRESS']], env=env, capture_output=True,"
         " text=True, timeout=120)\n"
-        "    print('ADDRESS', os.environ['RAY_ADDRESS'], 'PROBE', out.stdout.strip())\n")
+        "    print('ADDRESS', os.environ['RAY_ADDRESS'], 'PROBE', out.stdout.strip())\n"
+        # the control: the same client with the session's own token connects within the same 3 attempts
+        "    env = {**os.environ, 'RAY_gcs_server_port_wait_time_s': '3'}\n"
+        "    out = subprocess.run([sys.executable, '-c', probe, os.environ['RAY_ADDRESS']], env=env, capture_output=True,"
+        " text=True, timeout=120)\n"
+        "    print('CONTROL', out.stdout.strip())\n")
     env = {key: value for key, value in os.environ.items() if key not in ("RAY_ADDRESS", "STYLECORE_LOCAL_RAY",
                                                                        "RAY_AUTH_MODE")}
     if auth_mode is not None:
@@ -278,7 +285,8 @@ def test_the_local_ray_refuses_a_client_without_its_token(tmp_path, auth_mode):
     assert "ADDRESS 127.0.0.1:" in done.stdout, done.stdout + done.stderr
     # chosen explicitly, Ray keeps its "enabled by default … set RAY_AUTH_MODE=disabled to opt out" warning to itself
     assert ("Token authentication is enabled" in done.stderr) == (auth_mode is None), done.stderr[-2000:]
-    assert "PROBE REFUSED" in done.stdout and "CONNECTED" not in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "PROBE REFUSED" in done.stdout and "PROBE CONNECTED" not in done.stdout, done.stdout + done.stderr[-2000:]
+    assert "CONTROL CONNECTED" in done.stdout, done.stdout + done.stderr[-2000:]
 
 
 # ---------------------------------------------------------------------------------------------------
