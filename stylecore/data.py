@@ -267,15 +267,13 @@ class PairStream:
 
     def batch(self, index: int) -> Batch:
         generator = seeded_generator(self.seed, self.rank, self.world_size, index)
-        contents, styles, content_keys, style_keys = [], [], [], []
-        for _ in range(self.batch_size):
-            content_key, content = self.content[int(torch.randint(len(self.content), (1,), generator=generator))]
-            style_key, style = self.style[int(torch.randint(len(self.style), (1,), generator=generator))]
-            contents.append(self.augment(content, generator))
-            styles.append(self.augment(style, generator, style=True))
-            content_keys.append(content_key)
-            style_keys.append(style_key)
-        return Batch(torch.stack(contents), torch.stack(styles), content_keys, style_keys)
+        def pick(source: ImageSource) -> list[tuple[str, Tensor]]:
+            return [source[i] for i in torch.randint(len(source), (self.batch_size,), generator=generator).tolist()]
+
+        contents, styles = pick(self.content), pick(self.style)
+        return Batch(self.augment.batch([image for _, image in contents], generator),
+                     self.augment.batch([image for _, image in styles], generator, style=True),
+                     [key for key, _ in contents], [key for key, _ in styles])
 
     def __iter__(self) -> Iterator[Batch]:
         while True:
@@ -299,7 +297,8 @@ class ShardPairStream:
     def __init__(self, content: ShardLocations, style: ShardLocations, batch_size: int, crop_size: int,
                  load_size: int | None = None, seed: int = 0, flip: bool = False, style_jitter: bool = False,
                  shuffle_buffer: int = 1000, workers: int = 0, pin_memory: bool | None = None,
-                 style_labels: Mapping[str, Any] | None = None, decode_device: str | torch.device | None = None) -> None:
+                 style_labels: Mapping[str, Any] | None = None,
+                 decode_device: str | torch.device | None = None) -> None:
         from stylecore.shards import check_label_filter, label_filter, shard_urls
 
         shard_urls(content), shard_urls(style)  # fail now, with the fix, if either is not a shard folder
@@ -367,7 +366,8 @@ class ShardPairStream:
         sequence is a function of (seed, position, workers) and a resume continues it from the position. Threads,
         not processes: decoding and resizing are torch ops that release the GIL, and a thread hands its batch
         over without copying it through another process (bench/bench_loader.py: 1.8× the inline rate with 2 threads
-        on 2 cores at the full profile's sizes; DataLoader processes gave 1.4–1.6×, BENCHMARKS.md). Batches are pinned when CUDA is present, ready for a non-blocking copy."""
+        on 2 cores at the full profile's sizes; DataLoader processes gave 1.4–1.6×, BENCHMARKS.md). Batches are
+        pinned when CUDA is present, ready for a non-blocking copy."""
         import queue
         import threading
 
